@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# setup.sh - install everything stamp-bpf needs on a Debian bookworm host, idempotently.
+#
+# USAGE: scripts/setup.sh [--runtime]   (run as root)
+#
+# What it does, in order; each step is skipped when it is already done:
+#   1. Debian packages: bcc (python3-bpfcc), kernel headers, iproute2, ethtool,
+#      Python venv support; plus the test tools unless --runtime is given.
+#   2. Kernel headers for bcc: when /lib/modules/$(uname -r)/build is missing,
+#      link build/source to the newest /usr/src/linux-headers-*-amd64 and -common.
+#   3. A virtual environment (.venv, or $STAMP_VENV) made from Debian's python3 with
+#      --system-site-packages, so it can import bcc, with the project installed.
+#
+# The Dockerfile runs this same script with --runtime.
+set -euo pipefail
+
+RUNTIME_ONLY=0
+[ "${1:-}" = "--runtime" ] && RUNTIME_ONLY=1
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${STAMP_VENV:-$here/.venv}
+export DEBIAN_FRONTEND=noninteractive
+
+die() { echo "setup: $*" >&2; exit 1; }
+say() { echo "setup: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (it installs Debian packages and links kernel headers); try: sudo $0"
+command -v apt-get >/dev/null || die "apt-get not found: stamp-bpf's setup needs Debian or Ubuntu (bcc comes from python3-bpfcc)"
+
+runtime_pkgs=(python3 python3-venv python3-pip python3-bpfcc iproute2 ethtool libelf1 ca-certificates)
+header_pkgs=(linux-headers-amd64)
+test_pkgs=(iputils-ping tshark prometheus stress-ng dnsmasq-base make git curl unzip)
+
+missing=()
+want=("${runtime_pkgs[@]}")
+[ -d "/lib/modules/$(uname -r)/build" ] || want+=("${header_pkgs[@]}")
+[ "$RUNTIME_ONLY" = 1 ] || want+=("${test_pkgs[@]}")
+# The chart tests fetch helm from the npm registry; any npm will do (Debian's or NodeSource's).
+[ "$RUNTIME_ONLY" = 1 ] || command -v npm >/dev/null || want+=(npm)
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq || die "apt-get update failed: check the network path to the Debian mirror"
+  # tshark asks whether non-root users may capture; answer no without a prompt.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed; run it by hand to see why"
+fi
+
+# bcc compiles against /lib/modules/$(uname -r)/build. When the running kernel has
+# no headers package of its own (custom or cloud kernels), use Debian's generic
+# headers: bcc needs the kernel's UAPI and helper definitions, which are stable.
+kdir=/lib/modules/$(uname -r)
+if [ ! -e "$kdir/build/include" ]; then
+  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)
+  [ -n "$hdr" ] || die "no kernel headers for $(uname -r) and none in /usr/src; install linux-headers-\$(uname -r) or linux-headers-amd64"
+  common=${hdr%-amd64}-common
+  [ -d "$common" ] || die "$hdr has no matching $common; reinstall linux-headers-amd64"
+  mkdir -p "$kdir"
+  ln -sfn "$hdr" "$kdir/build"
+  ln -sfn "$common" "$kdir/source"
+  say "linked $kdir/build -> $hdr (kernel $(uname -r) has no headers package of its own)"
+fi
+
+# The venv must be made from Debian's python3, the one python3-bpfcc installs into.
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import bcc' 2>/dev/null; then
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv --system-site-packages "$venv" || die "could not create $venv with /usr/bin/python3 -m venv"
+  say "created $venv"
+fi
+"$venv/bin/python" -c 'import bcc' 2>/dev/null \
+  || die "$venv cannot import bcc: is python3-bpfcc installed for /usr/bin/python3?"
+
+extras="test"
+[ "$RUNTIME_ONLY" = 1 ] && extras=""
+spec="$here"
+[ -n "$extras" ] && spec="$here[$extras]"
+"$venv/bin/pip" install -q --disable-pip-version-check --no-input --upgrade "$spec" \
+  || die "pip install of the project into $venv failed"
+say "ready: $venv/bin/stamp-sender, stamp-reflector, stamp-exporter"
