@@ -137,7 +137,7 @@ class _Kind:
     def pack_into(self, buf, offset, rec):
         vals = list(rec)
         for i in self.ips:
-            vals[i] = socket.inet_aton(vals[i])
+            vals[i] = socket.inet_pton(socket.AF_INET, vals[i])
         for i in self.strs:
             vals[i] = vals[i].encode()[:16]
         self.struct.pack_into(buf, offset, *vals)
