@@ -1,0 +1,354 @@
+"""Test hosts in network namespaces, built up and torn down as one unit.
+
+Two shapes, addresses from the benchmarking range (RFC 2544, 198.18.0.0/15):
+
+    direct:    [sender 198.18.0.1/24] <-veth-> [reflector 198.18.0.2/24]
+    emulated:  [sender] <-veth-> [middle: link emulator] <-veth-> [reflector]
+
+In `emulated`, the middle namespace has no addresses: the emulator
+(stamp_bpf.lab.emulator) relays Ethernet frames between its two interfaces,
+so sender and reflector share one IPv4 subnet. Every veth end has TX checksum
+offload, TSO, GSO and GRO off: frames carry real checksums and MTU sizes.
+IPv6 is off in every namespace (no router solicitations, no DAD noise).
+
+Usage:
+
+    from stamp_bpf.lab.netns import Topology
+
+    with Topology("emulated", emulator_args=["--fwd-delay", "3ms", "--back-delay", "7ms"]) as topo:
+        topo.run(topo.reflector, ["ip", "addr"], check=True)
+        proc = topo.popen(topo.reflector, ["stamp-reflector", topo.reflector.ifname])
+        topo.run(topo.sender, ["ping", "-c", "3", topo.reflector.addr], check=True)
+    # every namespace, interface and process started through popen is gone here
+
+Topology(shape="direct", *, extra_addrs=0, static_neigh=True, emulator_args=None,
+         prefix=None, workdir=None)
+    extra_addrs   N more /32 addresses on the reflector (198.19.0.1 ...), reachable
+                  on-link from the sender; listed in topo.reflector.extra_addrs.
+    static_neigh  permanent neighbour entries both ways, so no ARP delays the first
+                  packets; False leaves ARP to do its work (through the emulator).
+    emulator_args extra arguments for the emulator (emulated shape only); it is
+                  started on enter, waits until ready, logs to topo.emulator_log.
+    prefix        name prefix (default "sl" + 6 random hex digits).
+    workdir       folder for logs and captures (default: a temporary folder,
+                  removed on exit).
+Attributes: prefix, shape, workdir, sender, reflector, middle (None when direct),
+            emulator (Popen or None), emulator_log (path or None).
+Host handles: ns, ifname, addr, prefixlen, mac, extra_addrs (middle: ifname is the
+              sender side, peer_ifname the reflector side; no addresses).
+Methods: run(host, argv, **kw) -> CompletedProcess; popen(host, argv, **kw) -> Popen
+         (tracked, stopped on exit: SIGTERM, then SIGKILL after `stop_timeout`);
+         stop(proc, timeout=3.0) -> returncode; start_emulator(args) /
+         stop_emulator(); close().
+cleanup(prefix) removes the namespaces and interfaces of a crashed run;
+`python -m stamp_bpf.lab.netns --cleanup PREFIX` does the same from a shell.
+"""
+
+import argparse
+import dataclasses
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SENDER_ADDR = "198.18.0.1"
+REFLECTOR_ADDR = "198.18.0.2"
+PREFIXLEN = 24
+EXTRA_NET = ipaddress.ip_network("198.19.0.0/16")
+SHAPES = ("direct", "emulated")
+_OFFLOADS = ["tx", "off", "tso", "off", "gso", "off", "gro", "off"]
+
+
+@dataclasses.dataclass
+class Host:
+    """One namespace of the topology and its interface."""
+    ns: str
+    ifname: str
+    addr: str = None
+    prefixlen: int = PREFIXLEN
+    mac: str = None
+    extra_addrs: list = dataclasses.field(default_factory=list)
+    peer_ifname: str = None      # middle ns only: the interface towards the reflector
+
+
+def _ip(*args, ns=None, input=None):
+    """Run `ip ARGS` (in namespace `ns`); raise with ip's own message on failure."""
+    argv = ["ip"] + (["-n", ns] if ns else []) + list(args)
+    res = subprocess.run(argv, input=input, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"`{' '.join(argv[:12])}` failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+def _ns_exec(ns, argv):
+    return ["ip", "netns", "exec", ns] + [str(a) for a in argv]
+
+
+def extra_addresses(count):
+    """The `count` extra reflector addresses: 198.19.0.1, ... skipping .0 and .255."""
+    out = []
+    for host in EXTRA_NET.hosts():
+        if len(out) == count:
+            break
+        if host.packed[3] not in (0, 255):
+            out.append(str(host))
+    if len(out) < count:
+        raise ValueError(f"extra_addrs={count} is more than {EXTRA_NET} holds")
+    return out
+
+
+def wait_ready(proc, path, timeout, what):
+    """Wait until `path` exists; raise if `proc` exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready after {timeout:.0f} s")
+        time.sleep(0.01)
+
+
+class Topology:
+    """Sender and reflector namespaces (and a middle one when emulated); see the module doc."""
+
+    def __init__(self, shape="direct", *, extra_addrs=0, static_neigh=True,
+                 emulator_args=None, prefix=None, workdir=None, stop_timeout=3.0):
+        if shape not in SHAPES:
+            raise ValueError(f"shape must be one of {SHAPES}, not {shape!r}")
+        if emulator_args is not None and shape != "emulated":
+            raise ValueError("emulator_args needs shape='emulated'")
+        self.shape = shape
+        self.prefix = prefix or "sl" + secrets.token_hex(3)
+        if len(self.prefix) > 10:
+            raise ValueError("prefix must be at most 10 characters (interface names <= 15)")
+        self.extra_addrs = extra_addrs
+        self.static_neigh = static_neigh
+        self.emulator_args = list(emulator_args or [])
+        self.stop_timeout = stop_timeout
+        self._own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix=f"{self.prefix}-")
+        self.sender = Host(f"{self.prefix}-snd", f"{self.prefix}s0", SENDER_ADDR)
+        self.reflector = Host(f"{self.prefix}-ref", f"{self.prefix}r0", REFLECTOR_ADDR)
+        self.middle = (Host(f"{self.prefix}-mid", f"{self.prefix}ms", peer_ifname=f"{self.prefix}mr")
+                       if shape == "emulated" else None)
+        self.emulator = None
+        self.emulator_log = None
+        self._procs = []
+        self._namespaces = []
+
+    @property
+    def hosts(self):
+        return [h for h in (self.sender, self.middle, self.reflector) if h]
+
+    # -- build ---------------------------------------------------------------
+
+    def __enter__(self):
+        try:
+            self._build()
+            if self.shape == "emulated":
+                self.start_emulator(self.emulator_args)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _build(self):
+        for host in self.hosts:
+            _ip("netns", "add", host.ns)
+            self._namespaces.append(host.ns)
+            self.run(host, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                            "net.ipv6.conf.default.disable_ipv6=1"], check=True)
+            _ip("link", "set", "lo", "up", ns=host.ns)
+        s, r, m = self.sender, self.reflector, self.middle
+        if m is None:
+            self._veth(s, s.ifname, r, r.ifname)
+        else:
+            self._veth(s, s.ifname, m, m.ifname)
+            self._veth(m, m.peer_ifname, r, r.ifname)
+            for ifname in (m.ifname, m.peer_ifname):
+                _ip("link", "set", ifname, "promisc", "on", "up", ns=m.ns)
+        for host in (s, r):
+            _ip("addr", "add", f"{host.addr}/{host.prefixlen}", "dev", host.ifname, ns=host.ns)
+            _ip("link", "set", host.ifname, "up", ns=host.ns)
+            host.mac = json.loads(_ip("-j", "link", "show", host.ifname, ns=host.ns))[0]["address"]
+        r.extra_addrs = extra_addresses(self.extra_addrs)
+        if r.extra_addrs:
+            _ip("-batch", "-", ns=r.ns, input="".join(
+                f"addr add {a}/32 dev {r.ifname}\n" for a in r.extra_addrs))
+            _ip("route", "add", str(EXTRA_NET), "dev", s.ifname, "scope", "link", ns=s.ns)
+        if self.static_neigh:
+            _ip("neigh", "replace", r.addr, "lladdr", r.mac, "dev", s.ifname, "nud", "permanent", ns=s.ns)
+            _ip("neigh", "replace", s.addr, "lladdr", s.mac, "dev", r.ifname,
+                "nud", "permanent", ns=r.ns)
+            if r.extra_addrs:
+                _ip("-batch", "-", ns=s.ns, input="".join(
+                    f"neigh replace {a} lladdr {r.mac} dev {s.ifname} nud permanent\n"
+                    for a in r.extra_addrs))
+
+    def _veth(self, a, a_if, b, b_if):
+        _ip("link", "add", a_if, "netns", a.ns, "type", "veth", "peer", "name", b_if, "netns", b.ns)
+        for host, ifname in ((a, a_if), (b, b_if)):
+            self.run(host, ["ethtool", "-K", ifname] + _OFFLOADS, check=True, capture_output=True)
+
+    # -- processes -----------------------------------------------------------
+
+    def _ns(self, host):
+        return host.ns if isinstance(host, Host) else host
+
+    def run(self, host, argv, **kw):
+        """subprocess.run(argv) inside `host`'s namespace (a Host or a namespace name)."""
+        return subprocess.run(_ns_exec(self._ns(host), argv), **kw)
+
+    def popen(self, host, argv, **kw):
+        """subprocess.Popen(argv) inside `host`'s namespace, stopped on close().
+
+        The process gets its own session (start_new_session=True) unless the
+        caller says otherwise, so stopping it reaches its children too and a
+        terminal's Ctrl-C does not.
+        """
+        kw.setdefault("start_new_session", True)
+        proc = subprocess.Popen(_ns_exec(self._ns(host), argv), **kw)
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, proc, timeout=None):
+        """SIGTERM `proc` (its process group when it leads one), SIGKILL after `timeout` s."""
+        timeout = self.stop_timeout if timeout is None else timeout
+        if proc.poll() is None:
+            _signal(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal(proc, signal.SIGKILL)
+                proc.wait(timeout)
+        if proc in self._procs:
+            self._procs.remove(proc)
+        return proc.returncode
+
+    def start_emulator(self, args):
+        """(Re)start the link emulator in the middle namespace with `args`; wait until ready."""
+        if self.middle is None:
+            raise RuntimeError("the direct shape has no middle namespace to emulate in")
+        self.stop_emulator()
+        n = sum(1 for name in os.listdir(self.workdir) if name.startswith("emulator"))
+        self.emulator_log = os.path.join(self.workdir, f"emulator{n}.jsonl")
+        ready = os.path.join(self.workdir, f"emulator{n}.ready")
+        with open(os.path.join(self.workdir, f"emulator{n}.stderr"), "wb") as err:
+            self.emulator = self.popen(self.middle, [
+                sys.executable, "-m", "stamp_bpf.lab.emulator",
+                self.middle.ifname, self.middle.peer_ifname,
+                "--log", self.emulator_log, "--ready-file", ready, *args],
+                stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_ready(self.emulator, ready, 10, "the link emulator")
+        except RuntimeError as e:
+            with open(err.name) as f:
+                raise RuntimeError(f"{e}: {f.read().strip()[-800:]}") from None
+        return self.emulator
+
+    def stop_emulator(self):
+        """Stop the emulator (its log is complete afterwards); no-op when none runs."""
+        if self.emulator is not None:
+            rc = self.stop(self.emulator)
+            self.emulator = None
+            if rc not in (0, -signal.SIGTERM):
+                raise RuntimeError(f"the link emulator exited with status {rc}; see {self.workdir}")
+
+    # -- teardown ------------------------------------------------------------
+
+    def close(self):
+        """Stop every process, delete every namespace (and so its veths). Idempotent."""
+        errors = []
+        for proc in list(self._procs):
+            try:
+                self.stop(proc)
+            except Exception as e:      # keep tearing down; report at the end
+                errors.append(f"stopping pid {proc.pid}: {e}")
+        self.emulator = None
+        for ns in reversed(self._namespaces):
+            try:
+                _delete_namespace(ns)
+            except Exception as e:
+                errors.append(str(e))
+        self._namespaces = []
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if errors:
+            raise RuntimeError("teardown incomplete: " + "; ".join(errors))
+
+
+def _signal(proc, sig):
+    """Send `sig` to proc's process group when it leads one, else to proc alone."""
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _delete_namespace(ns):
+    """Kill whatever still runs in `ns`, then delete it; its veths go with it."""
+    res = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    for pid in res.stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    res = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True)
+    if res.returncode != 0 and ns in list_namespaces(ns):
+        raise RuntimeError(f"could not delete namespace {ns}: {res.stderr.strip()}")
+
+
+def list_namespaces(prefix):
+    """Names of the network namespaces whose name starts with `prefix`."""
+    out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True).stdout
+    return [n["name"] for n in json.loads(out or "[]") if n["name"].startswith(prefix)]
+
+
+def cleanup(prefix):
+    """Remove every namespace and root-namespace interface named `prefix`*; return their names."""
+    if len(prefix) < 3:
+        raise ValueError("prefix must have at least 3 characters, to spare other people's namespaces")
+    removed = []
+    for ns in list_namespaces(prefix):
+        _delete_namespace(ns)
+        removed.append(ns)
+    links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True,
+                                      text=True).stdout or "[]")
+    for link in links:
+        if link["ifname"].startswith(prefix):
+            subprocess.run(["ip", "link", "del", link["ifname"]], capture_output=True)
+            removed.append(link["ifname"])
+    return removed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m stamp_bpf.lab.netns",
+        description="remove the namespaces and interfaces a crashed lab run left behind",
+        epilog="example:\n  python -m stamp_bpf.lab.netns --cleanup sl3fa9c2   # one run\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--cleanup", metavar="PREFIX", required=True,
+                        help="name prefix of the run to remove (at least 3 characters)")
+    args = parser.parse_args(argv)
+    try:
+        removed = cleanup(args.cleanup)
+    except ValueError as e:
+        parser.error(str(e))
+    print("\n".join(removed) if removed else f"nothing named {args.cleanup}* to remove")
+
+
+if __name__ == "__main__":
+    main()

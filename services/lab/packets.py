@@ -1,0 +1,100 @@
+"""Raw frames for the lab: AF_PACKET sockets with kernel timestamps, and a UDP/IPv4 parser.
+
+Shared by the link emulator and the capture, so both see frames the same way.
+
+    sock = open_packet_socket("eth0")            # bound, SO_TIMESTAMPNS on
+    frame, pkttype, ts_ns = recv_frame(sock)     # ts_ns: kernel CLOCK_REALTIME
+    udp = parse_udp4(frame)                      # Udp4(...) or None
+    received, dropped = socket_stats(sock)       # PACKET_STATISTICS (resets)
+"""
+
+import socket
+import struct
+from typing import NamedTuple
+
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+ETH_P_ALL = 0x0003
+SO_TIMESTAMPNS = 35          # == SCM_TIMESTAMPNS (x86, arm, most architectures)
+PACKET_OUTGOING = socket.PACKET_OUTGOING
+MAX_FRAME = 65536            # GSO is off on lab veths, so frames fit the MTU; this is ample
+_TIMESPEC = struct.Struct("qq")
+_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+class Udp4(NamedTuple):
+    """An Ethernet/IPv4/UDP frame, decoded. `payload` is the UDP payload."""
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    ttl: int
+    payload: bytes
+
+
+def open_packet_socket(ifname, rcvbuf=8 << 20):
+    """An AF_PACKET raw socket that sees every frame of `ifname`, with kernel timestamps.
+
+    The socket is made with protocol 0 (receives nothing) and only then bound to
+    ETH_P_ALL on the interface, so no frame of another interface slips in first.
+    """
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, rcvbuf)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.bind((ifname, ETH_P_ALL))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def recv_frame(sock):
+    """Receive one frame: (frame bytes, packet type, kernel CLOCK_REALTIME ns).
+
+    Raises BlockingIOError / socket.timeout as the socket's mode says.
+    """
+    data, ancdata, _flags, addr = sock.recvmsg(MAX_FRAME, _CMSG_SPACE)
+    ts_ns = None
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(cdata)
+            ts_ns = sec * 1_000_000_000 + nsec
+    return data, addr[2], ts_ns
+
+
+def socket_stats(sock):
+    """(frames received, frames dropped for lack of buffer) since the last call."""
+    packets, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    return packets, drops
+
+
+def parse_udp4(frame):
+    """Decode an untagged Ethernet/IPv4/UDP frame; None for anything else.
+
+    Fragments other than the first carry no UDP header and give None; the
+    payload is cut to the UDP length, so Ethernet padding is not part of it.
+    """
+    if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+        return None
+    ver_ihl = frame[14]
+    ihl = (ver_ihl & 0x0F) * 4
+    if ver_ihl >> 4 != 4 or ihl < 20 or frame[23] != 17:
+        return None
+    if struct.unpack_from("!H", frame, 20)[0] & 0x1FFF:  # a non-first fragment
+        return None
+    udp = 14 + ihl
+    if len(frame) < udp + 8:
+        return None
+    sport, dport, ulen = struct.unpack_from("!HHH", frame, udp)
+    payload = frame[udp + 8:udp + max(ulen, 8)]
+    return Udp4(socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34]),
+                sport, dport, frame[22], bytes(payload))
+
+
+def stamp_seq(udp, port):
+    """The STAMP sequence number (first 4 payload bytes) when `udp` is to or from `port`."""
+    if udp is None or port not in (udp.sport, udp.dport) or len(udp.payload) < 4:
+        return None
+    return struct.unpack_from("!I", udp.payload)[0]
