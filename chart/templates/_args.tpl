@@ -1,0 +1,76 @@
+{{/*
+stamp-sender's arguments, as YAML list items, from .Values.sender (flags: docs/cli.md).
+*/}}
+{{- define "stamp-bpf.senderArgs" -}}
+{{- $s := .Values.sender -}}
+- {{ $s.interface | quote }}
+{{- if $s.reflectorIPs }}
+{{- range $s.reflectorIPs }}
+- {{ . | quote }}
+{{- end }}
+{{- else }}
+- --reflector-dns
+- {{ include "stamp-bpf.reflectorDNS" . | quote }}
+- --dns-interval
+- {{ toString $s.dnsInterval | quote }}
+{{- end }}
+- --source-port
+- {{ int $s.sourcePort | quote }}
+- --dest-port
+- {{ int $s.destinationPort | quote }}
+- --count
+- {{ int64 $s.count | quote }}
+- --interval
+- {{ toString $s.interval | quote }}
+- --timeout
+- {{ toString $s.timeout | quote }}
+- --zmq
+- {{ include "stamp-bpf.zmqEndpoint" . | quote }}
+- --log-format
+- json
+{{- if $s.histogram.enabled }}
+{{ include "stamp-bpf.histArgs" (dict "histogram" $s.histogram "component" "sender") }}
+- --histpath
+- {{ $s.histogram.path | quote }}
+{{- end }}
+{{- if $s.enforceSync }}
+- --enforce-sync
+{{- end }}
+{{- if $s.enforcePTP }}
+- --enforce-ptp
+{{- end }}
+{{- if $s.debug }}
+- --debug
+{{- end }}
+{{- end }}
+
+{{/*
+stamp-reflector's arguments, as YAML list items, from .Values.reflector.
+*/}}
+{{- define "stamp-bpf.reflectorArgs" -}}
+{{- $r := .Values.reflector -}}
+- {{ $r.interface | quote }}
+- --port
+- {{ int $r.port | quote }}
+- --zmq
+- {{ include "stamp-bpf.zmqEndpoint" . | quote }}
+- --log-format
+- json
+{{- if $r.histogram.enabled }}
+{{ include "stamp-bpf.histArgs" (dict "histogram" $r.histogram "component" "reflector") }}
+- --histpath
+- {{ $r.histogram.path | quote }}
+{{- end }}
+{{- if $r.output }}
+- --output
+{{- end }}
+{{- if $r.enforceSync }}
+- --enforce-sync
+{{- end }}
+{{- if $r.enforcePTP }}
+- --enforce-ptp
+{{- end }}
+{{- if $r.debug }}
+- --debug
+{{- end }}
+{{- end }}

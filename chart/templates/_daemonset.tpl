@@ -1,0 +1,177 @@
+{{/*
+One DaemonSet of the release: the service container (sender or reflector) and
+its exporter sidecar, sharing the record socket's emptyDir.
+Takes a dict: root (the top context), component ("sender" or "reflector"),
+values (.Values.<component>) and serviceArgs (the service's arguments, YAML list items).
+*/}}
+{{- define "stamp-bpf.daemonset" -}}
+{{- $root := .root }}
+{{- $v := .values }}
+{{- $g := $root.Values.global }}
+{{- $ex := $root.Values.exporter }}
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: {{ include "stamp-bpf.fullname" $root }}-{{ .component }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "stamp-bpf.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  selector:
+    matchLabels:
+      {{- include "stamp-bpf.selectorLabels" $root | nindent 6 }}
+      app.kubernetes.io/component: {{ .component }}
+  {{- with $g.updateStrategy }}
+  updateStrategy:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  template:
+    metadata:
+      labels:
+        {{- include "stamp-bpf.labels" $root | nindent 8 }}
+        app.kubernetes.io/component: {{ .component }}
+        {{- with $g.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $g.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      serviceAccountName: {{ include "stamp-bpf.serviceAccountName" $root }}
+      automountServiceAccountToken: false
+      # The node's network: the TC programs attach to the node's interface.
+      hostNetwork: true
+      # Resolve cluster names (the reflector Service) from the host network.
+      dnsPolicy: ClusterFirstWithHostNet
+      {{- with $g.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      {{- with $g.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.security.podSecurityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "stamp-bpf.image" (dict "root" $root "image" (dict)) }}
+          imagePullPolicy: {{ $g.image.pullPolicy }}
+          command:
+            - stamp-{{ .component }}
+          args:
+            {{- .serviceArgs | nindent 12 }}
+            {{- range $v.extraArgs }}
+            - {{ . | quote }}
+            {{- end }}
+          {{- with $root.Values.security.containerSecurityContext }}
+          securityContext:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          {{- with $v.resources }}
+          resources:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          volumeMounts:
+            - name: records
+              mountPath: /run/stamp-bpf
+            - name: tmp
+              mountPath: /tmp
+            {{- if $g.hostKernelHeaders }}
+            - name: lib-modules
+              mountPath: /lib/modules
+              readOnly: true
+            - name: usr-src
+              mountPath: /usr/src
+              readOnly: true
+            {{- end }}
+        - name: exporter
+          image: {{ include "stamp-bpf.image" (dict "root" $root "image" $ex.image) }}
+          imagePullPolicy: {{ default $g.image.pullPolicy $ex.image.pullPolicy }}
+          command:
+            - stamp-exporter
+          args:
+            - --listen
+            - {{ printf "0.0.0.0:%d" (int $v.metricsPort) | quote }}
+            - --zmq
+            - {{ include "stamp-bpf.zmqEndpoint" $root | quote }}
+            - --idle-timeout
+            - {{ int $ex.idleTimeout | quote }}
+            - --log-format
+            - json
+            {{- if $v.histogram.enabled }}
+            {{- include "stamp-bpf.histArgs" (dict "histogram" $v.histogram "component" .component) | nindent 12 }}
+            {{- end }}
+            {{- if $ex.debug }}
+            - --debug
+            {{- end }}
+          ports:
+            - name: metrics
+              containerPort: {{ int $v.metricsPort }}
+              protocol: TCP
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: metrics
+            periodSeconds: 10
+            timeoutSeconds: 5
+            failureThreshold: 3
+          readinessProbe:
+            httpGet:
+              path: /healthz
+              port: metrics
+            periodSeconds: 10
+            timeoutSeconds: 5
+          {{- with $ex.securityContext }}
+          securityContext:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          {{- with $ex.resources }}
+          resources:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          volumeMounts:
+            - name: records
+              mountPath: /run/stamp-bpf
+      volumes:
+        # The ZeroMQ ipc:// socket between the service and its exporter.
+        - name: records
+          emptyDir:
+            medium: Memory
+            sizeLimit: 1Mi
+        # The service's /tmp: histogram files and bcc's scratch files.
+        - name: tmp
+          emptyDir: {}
+        {{- if $g.hostKernelHeaders }}
+        # The node's kernel headers for bcc; /usr/src at its own path, so that
+        # /lib/modules/<release>/build links resolve.
+        - name: lib-modules
+          hostPath:
+            path: /lib/modules
+            type: Directory
+        - name: usr-src
+          hostPath:
+            path: /usr/src
+            type: Directory
+        {{- end }}
+      {{- with $g.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $g.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if or $g.tolerations $g.tolerateAllTaints }}
+      tolerations:
+        {{- if $g.tolerateAllTaints }}
+        - operator: Exists
+        {{- end }}
+        {{- with $g.tolerations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- end }}
+{{- end }}
