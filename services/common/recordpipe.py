@@ -93,6 +93,7 @@ class RecordPuller:
             if path and os.path.dirname(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
             self._sock.bind(endpoint)
+            self.endpoint = self._sock.last_endpoint.decode()  # tcp://host:* gets its port
         except (OSError, zmq.ZMQError) as e:
             self.close()
             raise ValueError(f"cannot bind {endpoint!r}: {e}") from None

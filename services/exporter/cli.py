@@ -1,0 +1,94 @@
+"""stamp-exporter: aggregate the sender's and reflector's records into Prometheus metrics.
+
+USAGE: stamp-exporter [--listen HOST:PORT] [--zmq ENDPOINT] [--hist BINS FLOOR CEIL]
+                      [--idle-timeout SECONDS] [-D] [--log-format {auto,json,console}]
+"""
+
+import argparse
+import signal
+import sys
+import threading
+import time
+
+from stamp_bpf import __version__
+from stamp_bpf.common import histogram, logs, recordpipe
+
+from . import receiver, server
+from .aggregator import Aggregator
+
+EXAMPLES = """examples:
+    stamp-exporter                            # :8080, records on ipc:///run/stamp-bpf/records.sock
+    stamp-exporter --listen 127.0.0.1:9862    # serve /metrics on loopback port 9862 only
+    stamp-exporter --zmq tcp://0.0.0.0:5556   # take records from other hosts over TCP
+    stamp-exporter --hist 28 25 75            # buckets 316 ns .. 31.6 ms, as the services' bins
+    stamp-exporter --idle-timeout 60          # drop a session's series after 60 s of silence
+"""
+
+
+def parse_listen(parser, text):
+    """HOST:PORT -> (host, port); ':8080' means all addresses; '[::]:8080' for IPv6."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not sep or not port.isdigit() or int(port) > 65535:
+        parser.error(f"--listen wants HOST:PORT (e.g. 0.0.0.0:8080 or 127.0.0.1:9862), got {text!r}")
+    return host, int(port)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="stamp-exporter", description="Serve STAMP measurements as Prometheus metrics.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    parser.add_argument("-l", "--listen", default="0.0.0.0:8080", metavar="HOST:PORT",
+                        help="address of /metrics and /healthz (default 0.0.0.0:8080)")
+    parser.add_argument("-z", "--zmq", default=recordpipe.DEFAULT_ENDPOINT, metavar="ENDPOINT",
+                        help="ZeroMQ endpoint to bind for records; the folder of an ipc:// "
+                             f"path is created (default {recordpipe.DEFAULT_ENDPOINT})")
+    histogram.add_arguments(parser)
+    parser.add_argument("-t", "--idle-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="remove a session's series after this long without a record, "
+                             "seconds (default 300)")
+    parser.add_argument("-D", "--debug", action="store_true", help="log debug events")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                        help="log lines as JSON or for people (default: console on a terminal)")
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    args = parser.parse_args(argv)
+    args.host, args.port = parse_listen(parser, args.listen)
+    if not args.idle_timeout > 0:
+        parser.error(f"--idle-timeout must be a positive number of seconds, got {args.idle_timeout}")
+    args.layout = histogram.from_args(parser, args)
+    return parser, args
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    log = logs.configure("exporter", debug=args.debug, fmt=args.log_format)
+    bounds = args.layout.prometheus_buckets() if args.layout else histogram.default_buckets()
+    aggregator = Aggregator(bounds, log, args.idle_timeout)
+    heartbeat = [time.monotonic()]
+    try:
+        puller = recordpipe.RecordPuller(args.zmq)
+    except ValueError as e:
+        parser.exit(1, f"stamp-exporter: error: {e}; choose another endpoint with --zmq\n")
+    try:
+        httpd = server.serve(args.host, args.port, server.make_app(aggregator, heartbeat))
+    except OSError as e:
+        puller.close()
+        parser.exit(1, f"stamp-exporter: error: cannot listen on {args.listen}: {e.strerror}; "
+                       "choose another address with --listen\n")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("started", version=__version__, listen=f"{args.host}:{httpd.server_port}",
+             zmq=puller.endpoint, buckets=len(bounds), idle_timeout=args.idle_timeout)
+    try:
+        receiver.run(puller, aggregator, stop, heartbeat)
+    finally:
+        httpd.shutdown()
+        puller.close()
+        log.info("stopped", records_received=aggregator.pipeline.received,
+                 malformed=aggregator.pipeline.malformed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Pipeline health: records received, and dropped at each stage; a prometheus collector."""
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class Pipeline:
+    """Counts what the exporter ingests; logs each kind of malformed input once."""
+
+    def __init__(self, service_info, sessions, log):
+        self.received = 0
+        self.malformed = 0
+        self._reasons = set()
+        self._info = service_info
+        self._sessions = sessions   # {"sender": SenderSessions, "reflector": ReflectorSessions}
+        self._log = log
+
+    def bad(self, reason, detail, n=1):
+        """Count n malformed records (or messages) and log the first of each reason."""
+        self.malformed += n
+        if reason not in self._reasons:
+            self._reasons.add(reason)
+            self._log.warning("malformed_records", reason=reason, detail=detail,
+                              note="logged once per reason; see stamp_records_dropped_total")
+
+    def collect(self):
+        received = CounterMetricFamily("stamp_records_received",
+                                       "Records the exporter decoded and aggregated.")
+        received.add_metric([], self.received)
+        yield received
+        dropped = CounterMetricFamily(
+            "stamp_records_dropped", "Records lost before aggregation, by stage: the services' "
+            "ZeroMQ queue, the BPF ring buffer, and malformed messages at the exporter.",
+            labels=["stage"])
+        queue, ring = self._info.dropped()
+        dropped.add_metric(["service_queue"], queue)
+        dropped.add_metric(["ring_buffer"], ring)
+        dropped.add_metric(["malformed"], self.malformed)
+        yield dropped
+        sessions = GaugeMetricFamily("stamp_exporter_sessions",
+                                     "Sessions the exporter holds series for.", labels=["side"])
+        for side, table in self._sessions.items():
+            sessions.add_metric([side], len(table.table))
+        yield sessions

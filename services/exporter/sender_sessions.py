@@ -1,0 +1,61 @@
+"""Sender sessions: loss counters and the three delays, labelled reflector and sender."""
+
+from stamp_bpf.common import records
+
+from . import textformat
+from .sessions import Session, SessionTable, render_delays
+
+DIRECTIONS = ("near_end", "far_end", "round_trip")
+COUNTERS = (  # (family, help); values come from the records' cumulative counters
+    ("stamp_packets_sent_total", "Test packets the sender sent."),
+    ("stamp_packets_received_total", "Replies received before the timeout."),
+    ("stamp_packets_lost_total", "Test packets declared lost (no reply by timeout plus late window)."),
+    ("stamp_packets_late_total", "Replies that arrived after the timeout."),
+    ("stamp_packets_duplicate_total", "Duplicated replies."),
+    ("stamp_packets_reordered_total", "Replies that arrived out of sequence order."),
+)
+
+
+class SenderSession(Session):
+    def __init__(self, key, buckets):
+        refl, refl_port, sender, sender_port = key
+        super().__init__({"reflector": f"{refl}:{refl_port}", "sender": f"{sender}:{sender_port}"},
+                         DIRECTIONS, buckets)
+        self.counters = (0, 0, 0, 0, 0, 0)
+
+
+class SenderSessions:
+    """Aggregates SenderPacket and SessionStats records; renders the sender families."""
+
+    def __init__(self, buckets, log):
+        self.table = SessionTable(lambda key: SenderSession(key, buckets), "sender", log)
+
+    def packet(self, rec, now):
+        s = self.table.get(rec[0:4], now)
+        s.counters = rec[16:22]
+        if rec[4] != records.OUTCOME_RECEIVED:
+            return
+        t1, t2, t3, t4 = rec[10:14]
+        d = s.delays
+        if t1 and t2:
+            d["near_end"].observe(t2 - t1)
+        if t3 and t4:
+            d["far_end"].observe(t4 - t3)
+            if t1 and t2:
+                d["round_trip"].observe((t4 - t1) - (t3 - t2))
+
+    def stats(self, rec, now):
+        self.table.get(rec[0:4], now).counters = rec[4:10]
+
+    def render(self):
+        sessions = list(self.table.sessions.values())
+        out = []
+        for i, (name, help_text) in enumerate(COUNTERS):
+            fam = textformat.Family(name, "counter", help_text)
+            for s in sessions:
+                fam.add(s.base, s.counters[i])
+            out.append(fam.text())
+        out.append(render_delays("stamp_", sessions, DIRECTIONS,
+                                 "STAMP delay per direction: near_end T2-T1, far_end T4-T3, "
+                                 "round_trip (T4-T1)-(T3-T2)"))
+        return "".join(out)
