@@ -24,6 +24,7 @@ stops it cleanly; frames still in flight then are counted as "in_flight".
 """
 
 import argparse
+import ctypes
 import heapq
 import json
 import os
@@ -37,6 +38,7 @@ import time
 from stamp_bpf.lab import packets
 
 DIRS = ("fwd", "back")
+PR_SET_TIMERSLACK = 29
 REORDER_HOLD_NS = 1_000_000_000    # a held frame goes out after this even with no successor
 _UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
@@ -253,8 +255,17 @@ class Emulator:
         return {"event": "summary", **self.stats}
 
 
+def tighten_timer_slack():
+    """Ask for 1 us timer slack instead of 50 us, so select() wakes when the frame is due."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass                             # only costs precision
+
+
 def main(argv=None):
     args = parse_args(argv)
+    tighten_timer_slack()
     log = open(args.log, "a", buffering=1 << 16) if args.log else None
     try:
         emu = Emulator(args, log)
