@@ -1,0 +1,89 @@
+"""One supervised child process: start, exit status, stop, and its restart bookkeeping."""
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+
+from .output import Pump
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent():
+    """In the child before exec: get SIGTERM when the supervisor dies, so an orphan
+    never keeps measuring (or keeps its TC filters) after a SIGKILLed supervisor."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def describe_status(returncode):
+    """{"exit_code": N} or {"signal": "SIGKILL"} for a Popen returncode."""
+    if returncode is not None and returncode < 0:
+        try:
+            return {"signal": signal.Signals(-returncode).name}
+        except ValueError:
+            return {"signal": str(-returncode)}
+    return {"exit_code": returncode}
+
+
+class Child:
+    """A child by name, with its current process (if any) and its crash history."""
+
+    def __init__(self, name, argv):
+        self.name, self.argv = name, argv
+        self.proc = None
+        self.pidfd = None
+        self.started_at = 0.0
+        self.restarts = 0        # restarts after crashes, ever (stamp_supervisor_restarts_total)
+        self.streak = 0          # crashes in a row, each within resetAfter of its start
+        self.restart_at = None   # monotonic time of a scheduled restart
+        self.finished = False    # exited 0 on its own: done, not restarted
+        self._pumps = []
+
+    @property
+    def running(self):
+        return self.proc is not None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else 0
+
+    def last_lines(self):
+        """The child's last output lines, stdout and stderr, for a give-up message."""
+        return [line for p in self._pumps for line in p.last]
+
+    def start(self, out):
+        """Start the process (own session: a terminal's Ctrl-C reaches only the supervisor)."""
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
+        self.pidfd = os.pidfd_open(self.proc.pid)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        self.finished = False
+        self._pumps = [Pump(self.proc.stdout, out), Pump(self.proc.stderr, out)]
+
+    def reap(self):
+        """Collect the exit status of a child whose pidfd became readable."""
+        rc = self.proc.wait()
+        os.close(self.pidfd)
+        self.proc, self.pidfd = None, None
+        for p in self._pumps:
+            p.join(1.0)
+        return rc
+
+    def stop(self, timeout, should_hurry=lambda: False):
+        """SIGTERM, wait up to `timeout` seconds, then SIGKILL. Returns (returncode, killed)."""
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        killed = False
+        while self.proc.poll() is None:
+            if time.monotonic() >= deadline or should_hurry():
+                self.proc.kill()
+                killed = True
+                self.proc.wait()
+                break
+            time.sleep(0.02)
+        return self.reap(), killed
