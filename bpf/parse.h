@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * parse.h - find a plain IPv4/UDP packet in a TC skb.
+ *
+ * Everything a STAMP program does starts here, and every packet that is not a
+ * STAMP test packet leaves here, so the checks are ordered cheapest first.
+ */
+#ifndef STAMP_PARSE_H
+#define STAMP_PARSE_H
+
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+
+#include "stamp.h"
+
+/* From include/net/ip.h, which is not UAPI. */
+#define IP_MF		0x2000
+#define IP_OFFSET	0x1fff
+
+/* Byte offsets of the headers in a frame we accept (IPv4 without options). */
+#define L3_OFF		(sizeof(struct ethhdr))
+#define L4_OFF		(L3_OFF + sizeof(struct iphdr))
+#define PAYLOAD_OFF	(L4_OFF + sizeof(struct udphdr))
+#define IP_CSUM_OFF	(L3_OFF + offsetof(struct iphdr, check))
+#define UDP_CSUM_OFF	(L4_OFF + offsetof(struct udphdr, check))
+
+struct udp4 {
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct udphdr *udp;
+	__u32 payload_len;	/* from the UDP header, checked against the IP header */
+};
+
+/**
+ * parse_udp4() - point @p at the headers of an IPv4/UDP packet.
+ * @skb: the packet
+ * @sport: wanted UDP source port in network order, or 0 for any
+ * @dport: wanted UDP destination port in network order, or 0 for any
+ *
+ * Return: 0 when the frame is untagged IPv4 without options, not a fragment,
+ * UDP between the wanted ports, with a UDP length that agrees with the IP
+ * total length and at least TWAMP_LIGHT_MIN_LEN octets of payload; -1 for
+ * anything else, which the caller passes on untouched.
+ */
+static __always_inline int parse_udp4(struct __sk_buff *skb, __be16 sport,
+				      __be16 dport, struct udp4 *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + L3_OFF;
+	struct udphdr *udp = data + L4_OFF;
+	__u32 ulen;
+
+	/* Ethernet, a 20-octet IPv4 header and the UDP header are in the linear
+	 * area: this one check covers every header field read below. */
+	if (data + PAYLOAD_OFF > data_end)
+		return -1;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || skb->vlan_present)
+		return -1;
+	if (ip->protocol != IPPROTO_UDP)
+		return -1;
+	if (dport && udp->dest != dport)
+		return -1;
+	if (sport && udp->source != sport)
+		return -1;
+	/* IP options would move the UDP header; fragments carry a partial datagram. */
+	if (ip->version != 4 || ip->ihl != 5)
+		return -1;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return -1;
+	ulen = bpf_ntohs(udp->len);
+	if (ulen != bpf_ntohs(ip->tot_len) - sizeof(*ip))
+		return -1;
+	if (ulen < sizeof(*udp) + TWAMP_LIGHT_MIN_LEN)
+		return -1;
+
+	p->eth = eth;
+	p->ip = ip;
+	p->udp = udp;
+	p->payload_len = ulen - sizeof(*udp);
+	return 0;
+}
+
+/* A frame whose headers and first STAMP_BASE_LEN payload octets are linear. */
+struct stamp_frame {
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct udphdr *udp;
+	__u8 *payload;
+};
+
+/**
+ * stamp_frame() - point @f at a frame's headers and its 44-octet STAMP base.
+ *
+ * Call after parse_udp4() has accepted the frame and the payload is known to
+ * be at least STAMP_BASE_LEN long. Return: 0, or -1 when the payload cannot
+ * be made linear. NOTE: bpf_skb_pull_data() invalidates every packet pointer
+ * taken before, so parse_udp4()'s pointers must not be used after this.
+ */
+static __always_inline int stamp_frame(struct __sk_buff *skb, struct stamp_frame *f)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (data + PAYLOAD_OFF + STAMP_BASE_LEN > data_end) {
+		/* Non-linear skb (GRO, paged frags): pull the base packet in. */
+		if (bpf_skb_pull_data(skb, PAYLOAD_OFF + STAMP_BASE_LEN))
+			return -1;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+	/* Headers and the 44-octet base are linear: covers every access via @f. */
+	if (data + PAYLOAD_OFF + STAMP_BASE_LEN > data_end)
+		return -1;
+	f->eth = data;
+	f->ip = data + L3_OFF;
+	f->udp = data + L4_OFF;
+	f->payload = data + PAYLOAD_OFF;
+	return 0;
+}
+
+/**
+ * stamp_csum_replace2() - fix an RFC 1071 checksum for one changed 16-bit word.
+ *
+ * RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). One's complement sums do not
+ * depend on byte order, so the words are used as they sit in the packet.
+ * Used for the IPv4 header, which never has a partial (offloaded) checksum.
+ */
+static __always_inline void stamp_csum_replace2(__sum16 *sum, __be16 from, __be16 to)
+{
+	__u32 s = (__u16)~*sum + (__u16)~from + (__u16)to;
+
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	*sum = (__sum16)~s;
+}
+
+#endif /* STAMP_PARSE_H */

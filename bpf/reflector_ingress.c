@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * reflector_ingress.c - TC ingress: reflect STAMP test packets in the kernel.
+ *
+ * A test packet to one of the interface's addresses on STAMP_PORT gets its
+ * receive timestamp T2, is rewritten in place into the Session-Reflector
+ * format (RFC 8762 section 4.3.1, stateless: the Sequence Number is the
+ * sender's), addressed back to its sender with IP TTL 255 (RFC 5357 section
+ * 4.2) and sent out of the same interface, where reflector_egress.c writes T3.
+ * Octets past the 44-octet base are sent back as received (RFC 8762 4.6); a
+ * shorter TWAMP-Light packet (14..43 octets) is grown to the base packet.
+ *
+ * Returns:
+ *   TC_ACT_UNSPEC    not a test packet for us: continue with the next filter
+ *                    (the local sender's replies never reach here: its filter
+ *                    runs first, and the loop guard below catches them anyway)
+ *   TC_ACT_REDIRECT  reflected: out of this interface's egress
+ */
+#include "reflector_maps.h"
+
+/**
+ * grow_to_base() - grow a short TWAMP-Light packet to the 44-octet base.
+ *
+ * Fixes the IP total length, the UDP length and both checksums; the UDP
+ * length is summed twice, in the UDP header and in the pseudo-header.
+ * Return: 0, or -1 if the kernel refused (the packet is then passed on).
+ */
+static __always_inline int grow_to_base(struct __sk_buff *skb, __u32 plen)
+{
+	__be16 old_tot = bpf_htons(sizeof(struct iphdr) + sizeof(struct udphdr) + plen);
+	__be16 new_tot = bpf_htons(sizeof(struct iphdr) + sizeof(struct udphdr) + STAMP_BASE_LEN);
+	__be16 old_ulen = bpf_htons(sizeof(struct udphdr) + plen);
+	__be16 new_ulen = bpf_htons(sizeof(struct udphdr) + STAMP_BASE_LEN);
+
+	if (bpf_skb_change_tail(skb, PAYLOAD_OFF + STAMP_BASE_LEN, 0))
+		return -1;
+	if (bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct iphdr, tot_len), &new_tot, 2, 0))
+		return -1;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_tot, new_tot, 2))
+		return -1;
+	if (bpf_skb_store_bytes(skb, L4_OFF + offsetof(struct udphdr, len), &new_ulen, 2, 0))
+		return -1;
+	if (bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_ulen, new_ulen, BPF_F_MARK_MANGLED_0 | 2))
+		return -1;
+	if (bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_ulen, new_ulen,
+				BPF_F_MARK_MANGLED_0 | BPF_F_PSEUDO_HDR | 2))
+		return -1;
+	return 0;
+}
+
+int reflector_ingress(struct __sk_buff *skb)
+{
+	struct stamp_reflector_pkt old, new = {};
+	struct stamp_sender_pkt *req = (struct stamp_sender_pkt *)&old;
+	struct reflect_handoff *h;
+	struct stamp_config *cfg;
+	struct stamp_frame f;
+	struct udp4 p;
+	__u8 mac[ETH_ALEN];
+	__be32 daddr, addr;
+	__be16 port, ttl_word;
+	__u32 key = 0, plen;
+	__s64 diff;
+	__u64 now;
+
+	if (parse_udp4(skb, 0, bpf_htons(STAMP_PORT), &p))
+		return TC_ACT_UNSPEC;
+	daddr = p.ip->daddr;
+	if (!local_addrs.lookup(&daddr))
+		return TC_ACT_UNSPEC;
+	now = bpf_ktime_get_tai_ns();		/* T2 */
+	cfg = config.lookup(&key);
+	h = handoff.lookup(&key);
+	if (!cfg || !h)
+		return TC_ACT_UNSPEC;
+	plen = p.payload_len;
+
+	if (plen < STAMP_BASE_LEN) {
+		if (grow_to_base(skb, plen))
+			return TC_ACT_UNSPEC;
+		stat_inc(STAT_GROWN);
+	}
+	if (stamp_frame(skb, &f))
+		return TC_ACT_UNSPEC;
+	__builtin_memcpy(&old, f.payload, sizeof(old));
+
+	if (plen < STAMP_BASE_LEN) {
+		/* Octets past the received payload were not in its checksum: count
+		 * them as zero in the difference below. */
+		__u8 *o = (__u8 *)&old;
+#pragma unroll
+		for (int i = TWAMP_LIGHT_MIN_LEN; i < STAMP_BASE_LEN; i++)
+			if (i >= plen)
+				o[i] = 0;
+	} else if (f.udp->source == bpf_htons(STAMP_PORT) &&
+		   (old.rx_ts.sec || old.rx_ts.frac)) {
+		/* Loop guard: a sender's packet has zeros (MBZ) where a reflected
+		 * packet has its Receive Timestamp. Reflecting a reflection from a
+		 * peer's reflector would bounce one packet between two reflectors
+		 * for ever (both on port 862, the peer's sender gone). */
+		stat_inc(STAT_LOOP_GUARD);
+		return TC_ACT_UNSPEC;
+	}
+
+	/* The Session-Reflector packet, Figure 5. Timestamp (T3) is written at
+	 * egress; the MBZ fields stay zero from the initialiser. */
+	new.seq = req->seq;
+	new.error_estimate = cfg->error_estimate;
+	new.rx_ts = stamp_ts_from_tai(now, cfg);
+	new.sender_seq = req->seq;
+	new.sender_ts = req->ts;
+	new.sender_error_estimate = req->error_estimate;
+	new.sender_ttl = f.ip->ttl;
+	__builtin_memcpy(f.payload, &new, sizeof(new));
+	diff = bpf_csum_diff((__be32 *)&old, sizeof(old), (__be32 *)&new, sizeof(new), 0);
+
+	/* Back to the sender: swapping addresses and ports leaves both
+	 * checksums as they are; the new TTL changes the IP header's. */
+	__builtin_memcpy(mac, f.eth->h_source, ETH_ALEN);
+	__builtin_memcpy(f.eth->h_source, f.eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(f.eth->h_dest, mac, ETH_ALEN);
+	addr = f.ip->saddr;
+	f.ip->saddr = f.ip->daddr;
+	f.ip->daddr = addr;
+	port = f.udp->source;
+	f.udp->source = f.udp->dest;
+	f.udp->dest = port;
+	ttl_word = *(__be16 *)&f.ip->ttl;	/* TTL and protocol share a word */
+	f.ip->ttl = 255;
+	stamp_csum_replace2(&f.ip->check, ttl_word, *(__be16 *)&f.ip->ttl);
+
+	h->sender_addr = f.ip->daddr;
+	h->local_addr = f.ip->saddr;
+	h->sender_port = f.udp->dest;
+	h->payload_len = plen;
+	h->seq = new.seq;
+	h->t1 = new.sender_ts;
+	h->t2 = new.rx_ts;
+	h->sender_error_estimate = new.sender_error_estimate;
+	h->sender_ttl = new.sender_ttl;
+	h->valid = 1;
+
+	/* NOTE: invalidates the packet pointers in f; nothing reads them after. */
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, diff, BPF_F_MARK_MANGLED_0);
+	stat_inc(STAT_STAMPED);
+	return bpf_redirect(skb->ifindex, 0);
+}

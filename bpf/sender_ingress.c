@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sender_ingress.c - TC ingress: take T4 for replies to our sessions.
+ *
+ * A reply from a reflector we measure (sessions map) gets its receive
+ * timestamp T4 here, and its first 44 octets go to user space with T4 in one
+ * ring buffer record (struct stamp_sender_event).
+ *
+ * Returns:
+ *   TC_ACT_UNSPEC  not a reply of ours: continue with the next filter, e.g.
+ *                  the local reflector's, untouched
+ *   TC_ACT_SHOT    a reply of ours: consumed here, it has nowhere else to go
+ *                  (captures still see it: taps run before TC ingress)
+ */
+#include "sender_maps.h"
+
+int sender_ingress(struct __sk_buff *skb)
+{
+	struct stamp_sender_event *ev;
+	struct stamp_reflector_pkt *pkt;
+	struct stamp_config *cfg;
+	struct stamp_frame f;
+	struct udp4 p;
+	__u32 key = 0;
+	__be32 raddr;
+	__u64 now;
+
+	if (parse_udp4(skb, bpf_htons(SENDER_DST_PORT), bpf_htons(SENDER_SRC_PORT), &p))
+		return TC_ACT_UNSPEC;
+	if (p.payload_len < STAMP_BASE_LEN)
+		return TC_ACT_UNSPEC;
+	now = bpf_ktime_get_tai_ns();		/* T4 */
+	raddr = p.ip->saddr;
+	if (!sessions.lookup(&raddr))
+		return TC_ACT_UNSPEC;
+	cfg = config.lookup(&key);
+	if (!cfg || stamp_frame(skb, &f))
+		return TC_ACT_UNSPEC;
+
+	/* In a mesh the peer's sender uses the same addresses and ports as its
+	 * reflector. Its test packets carry zeros where a reply carries the
+	 * Receive Timestamp (MBZ, RFC 8762 section 4.2.1): leave those to the
+	 * local reflector's filter. */
+	pkt = (struct stamp_reflector_pkt *)f.payload;
+	if (!pkt->rx_ts.sec && !pkt->rx_ts.frac)
+		return TC_ACT_UNSPEC;
+
+	ev = events.ringbuf_reserve(sizeof(*ev));
+	if (!ev) {
+		stat_inc(STAT_RINGBUF_LOST);
+		return TC_ACT_SHOT;
+	}
+	ev->reflector_addr = f.ip->saddr;
+	ev->local_addr = f.ip->daddr;
+	ev->reflector_port = f.udp->source;
+	ev->local_port = f.udp->dest;
+	ev->payload_len = bpf_htons(bpf_ntohs(f.udp->len) - sizeof(struct udphdr));
+	ev->reply_ttl = f.ip->ttl;
+	ev->pad = 0;
+	ev->t4 = stamp_ts_from_tai(now, cfg);
+	__builtin_memcpy(&ev->pkt, pkt, sizeof(ev->pkt));
+	events.ringbuf_submit(ev, 0);
+	stat_inc(STAT_RECEIVED);
+	return TC_ACT_SHOT;
+}

@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * stamp.h - STAMP test packet formats (RFC 8762) and timestamp conversion.
+ *
+ * The one C definition of the wire format. services/common/wire.py is the one
+ * Python definition; tests/test_wire_layout.py compiles this header with bcc
+ * and checks that both agree on every field's offset and size.
+ *
+ * Compile-time knobs (bcc cflags):
+ *   STAMP_TS_PTP    1: our timestamps use the truncated PTPv2 format (Z=1),
+ *                   0: NTP 64-bit format (Z=0, the RFC 8762 default).
+ */
+#ifndef STAMP_H
+#define STAMP_H
+
+#include <linux/types.h>
+
+#ifndef STAMP_TS_PTP
+#define STAMP_TS_PTP 0
+#endif
+
+#define STAMP_BASE_LEN		44	/* unauthenticated base packet, both directions */
+#define TWAMP_LIGHT_MIN_LEN	14	/* seq + timestamp + error estimate (RFC 5357 4.1.2) */
+#define STAMP_NSEC_PER_SEC		1000000000ULL
+/* Seconds from the NTP epoch (1900-01-01) to the Unix epoch (1970-01-01), RFC 5905. */
+#define NTP_UNIX_OFFSET		2208988800ULL
+
+/* RFC 8762 section 4.2.1: a timestamp is two 32-bit words in network order.
+ * NTP: seconds since 1900 (UTC) and a binary fraction of a second.
+ * PTP (truncated, RFC 8186): seconds since 1970 in TAI and nanoseconds. */
+struct stamp_ts {
+	__be32 sec;
+	__be32 frac;
+} __attribute__((packed));
+
+/* RFC 8762 section 4.2.1, Figure 2: Session-Sender test packet, unauthenticated. */
+struct stamp_sender_pkt {
+	__be32 seq;
+	struct stamp_ts ts;
+	__be16 error_estimate;		/* Figure 3: S|Z|Scale(6)|Multiplier(8) */
+	__u8 mbz[30];			/* RFC 8972 puts the SSID in the first two */
+} __attribute__((packed));
+
+/* RFC 8762 section 4.3.1, Figure 5: Session-Reflector test packet, unauthenticated. */
+struct stamp_reflector_pkt {
+	__be32 seq;
+	struct stamp_ts ts;		/* T3: when the reflector sent it */
+	__be16 error_estimate;
+	__be16 mbz1;
+	struct stamp_ts rx_ts;		/* T2: when the reflector received it */
+	__be32 sender_seq;
+	struct stamp_ts sender_ts;	/* T1: when the sender sent it */
+	__be16 sender_error_estimate;
+	__be16 mbz2;
+	__u8 sender_ttl;		/* IPv4 TTL of the received test packet */
+	__u8 mbz3[3];
+} __attribute__((packed));
+
+/* Error Estimate bits (RFC 4656 section 4.1.2, RFC 8186 section 2.3). */
+#define STAMP_EE_S	0x8000		/* clock synchronised to UTC/TAI */
+#define STAMP_EE_Z	0x4000		/* 1: PTP format, 0: NTP format */
+
+/* Runtime settings written by user space into the one-entry `config` array. */
+struct stamp_config {
+	__s64 tai_offset_ns;	/* TAI - UTC as the kernel reports it (adjtimex) */
+	__u64 sock_cookie;	/* sender: the cookie of the socket whose packets we stamp */
+	__be16 error_estimate;	/* Error Estimate for our timestamps, wire order */
+	__u8 pad[6];
+};
+
+/**
+ * stamp_ts_from_tai() - encode a CLOCK_TAI reading in our timestamp format.
+ * @tai_ns: bpf_ktime_get_tai_ns()
+ * @cfg: runtime settings (for the TAI-UTC offset)
+ *
+ * PTP is TAI already. NTP counts UTC seconds, so the kernel's TAI-UTC offset is
+ * taken off first; the fraction is (ns << 32) / 1e9, exact to 0.23 ns.
+ * (ns < 2^30, so ns << 32 cannot overflow 64 bits.)
+ */
+static __always_inline struct stamp_ts stamp_ts_from_tai(__u64 tai_ns,
+							 const struct stamp_config *cfg)
+{
+	struct stamp_ts ts;
+	__u64 ns, sec, sub;
+
+	ns = STAMP_TS_PTP ? tai_ns : tai_ns - (__u64)cfg->tai_offset_ns;
+	sec = ns / STAMP_NSEC_PER_SEC;
+	sub = ns % STAMP_NSEC_PER_SEC;
+	if (STAMP_TS_PTP) {
+		ts.sec = bpf_htonl((__u32)sec);
+		ts.frac = bpf_htonl((__u32)sub);
+	} else {
+		ts.sec = bpf_htonl((__u32)(sec + NTP_UNIX_OFFSET));
+		ts.frac = bpf_htonl((__u32)((sub << 32) / STAMP_NSEC_PER_SEC));
+	}
+	return ts;
+}
+
+/*
+ * Records handed to user space through the ring buffer; every multi-octet
+ * field is in network byte order. services/common/events.py is their Python
+ * twin, checked against this header by tests/test_wire_layout.py.
+ */
+
+/* Sender: one per reply taken at TC ingress (services/sender/ringbuf.py). */
+struct stamp_sender_event {
+	__be32 reflector_addr;
+	__be32 local_addr;
+	__be16 reflector_port;
+	__be16 local_port;
+	__be16 payload_len;		/* UDP payload length of the reply */
+	__u8 reply_ttl;			/* IPv4 TTL of the reply as it arrived */
+	__u8 pad;
+	struct stamp_ts t4;		/* our receive timestamp, our format */
+	struct stamp_reflector_pkt pkt;	/* the reply's first 44 octets, as on the wire */
+} __attribute__((packed));
+
+/* Reflector: one per reflected packet, emitted at TC egress once T3 is known. */
+struct stamp_reflector_event {
+	__be32 sender_addr;
+	__be32 local_addr;
+	__be16 sender_port;
+	__be16 local_port;
+	__be16 payload_len;		/* UDP payload length as received */
+	__u8 sender_ttl;
+	__u8 pad;
+	__be32 seq;
+	struct stamp_ts t1;		/* sender's timestamp, sender's format */
+	struct stamp_ts t2;
+	struct stamp_ts t3;
+	__be16 sender_error_estimate;
+	__be16 error_estimate;
+} __attribute__((packed));
+
+/* Per-CPU counters of each service, index into the `stats` array. */
+enum stamp_stat {
+	STAT_STAMPED = 0,	/* sender: T1 written / reflector: reflected */
+	STAT_RECEIVED,		/* sender: replies taken / reflector: T3 written */
+	STAT_RINGBUF_LOST,	/* records the ring buffer had no room for */
+	STAT_LOOP_GUARD,	/* reflector: a reflected packet not reflected again */
+	STAT_GROWN,		/* reflector: short TWAMP-Light packet grown to 44 octets */
+	STAT_MAX,
+};
+
+#endif /* STAMP_H */

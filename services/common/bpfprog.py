@@ -1,0 +1,73 @@
+"""Compile and load stamp-bpf's BPF programs with bcc.
+
+bcc only treats functions of its main source as programs, so the program
+files of one service (and the maps header they share) are joined into one
+source, compiled once. The C stays in files under bpf/, shipped as package
+data; knobs go in as -D cflags. `source()` returns exactly what is compiled,
+for --ebpf.
+"""
+
+import os
+import platform
+from importlib import resources
+
+
+class BpfSetupError(Exception):
+    """bcc or the kernel headers are missing; the message says how to fix it."""
+
+
+def bpf_dir():
+    """The folder holding the C sources (package data of stamp_bpf.bpf)."""
+    return str(resources.files("stamp_bpf.bpf"))
+
+
+def kernel_headers():
+    """Where bcc will find kernel headers: (path, resolved path)."""
+    build = f"/lib/modules/{platform.release()}/build"
+    if not os.path.isdir(os.path.join(build, "include")):
+        raise BpfSetupError(
+            f"bcc needs kernel headers at {build} and there are none: run "
+            "scripts/setup.sh (it links Debian's linux-headers-amd64 there) or "
+            f"install linux-headers-{platform.release()}")
+    return build, os.path.realpath(build)
+
+
+def source(files):
+    """The one C source bcc compiles: the given files of bpf/, joined."""
+    parts = []
+    for name in files:
+        with open(os.path.join(bpf_dir(), name)) as f:
+            parts.append(f"/* ---- {name} ---- */\n{f.read()}")
+    return "\n".join(parts)
+
+
+def cflags(defines):
+    return [f"-I{bpf_dir()}"] + [f"-D{k}={v}" for k, v in sorted(defines.items())]
+
+
+def load(files, defines, programs, debug=False):
+    """Compile `files` with `defines` and load each of `programs` as SCHED_CLS.
+
+    Returns (bpf, {name: function}). With debug, bcc prints the verifier log.
+    """
+    try:
+        from bcc import BPF, DEBUG_BPF
+    except ImportError as e:
+        raise BpfSetupError(
+            "cannot import bcc: it comes from Debian's python3-bpfcc, not PyPI; run "
+            "scripts/setup.sh, or make a venv from /usr/bin/python3 with "
+            f"--system-site-packages ({e})") from None
+    kernel_headers()
+    debug_flags = DEBUG_BPF if debug else 0
+    try:
+        bpf = BPF(text=source(files), cflags=cflags(defines), debug=debug_flags)
+        funcs = {name: bpf.load_func(name, BPF.SCHED_CLS) for name in programs}
+    except Exception as e:
+        raise BpfSetupError(f"loading BPF programs {', '.join(programs)} failed: {e}") from None
+    return bpf, funcs
+
+
+def percpu_stats(bpf, names):
+    """Sum the per-CPU `stats` array into {name: count}."""
+    table = bpf["stats"]
+    return {name: sum(table[table.Key(i)]) for i, name in enumerate(names)}

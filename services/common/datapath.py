@@ -1,0 +1,52 @@
+"""The user-space side of a loaded stamp-bpf datapath (bcc object).
+
+Writes the runtime settings the programs read (struct stamp_config), reads
+the per-CPU counters and drains the ring buffer, handing each record's raw
+bytes to a decoder from services/common/events.py.
+"""
+
+import ctypes
+import socket
+import struct
+
+STATS = ("stamped", "received", "ringbuf_lost", "loop_guard", "grown")
+
+
+def ipv4_be32(addr):
+    """The __be32 map key for a dotted quad."""
+    return struct.unpack("=I", socket.inet_aton(addr))[0]
+
+
+class Datapath:
+    """A loaded service datapath: its config, counters and event ring."""
+
+    def __init__(self, bpf, ptp):
+        self.bpf = bpf
+        self.ptp = ptp
+        self._config = bpf["config"]
+        self._cookie = 0
+
+    def configure(self, clock_state, cookie=None):
+        """Write the TAI offset, Error Estimate (and the sender's socket cookie)."""
+        if cookie is not None:
+            self._cookie = cookie
+        leaf = self._config.Leaf()
+        leaf.tai_offset_ns = clock_state.tai_offset_s * 1_000_000_000
+        leaf.sock_cookie = self._cookie
+        leaf.error_estimate = socket.htons(clock_state.error_estimate(self.ptp))
+        self._config[self._config.Key(0)] = leaf
+
+    def stats(self):
+        """{name: count} summed over CPUs."""
+        table = self.bpf["stats"]
+        return {name: sum(table[table.Key(i)]) for i, name in enumerate(STATS)}
+
+    def open_events(self, callback):
+        """Call callback(raw bytes) for each ring buffer record on poll()."""
+        def _cb(_ctx, data, size):
+            callback(ctypes.string_at(data, size))
+        self.bpf["events"].open_ring_buffer(_cb)
+
+    def poll(self, timeout_ms):
+        """Wait up to timeout_ms for records and hand them to the callback."""
+        self.bpf.ring_buffer_poll(timeout=max(0, int(timeout_ms)))

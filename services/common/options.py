@@ -1,0 +1,51 @@
+"""Command-line options the sender and the reflector share, and their checks."""
+
+import argparse
+
+from . import recordpipe
+
+TIMESTAMP_FORMATS = ("ntp", "ptp")
+
+
+def port(text):
+    """argparse type: a UDP port number."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+    return value
+
+
+def seconds(minimum=0.0):
+    """argparse type: a number of seconds, at least `minimum`."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below the minimum of {minimum:g} s")
+        return value
+    return parse
+
+
+def add_common(parser):
+    """Flags both the sender and the reflector take."""
+    parser.add_argument("--timestamp-format", choices=TIMESTAMP_FORMATS, default="ntp",
+                        help="timestamp format of our timestamps: ntp (RFC 8762 default, Z=0) "
+                             "or ptp (truncated PTPv2, TAI, Z=1); default ntp")
+    parser.add_argument("--enforce-sync", action="store_true",
+                        help="refuse to start unless the kernel reports the clock synchronised")
+    parser.add_argument("--enforce-ptp", action="store_true",
+                        help="refuse to start unless a PTP hardware clock disciplines the "
+                             "system clock (/dev/ptp*, ptp4l/phc2sys running, clock in sync)")
+    parser.add_argument("-D", "--debug", action="store_true",
+                        help="print the BPF verifier log and every per-packet record")
+    parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--zmq", default=recordpipe.DEFAULT_ENDPOINT, metavar="ENDPOINT",
+                        help=f"exporter's ZeroMQ endpoint; default {recordpipe.DEFAULT_ENDPOINT}")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                        help="log lines as JSON or for people; auto picks console on a "
+                             "terminal, JSON otherwise")

@@ -1,0 +1,60 @@
+"""Pieces of a service's main loop: stop signals, periodic work, health records."""
+
+import os
+import signal
+import time
+
+from . import clock, records
+
+
+class StopSignals:
+    """Sets .stopped on SIGTERM or SIGINT, so the loop can detach and exit."""
+
+    def __init__(self):
+        self.stopped = False
+        self.signal = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame):
+        self.stopped = True
+        self.signal = signal.Signals(signum).name
+
+
+class Every:
+    """True from due() once every `interval` seconds (monotonic)."""
+
+    def __init__(self, interval, now=None):
+        self.interval = interval
+        self.next = (time.monotonic() if now is None else now) + interval
+
+    def due(self, now=None):
+        now = time.monotonic() if now is None else now
+        if now < self.next:
+            return False
+        self.next = max(self.next + self.interval, now)
+        return True
+
+
+def service_stats(role, clock_state, pusher, ringbuf_lost, timestamping=records.TS_BPF):
+    """The periodic health record of a service."""
+    return records.ServiceStats(
+        role=role, timestamping=timestamping,
+        clock_synchronized=clock_state.synchronized,
+        clock_error_ns=int(clock_state.error_s * 1e9),
+        dropped_queue=pusher.dropped, dropped_ringbuf=ringbuf_lost,
+        records_sent=pusher.sent, pid=os.getpid())
+
+
+def refresh_clock(dp, last, log):
+    """Re-read the clock, rewrite the datapath's config, log changes; returns the state."""
+    state = clock.read()
+    if last is None or state != last:
+        dp.configure(state)
+        if last is not None and state.synchronized != last.synchronized:
+            log.warning("clock_sync_changed", synchronized=state.synchronized,
+                        error_s=state.error_s)
+        if last is not None and state.tai_offset_s != last.tai_offset_s:
+            log.warning("tai_offset_changed", tai_offset_s=state.tai_offset_s,
+                        was=last.tai_offset_s)
+    return state

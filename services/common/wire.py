@@ -1,0 +1,148 @@
+"""STAMP test packet formats (RFC 8762) and timestamp encodings, in Python.
+
+The one Python definition of the wire format; bpf/stamp.h is the one C
+definition, and tests/test_wire_layout.py checks that they agree.
+
+Times inside stamp-bpf are integers: nanoseconds since the Unix epoch, UTC.
+NTP timestamps (RFC 5905) count UTC seconds since 1900 and a 32-bit binary
+fraction; truncated PTPv2 timestamps (RFC 8186) count TAI seconds since 1970
+and nanoseconds, so converting them needs the TAI-UTC offset.
+"""
+
+import math
+import struct
+from typing import NamedTuple
+
+BASE_LEN = 44               # unauthenticated base packet, both directions
+TWAMP_LIGHT_MIN_LEN = 14    # sequence number, timestamp, error estimate
+DEFAULT_PORT = 862          # RFC 8762 section 4.1
+
+NTP_UNIX_OFFSET = 2208988800    # seconds from 1900-01-01 to 1970-01-01
+NTP_ERA = 1 << 32
+NSEC = 1_000_000_000
+
+EE_S = 0x8000       # clock synchronised
+EE_Z = 0x4000       # timestamp in PTP format
+
+FORMAT_NTP = "ntp"
+FORMAT_PTP = "ptp"
+
+# RFC 8762 section 4.2.1, Figure 2.
+SENDER = struct.Struct("!I II H 30x")
+# RFC 8762 section 4.3.1, Figure 5.
+REFLECTOR = struct.Struct("!I II H 2x II I II H 2x B 3x")
+
+# Field offsets and sizes, for the C/Python layout check.
+SENDER_FIELDS = {"seq": (0, 4), "ts": (4, 8), "error_estimate": (12, 2), "mbz": (14, 30)}
+REFLECTOR_FIELDS = {
+    "seq": (0, 4), "ts": (4, 8), "error_estimate": (12, 2), "mbz1": (14, 2),
+    "rx_ts": (16, 8), "sender_seq": (24, 4), "sender_ts": (28, 8),
+    "sender_error_estimate": (36, 2), "mbz2": (38, 2), "sender_ttl": (40, 1),
+    "mbz3": (41, 3),
+}
+
+
+class ReflectorPacket(NamedTuple):
+    """A decoded Session-Reflector packet; timestamps as raw (sec, frac) words."""
+    seq: int
+    ts: tuple
+    error_estimate: int
+    rx_ts: tuple
+    sender_seq: int
+    sender_ts: tuple
+    sender_error_estimate: int
+    sender_ttl: int
+
+
+def build_sender_packet(seq, ts=(0, 0), error_estimate=0, size=BASE_LEN):
+    """A Session-Sender test packet of `size` octets (>= 44), zero padded."""
+    if size < BASE_LEN:
+        raise ValueError(f"a STAMP test packet has at least {BASE_LEN} octets, not {size}")
+    return SENDER.pack(seq, ts[0], ts[1], error_estimate) + bytes(size - BASE_LEN)
+
+
+def parse_sender_packet(buf):
+    """(seq, (sec, frac), error_estimate) of a sender packet of >= 14 octets."""
+    seq, sec, frac, ee = struct.unpack_from("!IIIH", buf)
+    return seq, (sec, frac), ee
+
+
+def build_reflector_packet(seq, ts, error_estimate, rx_ts, sender_seq, sender_ts,
+                           sender_error_estimate, sender_ttl):
+    """A Session-Reflector packet (used by user-space timestamping and tests)."""
+    return REFLECTOR.pack(seq, ts[0], ts[1], error_estimate, rx_ts[0], rx_ts[1],
+                          sender_seq, sender_ts[0], sender_ts[1],
+                          sender_error_estimate, sender_ttl)
+
+
+def parse_reflector_packet(buf):
+    """Decode the first 44 octets of a reflected packet; ValueError if shorter."""
+    if len(buf) < BASE_LEN:
+        raise ValueError(f"reflected packet has {len(buf)} octets, fewer than {BASE_LEN}")
+    (seq, s, f, ee, rs, rf, sseq, ss, sf, see, ttl) = REFLECTOR.unpack_from(buf)
+    return ReflectorPacket(seq, (s, f), ee, (rs, rf), sseq, (ss, sf), see, ttl)
+
+
+# --- timestamps -------------------------------------------------------------
+
+def ntp_to_ns(sec, frac):
+    """NTP (seconds since 1900, 32-bit fraction) to Unix ns, UTC.
+
+    Era-aware (RFC 5905 section 6): 32-bit seconds below 2^31 are taken to be
+    in era 1, which starts in 2036.
+    """
+    unix = sec - NTP_UNIX_OFFSET + (NTP_ERA if sec < (1 << 31) else 0)
+    return unix * NSEC + ((frac * NSEC + (1 << 31)) >> 32)
+
+
+def ns_to_ntp(ns):
+    """Unix ns, UTC, to NTP (sec, frac); the fraction truncates like bpf/stamp.h."""
+    sec, sub = divmod(ns, NSEC)
+    return (sec + NTP_UNIX_OFFSET) % NTP_ERA, (sub << 32) // NSEC
+
+
+def ptp_to_ns(sec, nsec, tai_offset_s):
+    """Truncated PTPv2 (TAI seconds since 1970, ns) to Unix ns, UTC."""
+    return (sec - tai_offset_s) * NSEC + nsec
+
+
+def ns_to_ptp(ns, tai_offset_s):
+    """Unix ns, UTC, to truncated PTPv2 (sec, nsec) in TAI."""
+    sec, sub = divmod(ns + tai_offset_s * NSEC, NSEC)
+    return sec % NTP_ERA, sub
+
+
+def ts_to_ns(ts, error_estimate, tai_offset_s):
+    """Decode a timestamp in the format its Error Estimate's Z bit names."""
+    if error_estimate & EE_Z:
+        return ptp_to_ns(ts[0], ts[1], tai_offset_s)
+    return ntp_to_ns(ts[0], ts[1])
+
+
+def ts_is_zero(ts):
+    return ts[0] == 0 and ts[1] == 0
+
+
+# --- error estimate (RFC 4656 section 4.1.2, RFC 8186 section 2.3) ------------
+
+def encode_error_estimate(error_s, synchronized, ptp):
+    """The 16-bit Error Estimate for an error of `error_s` seconds.
+
+    The error is Multiplier * 2^(Scale - 32) s. The smallest Scale whose
+    Multiplier fits in 8 bits is used, rounding up so the estimate is never
+    smaller than the error; Multiplier is never 0 (RFC 4656 forbids it).
+    """
+    units = max(error_s, 0.0) * (1 << 32)     # in 2^-32 s
+    scale = 0
+    while scale < 63 and units > 255 * (1 << scale):
+        scale += 1
+    mult = math.ceil(units / (1 << scale))
+    mult = min(max(mult, 1), 255)
+    return (EE_S if synchronized else 0) | (EE_Z if ptp else 0) | (scale << 8) | mult
+
+
+def decode_error_estimate(ee):
+    """(synchronized, ptp, error in seconds) from a 16-bit Error Estimate."""
+    scale = (ee >> 8) & 0x3F
+    mult = ee & 0xFF
+    return bool(ee & EE_S), bool(ee & EE_Z), mult * 2.0 ** (scale - 32)

@@ -1,0 +1,99 @@
+"""The reflector's main loop: attach, drain records, keep settings fresh.
+
+Reflection itself never waits on this loop: the kernel reflects every test
+packet whether or not anything reads the ring buffer. This loop turns the
+ring buffer's records into exporter records, logs, and histograms.
+"""
+
+from ..common import events as events_mod, histfile, netif, records, recordpipe, runtime, tc, wire
+from . import datapath
+from .sessions import Sessions
+
+POLL_MS = 100
+
+
+def run(args, log, hist_layout):
+    ptp = args.timestamp_format == "ptp"
+    dp, programs = datapath.load(args.port, ptp, debug=args.debug)
+    state = runtime.refresh_clock(dp, None, log)
+    _sync_addresses(dp, args.interface, log)
+
+    sessions = Sessions()
+    hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
+                                   hist_layout.ceil, log=log) if args.histpath else None)
+    pending = []
+    dp.open_events(pending.append)
+    stop = runtime.StopSignals()
+    every_second = runtime.Every(1.0)
+    every_stats = runtime.Every(5.0)
+    every_summary = runtime.Every(10.0)
+
+    with recordpipe.RecordPusher(args.zmq, log=log) as pusher, \
+            tc.attached(args.interface, programs, tc.REFLECTOR_PRIO, tc.REFLECTOR_HANDLE, log):
+        log.info("reflecting", interface=args.interface, port=args.port,
+                 timestamp_format=args.timestamp_format, zmq=args.zmq,
+                 clock_synchronized=state.synchronized, clock_error_s=state.error_s,
+                 tai_offset_s=state.tai_offset_s)
+        while not stop.stopped:
+            dp.poll(POLL_MS)
+            if pending:
+                pusher.push(_records(pending, state.tai_offset_s, sessions, hist, args, log))
+                pending.clear()
+            if every_second.due():
+                state = runtime.refresh_clock(dp, state, log)
+                _sync_addresses(dp, args.interface, log)
+                if hist:
+                    hist.maybe_flush()
+                for s in sessions.expire():
+                    log.info("session_ended", sender=s.label, reflected=s.reflected)
+            if every_stats.due():
+                pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
+                                                   dp.stats()["ringbuf_lost"])])
+            if args.output and every_summary.due():
+                for s in sessions:
+                    log.info("session_stats", sender=s.label, reflected=s.reflected,
+                             forward=s.forward.summary())
+        dp.poll(0)
+        if pending:
+            pusher.push(_records(pending, state.tai_offset_s, sessions, hist, args, log))
+        pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
+                                           dp.stats()["ringbuf_lost"])])
+    if hist:
+        hist.flush()
+    log.info("summary", signal=stop.signal, counters=dp.stats(),
+             records_sent=pusher.sent, records_dropped=pusher.dropped,
+             sessions=[{"sender": s.label, "reflected": s.reflected,
+                        "forward": s.forward.summary()} for s in sessions])
+
+
+def _sync_addresses(dp, ifname, log):
+    added, removed = dp.set_addresses(netif.ipv4_addresses(ifname))
+    if added or removed:
+        log.info("addresses", interface=ifname, added=sorted(added), removed=sorted(removed))
+
+
+def _records(events, tai_offset_s, sessions, hist, args, log):
+    """Exporter records for a batch of ring buffer events; updates sessions."""
+    out = []
+    for raw in events:
+        ev = events_mod.reflector_event(raw)
+        # A TWAMP-Light sender may leave its timestamp zero: T1 is then unknown.
+        t1_ns = (0 if wire.ts_is_zero(ev.t1)
+                 else wire.ts_to_ns(ev.t1, ev.sender_error_estimate, tai_offset_s))
+        t2_ns = wire.ts_to_ns(ev.t2, ev.error_estimate, tai_offset_s)
+        t3_ns = wire.ts_to_ns(ev.t3, ev.error_estimate, tai_offset_s)
+        s, new = sessions.get(ev.sender, ev.sender_port)
+        if new and args.output:
+            log.info("session_started", sender=s.label)
+        s.reflected += 1
+        if t1_ns:
+            s.forward.add(t2_ns - t1_ns)
+            if hist:
+                hist.observe(s.label, "near_end", t2_ns - t1_ns)
+        out.append(records.ReflectorPacket(
+            ev.sender, ev.sender_port, ev.local, ev.local_port,
+            records.TS_BPF, ev.sender_ttl, ev.seq, t1_ns, t2_ns, t3_ns, s.reflected))
+        if args.debug:
+            log.debug("reflected", sender=s.label, seq=ev.seq, ttl=ev.sender_ttl,
+                      t1_ns=t1_ns, t2_ns=t2_ns, t3_ns=t3_ns, payload_len=ev.payload_len)
+    return out
