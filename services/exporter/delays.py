@@ -1,7 +1,6 @@
 """One direction's delay statistics: Prometheus histogram, last value, RFC 3550 jitter."""
 
 import bisect
-import itertools
 import math
 
 from prometheus_client.utils import floatToGoString
@@ -48,8 +47,3 @@ class DelayStats:
         if self.last_ns is not None:
             self.jitter_ns += (abs(delay_ns - self.last_ns) - self.jitter_ns) / 16
         self.last_ns = delay_ns
-
-    def bucket_lines(self, prefixes):
-        """Cumulative `_bucket` lines, `prefixes` being each line up to its value."""
-        cum = itertools.accumulate(self.counts)
-        return "".join(f"{p}{c}\n" for p, c in zip(prefixes, cum))

@@ -2,7 +2,7 @@
 
 import time
 
-BATCH = 1000          # messages aggregated per lock hold
+BATCH = 100           # messages aggregated per lock hold (keeps scrapes waiting briefly)
 SWEEP_SECONDS = 1.0   # how often idle sessions are looked for
 
 

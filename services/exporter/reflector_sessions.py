@@ -28,10 +28,10 @@ class ReflectorSessions:
 
     def render(self):
         sessions = list(self.table.sessions.values())
-        fam = textformat.Family("stamp_reflector_packets_reflected_total", "counter",
-                                "Test packets the reflector reflected, per sender session.")
-        for s in sessions:
-            fam.add(s.base, s.reflected)
-        return fam.text() + render_delays(
+        name = "stamp_reflector_packets_reflected_total"
+        out = [textformat.header(name, "counter", "Test packets the reflector reflected, "
+                                                  "per sender session.")]
+        out.extend([f"{name}{s.base} {s.reflected}\n" for s in sessions])
+        return "".join(out) + render_delays(
             "stamp_reflector_", sessions, DIRECTIONS,
             "Forward delay T2-T1 seen by the reflector (direction near_end)")

@@ -51,10 +51,8 @@ class SenderSessions:
         sessions = list(self.table.sessions.values())
         out = []
         for i, (name, help_text) in enumerate(COUNTERS):
-            fam = textformat.Family(name, "counter", help_text)
-            for s in sessions:
-                fam.add(s.base, s.counters[i])
-            out.append(fam.text())
+            out.append(textformat.header(name, "counter", help_text))
+            out.extend([f"{name}{s.base} {s.counters[i]}\n" for s in sessions])
         out.append(render_delays("stamp_", sessions, DIRECTIONS,
                                  "STAMP delay per direction: near_end T2-T1, far_end T4-T3, "
                                  "round_trip (T4-T1)-(T3-T2)"))

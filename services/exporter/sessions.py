@@ -1,5 +1,7 @@
 """What sender and reflector sessions share: the table with idle removal, delay families."""
 
+import itertools
+
 from . import textformat
 from .delays import DelayStats
 
@@ -14,17 +16,22 @@ class Session:
         self.delays = {d: DelayStats(buckets) for d in directions}
         self.buckets = buckets
         self.last_seen = 0.0
-        self._prefixes = {}
+        self._templates = {}
 
-    def bucket_prefixes(self, family, direction):
-        """Each `_bucket` line of a direction up to its value, built on first use."""
+    def histogram_template(self, family, direction):
+        """%-template of a direction's `_bucket`, `_sum` and `_count` lines, built once.
+
+        Filled with the cumulative bucket counts, the sum (seconds) and the count.
+        """
         key = (family, direction)
-        p = self._prefixes.get(key)
-        if p is None:
-            inner = self.by_dir[direction][:-1]
-            p = self._prefixes[key] = [f'{family}_bucket{inner},le="{le}"}} '
-                                       for le in self.buckets.le]
-        return p
+        t = self._templates.get(key)
+        if t is None:
+            lab = self.by_dir[direction].replace("%", "%%")
+            inner = lab[:-1]
+            t = self._templates[key] = "".join(
+                [f'{family}_bucket{inner},le="{le}"}} %d\n' for le in self.buckets.le]
+                + [f"{family}_sum{lab} %r\n{family}_count{lab} %d\n"])
+        return t
 
 
 class SessionTable:
@@ -61,24 +68,23 @@ def render_delays(prefix, sessions, directions, what):
 
     `what` names the delays ("..., signed, in seconds." is added to the help).
     """
-    hist = [textformat.header(f"{prefix}delay_seconds", "histogram",
-                              f"{what}, signed, in seconds.")]
-    last = textformat.Family(f"{prefix}delay_last_seconds", "gauge",
-                             f"Last value of {prefix}delay_seconds, signed, in seconds.")
-    jitter = textformat.Family(f"{prefix}jitter_seconds", "gauge",
-                               "Interarrival jitter of the delay (RFC 3550 6.4.1), in seconds.")
-    neg = textformat.Family(f"{prefix}negative_delay_total", "counter",
-                            "Delays below zero (clocks out of step) per direction.")
     name = f"{prefix}delay_seconds"
+    hist = [textformat.header(name, "histogram", f"{what}, signed, in seconds.")]
+    last = [textformat.header(f"{prefix}delay_last_seconds", "gauge",
+                              f"Last value of {name}, signed, in seconds.")]
+    jitter = [textformat.header(f"{prefix}jitter_seconds", "gauge",
+                                "Interarrival jitter of the delay (RFC 3550 6.4.1), in seconds.")]
+    neg = [textformat.header(f"{prefix}negative_delay_total", "counter",
+                             "Delays below zero (clocks out of step) per direction.")]
+    accumulate = itertools.accumulate
     for s in sessions:
         for d in directions:
             st = s.delays[d]
             lab = s.by_dir[d]
-            hist.append(st.bucket_lines(s.bucket_prefixes(name, d)))
-            hist.append(f"{name}_sum{lab} {textformat.value(st.sum_ns / 1e9)}\n"
-                        f"{name}_count{lab} {st.count}\n")
-            neg.add(lab, st.negative)
+            hist.append(s.histogram_template(name, d)
+                        % (*accumulate(st.counts), st.sum_ns / 1e9, st.count))
+            neg.append(f"{prefix}negative_delay_total{lab} {st.negative}\n")
             if st.last_ns is not None:
-                last.add(lab, st.last_ns / 1e9)
-                jitter.add(lab, st.jitter_ns / 1e9)
-    return "".join(hist) + last.text() + jitter.text() + neg.text()
+                last.append(f"{prefix}delay_last_seconds{lab} {st.last_ns / 1e9!r}\n")
+                jitter.append(f"{prefix}jitter_seconds{lab} {st.jitter_ns / 1e9!r}\n")
+    return "".join(hist + last + jitter + neg)

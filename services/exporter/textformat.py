@@ -3,10 +3,9 @@
 prometheus-client's generic exposition formats and escapes every label of every
 sample on each scrape: 1,000 sessions x 3 directions x 22 buckets took 640 ms.
 Here each session renders its label sets once, when it is created, and a scrape
-only joins strings and numbers.
+only fills numbers into prepared templates (sessions.py). Values are integers or
+finite floats written with repr(), which Prometheus parses.
 """
-
-from prometheus_client.utils import floatToGoString
 
 
 def labels(**kv):
@@ -19,22 +18,3 @@ def labels(**kv):
 def header(name, kind, help_text):
     """The HELP and TYPE lines of a family."""
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
-
-
-def value(v):
-    """A sample value as Prometheus writes it (ints exact, +Inf, NaN)."""
-    return str(v) if isinstance(v, int) else floatToGoString(v)
-
-
-class Family:
-    """Lines of one family, written by every session in turn, then joined once."""
-
-    def __init__(self, name, kind, help_text):
-        self.name = name
-        self.lines = [header(name, kind, help_text)]
-
-    def add(self, labelstr, v):
-        self.lines.append(f"{self.name}{labelstr} {value(v)}\n")
-
-    def text(self):
-        return "".join(self.lines)
