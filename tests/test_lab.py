@@ -22,6 +22,8 @@ from stamp_bpf.lab.netns import Topology
 pytestmark = pytest.mark.timeout(90)
 MS = 1_000_000
 
+# A stateless STAMP-like reflector: the reply carries the request's seq at bytes 0 and 24
+# (Sequence Number and Session-Sender Sequence Number of RFC 8762 Figure 5).
 ECHO = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -29,7 +31,7 @@ s.bind(("0.0.0.0", 862))
 open(sys.argv[1], "w").close()
 while True:
     data, peer = s.recvfrom(65535)
-    s.sendto(data, peer)
+    s.sendto(data[:4] + bytes(20) + data[:4] + bytes(16), peer)
 """
 
 # argv: count interval_s first_seq; sends STAMP-like packets (seq + 40 zero bytes) from
@@ -77,14 +79,10 @@ def send_seqs(topo, count, interval, first=0):
 
 
 def one_way(sender_pkts, reflector_pkts):
-    """Per-seq forward and backward delays in ns from the two captures."""
-    def by_seq(pkts, dst):
-        return {p.seq: p.ts_ns for p in pkts if p.dst == dst}
-    s_out, r_in = by_seq(sender_pkts, netns.REFLECTOR_ADDR), by_seq(reflector_pkts, netns.REFLECTOR_ADDR)
-    r_out, s_in = by_seq(reflector_pkts, netns.SENDER_ADDR), by_seq(sender_pkts, netns.SENDER_ADDR)
-    fwd = {k: r_in[k] - s_out[k] for k in s_out if k in r_in}
-    back = {k: s_in[k] - r_out[k] for k in r_out if k in s_in}
-    return fwd, back
+    """{seq: forward ns} and {seq: backward ns} from the two captures, lost legs left out."""
+    truth = capture.stamp_delays(sender_pkts, reflector_pkts)
+    return ({k.seq: d.fwd_ns for k, d in truth.items() if d.fwd_ns is not None},
+            {k.seq: d.back_ns for k, d in truth.items() if d.back_ns is not None})
 
 
 def captured(topo, fn):
@@ -132,6 +130,10 @@ def test_chosen_seqs_are_dropped_and_nothing_else():
     assert reached == [0, 1, 2, 4, 6, 7, 8, 9], f"The reflector's capture should miss exactly 3 and 5: {reached}."
     drops = sorted((e["dir"], e["seq"]) for e in log if e["event"] == "drop")
     assert drops == [("back", 7), ("fwd", 3), ("fwd", 5)], f"The log should record the three drops: {drops}."
+    truth = {k.seq: d for k, d in capture.stamp_delays(s_pkts, r_pkts).items()}
+    assert sorted(truth) == list(range(10)), "stamp_delays should list every packet sent."
+    assert truth[3] == truth[5] == (None, None), "A packet lost forward has neither delay."
+    assert truth[7].fwd_ns > MS and truth[7].back_ns is None, "A reply lost backward has only a forward delay."
 
 
 def test_drop_probability_is_seeded_and_agrees_with_the_captures():

@@ -17,6 +17,13 @@ From Python:
     frames = capture.read_pcap("/tmp/r.pcap")                  # [(ts_ns, frame_bytes)]
     for p in capture.stamp_packets(frames, port=862):          # [StampPacket]
         print(p.ts_ns, p.src, p.sport, p.dst, p.dport, p.ttl, p.seq, len(p.payload))
+    truth = capture.stamp_delays(sender_pkts, reflector_pkts)  # {PacketKey: Delays}
+
+stamp_delays pairs the sender's test packets with the reflector's replies
+(by the Session-Sender Sequence Number, RFC 8762 Figure 5) and gives each
+test packet's one-way delays between the two capture points. Captures sit
+outside TC: egress frames are seen after TC egress, ingress frames before TC
+ingress, so BPF-timestamped delays are a few microseconds longer than these.
 
 start(topo, host, path, ready_timeout=10) -> Capture; Capture.stop() -> {"frames": N,
 "drops": 0, "untimestamped": 0} (raises if the kernel dropped frames or gave no
@@ -34,7 +41,7 @@ import time
 from typing import NamedTuple
 
 from stamp_bpf.lab import packets
-from stamp_bpf.lab.netns import wait_ready
+from stamp_bpf.lab.netns import SENDER_ADDR, wait_ready
 
 PCAP_MAGIC_NS = 0xA1B23C4D
 PCAP_MAGIC_US = 0xA1B2C3D4
@@ -53,6 +60,21 @@ class StampPacket(NamedTuple):
     ttl: int
     seq: int
     payload: bytes
+
+
+class PacketKey(NamedTuple):
+    """One test packet: its session (sender and reflector address and port) and sequence number."""
+    sender: str
+    sport: int
+    reflector: str
+    rport: int
+    seq: int
+
+
+class Delays(NamedTuple):
+    """One test packet's one-way delays in ns; None where that leg (or the one before) was lost."""
+    fwd_ns: int
+    back_ns: int
 
 
 # -- writing (the capture process) ----------------------------------------------
@@ -220,6 +242,45 @@ def stamp_packets(frames, port=862):
             continue
         out.append(StampPacket(ts_ns, udp.src, udp.dst, udp.sport, udp.dport, udp.ttl,
                                packets.stamp_seq(udp, port), udp.payload))
+    return out
+
+
+def stamp_delays(sender_pkts, reflector_pkts, sender_addr=None, port=862):
+    """{PacketKey: Delays} for every test packet `sender_addr` sent, in sending order.
+
+    sender_pkts and reflector_pkts are stamp_packets() of the captures on the
+    sender's and the reflector's interface. Requests are matched by their
+    Sequence Number, replies by the Session-Sender Sequence Number (payload
+    bytes 24..27 of an unauthenticated reflector packet). The first copy counts.
+    """
+    sender_addr = sender_addr or SENDER_ADDR
+
+    def first(pkts, want, key):
+        out = {}
+        for p in pkts:
+            if want(p) and p.seq is not None and (k := key(p)) is not None:
+                out.setdefault(k, p.ts_ns)
+        return out
+
+    def request(p):
+        return p.src == sender_addr and p.dport == port
+
+    def reply(p):
+        return p.dst == sender_addr and p.sport == port and len(p.payload) >= 28
+
+    def request_key(p):
+        return PacketKey(p.src, p.sport, p.dst, p.dport, p.seq)
+
+    def reply_key(p):
+        return PacketKey(p.dst, p.dport, p.src, p.sport, struct.unpack_from("!I", p.payload, 24)[0])
+
+    sent, arrived = first(sender_pkts, request, request_key), first(reflector_pkts, request, request_key)
+    replied, returned = first(reflector_pkts, reply, reply_key), first(sender_pkts, reply, reply_key)
+    out = {}
+    for key, t1 in sent.items():
+        t2, t3, t4 = arrived.get(key), replied.get(key), returned.get(key)
+        out[key] = Delays(t2 - t1 if t2 is not None else None,
+                          t4 - t3 if t3 is not None and t4 is not None else None)
     return out
 
 

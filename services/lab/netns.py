@@ -38,6 +38,7 @@ Host handles: ns, ifname, addr, prefixlen, mac, extra_addrs (middle: ifname is t
               sender side, peer_ifname the reflector side; no addresses).
 Methods: run(host, argv, **kw) -> CompletedProcess; popen(host, argv, **kw) -> Popen
          (tracked, stopped on exit: SIGTERM, then SIGKILL after `stop_timeout`);
+         host is a Host, a namespace name, or None (the caller's namespace);
          stop(proc, timeout=3.0) -> returncode; start_emulator(args) /
          stop_emulator(); close().
 cleanup(prefix) removes the namespaces and interfaces of a crashed run;
@@ -87,7 +88,7 @@ def _ip(*args, ns=None, input=None):
 
 
 def _ns_exec(ns, argv):
-    return ["ip", "netns", "exec", ns] + [str(a) for a in argv]
+    return (["ip", "netns", "exec", ns] if ns else []) + [str(a) for a in argv]
 
 
 def extra_addresses(count):
@@ -206,7 +207,10 @@ class Topology:
         return host.ns if isinstance(host, Host) else host
 
     def run(self, host, argv, **kw):
-        """subprocess.run(argv) inside `host`'s namespace (a Host or a namespace name)."""
+        """subprocess.run(argv) inside `host`'s namespace.
+
+        `host` is a Host, a namespace name, or None for the caller's own namespace.
+        """
         return subprocess.run(_ns_exec(self._ns(host), argv), **kw)
 
     def popen(self, host, argv, **kw):
