@@ -24,15 +24,13 @@ class Datapath:
         self.bpf = bpf
         self.ptp = ptp
         self._config = bpf["config"]
-        self._cookie = 0
+        self.socket_cookie = 0      # sender: set before the first configure()
 
-    def configure(self, clock_state, cookie=None):
-        """Write the TAI offset, Error Estimate (and the sender's socket cookie)."""
-        if cookie is not None:
-            self._cookie = cookie
+    def configure(self, clock_state):
+        """Write the TAI offset, the Error Estimate and the socket cookie."""
         leaf = self._config.Leaf()
         leaf.tai_offset_ns = clock_state.tai_offset_s * 1_000_000_000
-        leaf.sock_cookie = self._cookie
+        leaf.sock_cookie = self.socket_cookie
         leaf.error_estimate = socket.htons(clock_state.error_estimate(self.ptp))
         self._config[self._config.Key(0)] = leaf
 

@@ -1,0 +1,109 @@
+"""stamp-sender: STAMP Session-Sender with eBPF TC timestamps (RFC 8762).
+
+USAGE: stamp-sender IFACE REFLECTOR [REFLECTOR ...] [-s SRC_PORT] [-d DST_PORT]
+                    [-c COUNT] [-i INTERVAL] [-w TIMEOUT] [...]
+
+One session per reflector. User space builds each test packet and sends it
+with IP TTL 255; TC egress writes T1, TC ingress takes T4 and hands the reply
+to user space through a ring buffer. Per packet: near-end (forward) delay
+T2-T1, far-end (backward) delay T4-T3 and round trip (T4-T1)-(T3-T2).
+"""
+
+import argparse
+import ipaddress
+import sys
+
+from ..common import bpfprog, clock, histogram, logs, netif, options, tc
+from . import datapath
+from .service import SenderService
+
+EXAMPLES = """examples:
+  stamp-sender eth0 10.0.0.2                 # one session to 10.0.0.2, 1 packet/s, forever
+  stamp-sender eth0 10.0.0.2 10.0.0.3 -c 10  # two sessions, 10 packets each, then a summary
+  stamp-sender eth0 10.0.0.2 -i 0.001 -w 0.5 # 1,000 packets/s, late after 500 ms
+  stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local
+                                             # every address of a DNS name (a mesh)
+  stamp-sender eth0 10.0.0.2 --timestamp-format ptp   # PTPv2 timestamps (Z=1)
+  stamp-sender eth0 10.0.0.2 -c 5 | tail -n1 | jq .    # the JSON summary
+"""
+
+
+def ipv4(text):
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IPv4 address; for a DNS name use --reflector-dns") from None
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="stamp-sender", description="Send STAMP test packets and measure both directions.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    p.add_argument("interface", metavar="IFACE", help="interface to send and timestamp on")
+    p.add_argument("reflectors", metavar="REFLECTOR", nargs="*", type=ipv4,
+                   help="reflector IPv4 address; one session each")
+    p.add_argument("-s", "--source-port", type=options.port, default=862,
+                   help="UDP source port; default 862")
+    p.add_argument("-d", "--dest-port", type=options.port, default=862,
+                   help="reflectors' UDP port; default 862")
+    p.add_argument("-c", "--count", type=int, default=0,
+                   help="packets per session, then exit with a summary; default 0 (forever)")
+    p.add_argument("-i", "--interval", type=options.seconds(0.0001), default=1.0,
+                   help="interval between packets of a session, seconds; default 1.0")
+    p.add_argument("-w", "--timeout", type=options.seconds(0.001), default=1.0,
+                   help="a reply later than this after T1 is late, seconds; default 1")
+    p.add_argument("--late-window", type=options.seconds(0.0), default=None,
+                   help="a packet with no reply by timeout + this is lost, seconds; "
+                        "default: the same as --timeout")
+    p.add_argument("--reflector-dns", metavar="NAME",
+                   help="measure to every IPv4 address NAME resolves to (except this "
+                        "host's), re-resolved every --dns-interval")
+    p.add_argument("--dns-interval", type=options.seconds(1.0), default=30.0,
+                   help="seconds between --reflector-dns lookups; default 30")
+    p.add_argument("--summary-interval", type=options.seconds(1.0), default=10.0,
+                   help="seconds between per-session stats log lines; default 10")
+    histogram.add_arguments(p, histpath=True)
+    options.add_common(p)
+    return p
+
+
+def parse(argv=None):
+    p = parser()
+    args = p.parse_args(argv)
+    if not args.reflectors and not args.reflector_dns:
+        p.error("no reflector: give at least one REFLECTOR address, or --reflector-dns NAME")
+    if len(set(args.reflectors)) != len(args.reflectors):
+        p.error("a REFLECTOR is listed twice; each address is one session")
+    if args.count < 0:
+        p.error(f"--count must be 0 (forever) or more, got {args.count}")
+    if args.late_window is None:
+        args.late_window = args.timeout
+    return p, args, histogram.from_args(p, args)
+
+
+def main(argv=None):
+    p, args, hist_layout = parse(argv)
+    if args.ebpf:
+        print(bpfprog.source(datapath.FILES))
+        print("// cflags:", " ".join(bpfprog.cflags(datapath.defines(
+            args.source_port, args.dest_port, args.timestamp_format == "ptp"))))
+        return 0
+    log = logs.configure("sender", debug=args.debug, fmt=args.log_format)
+    problem = clock.check_enforce(args.enforce_sync, args.enforce_ptp)
+    if problem:
+        log.error("refused", reason=problem)
+        return 2
+    try:
+        netif.ipv4_addresses(args.interface)
+        headers = bpfprog.kernel_headers()
+        log.info("starting", interface=args.interface, kernel_headers=headers[1])
+        SenderService(args, log, hist_layout).run()
+    except (LookupError, OSError, bpfprog.BpfSetupError, tc.TcError) as e:
+        log.error("failed", reason=str(e))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

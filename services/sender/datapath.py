@@ -1,0 +1,31 @@
+"""The sender's BPF datapath: sender_egress.c and sender_ingress.c."""
+
+from ..common import bpfprog, datapath, tc
+
+FILES = ["sender_maps.h", "sender_egress.c", "sender_ingress.c"]
+PROGRAMS = ["sender_egress", "sender_ingress"]
+
+
+def defines(source_port, dest_port, ptp):
+    return {"SENDER_SRC_PORT": source_port, "SENDER_DST_PORT": dest_port,
+            "STAMP_TS_PTP": int(ptp)}
+
+
+def load(source_port, dest_port, ptp, debug=False):
+    bpf, funcs = bpfprog.load(FILES, defines(source_port, dest_port, ptp), PROGRAMS, debug=debug)
+    return SenderDatapath(bpf, ptp), {tc.EGRESS: funcs["sender_egress"],
+                                      tc.INGRESS: funcs["sender_ingress"]}
+
+
+class SenderDatapath(datapath.Datapath):
+
+    def add_session(self, reflector):
+        table = self.bpf["sessions"]
+        table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(1)
+
+    def remove_session(self, reflector):
+        table = self.bpf["sessions"]
+        try:
+            del table[table.Key(datapath.ipv4_be32(reflector))]
+        except KeyError:
+            pass

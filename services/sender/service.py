@@ -1,0 +1,237 @@
+"""The sender's main loop: send on schedule, read replies, count, report.
+
+One loop, one thread (plus the DNS resolver's): it sends every packet that
+is due, waits on the ring buffer until the next deadline, turns replies
+into statistics and exporter records, and declares packets lost. Timestamps
+never come from this loop: T1 and T4 are taken by the TC programs.
+"""
+
+import heapq
+import json
+import sys
+import time
+
+from ..common import events, histfile, records, recordpipe, runtime, tc
+from . import datapath, view
+from .resolver import Resolver
+from .session import Session, decode_reply, delays, now_ns, DIRECTIONS
+from .transmit import Transmitter
+
+MAX_WAIT_MS = 100
+
+
+class SenderService:
+    def __init__(self, args, log, hist_layout):
+        self.args = args
+        self.log = log
+        self.ptp = args.timestamp_format == "ptp"
+        self.live = sys.stdout.isatty() and args.log_format != "json"
+        self.sessions = {}          # reflector address -> Session
+        self.ended = []             # sessions removed by DNS, for the summary
+        self.schedule = []          # heap of (next send ns, reflector address)
+        self.pending = []           # raw ring buffer records of this iteration
+        self.out = []               # exporter records of this iteration
+        self.hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
+                                            hist_layout.ceil, log=log)
+                     if args.histpath else None)
+        self.stop = runtime.StopSignals()
+
+    # --- sessions ------------------------------------------------------------
+
+    def add_session(self, reflector, offset_ns=0):
+        a = self.args
+        s = Session(reflector, a.dest_port, a.source_port, a.count, a.interval, a.timeout,
+                    a.late_window, time.monotonic_ns() + offset_ns)
+        self.sessions[reflector] = s
+        self.dp.add_session(reflector)
+        heapq.heappush(self.schedule, (s.next_send_ns(), reflector))
+        self.log.info("session_started", reflector=s.label, count=a.count, interval_s=a.interval,
+                      timeout_s=a.timeout, late_window_s=a.late_window)
+
+    def stop_session(self, reflector):
+        """No more sends; the session ends once its outstanding packets are judged."""
+        s = self.sessions.get(reflector)
+        if s and not s.stopping:
+            s.stopping = True
+            self.log.info("session_stopping", reflector=s.label, reason="no longer in DNS")
+
+    def _end_finished_stopping(self):
+        for addr, s in list(self.sessions.items()):
+            if s.stopping and not s.outstanding:
+                del self.sessions[addr]
+                self.dp.remove_session(addr)
+                self.ended.append(s)
+                self.pusher.push([s.stats_record(ended=True)])
+                self.log.info("session_ended", **s.summary())
+
+    def _apply_dns(self, addrs):
+        if addrs is None:
+            return
+        wanted = set(addrs)
+        for addr in sorted(wanted - set(self.sessions)):
+            self.add_session(addr)
+        for addr in set(self.sessions) - wanted:
+            self.stop_session(addr)
+        for addr in wanted:
+            self.sessions[addr].stopping = False
+
+    # --- the loop ----------------------------------------------------------------
+
+    def run(self):
+        a = self.args
+        self.dp, programs = datapath.load(a.source_port, a.dest_port, self.ptp, debug=a.debug)
+        self.tx = Transmitter(a.interface, a.source_port)
+        self.dp.socket_cookie = self.tx.cookie
+        self.state = runtime.refresh_clock(self.dp, None, self.log)
+        self.dp.open_events(self.pending.append)
+        resolver = None
+        with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, \
+                tc.attached(a.interface, programs, tc.SENDER_PRIO, tc.SENDER_HANDLE, self.log):
+            self.log.info("sending", interface=a.interface, reflectors=a.reflectors,
+                          reflector_dns=a.reflector_dns, source_port=a.source_port,
+                          dest_port=a.dest_port, timestamp_format=a.timestamp_format,
+                          zmq=a.zmq, clock_synchronized=self.state.synchronized,
+                          clock_error_s=self.state.error_s, tai_offset_s=self.state.tai_offset_s)
+            # Spread the sessions' first packets over one interval.
+            n = len(a.reflectors)
+            for i, r in enumerate(a.reflectors):
+                self.add_session(r, offset_ns=int(i * a.interval * 1e9 / n))
+            if a.reflector_dns:
+                resolver = Resolver(a.reflector_dns, a.dns_interval, self.log)
+                resolver.start()
+            try:
+                self._loop(resolver)
+            finally:
+                if resolver:
+                    resolver.stop()
+                self._drain()
+                self.pusher.push([s.stats_record(ended=True) for s in self.sessions.values()])
+                self._push_service_stats()
+                self.tx.close()
+        if self.hist:
+            self.hist.flush()
+        self._summary()
+
+    def _loop(self, resolver):
+        a = self.args
+        every_second = runtime.Every(1.0)
+        every_stats = runtime.Every(5.0)
+        every_summary = runtime.Every(a.summary_interval)
+        while not self.stop.stopped:
+            self._send_due()
+            self._wait()
+            self._drain()
+            if every_second.due():
+                self.state = runtime.refresh_clock(self.dp, self.state, self.log)
+                if resolver:
+                    self._apply_dns(resolver.latest())
+                self._end_finished_stopping()
+                if self.hist:
+                    self.hist.maybe_flush()
+            if every_stats.due():
+                self.pusher.push([s.stats_record() for s in self.sessions.values()])
+                self._push_service_stats()
+            if every_summary.due():
+                for s in self.sessions.values():
+                    self.log.info("session_stats", **s.summary())
+            if a.count and not a.reflector_dns and all(s.finished() for s in self.sessions.values()):
+                break
+
+    def _send_due(self):
+        now = time.monotonic_ns()
+        while self.schedule and self.schedule[0][0] <= now:
+            _, addr = heapq.heappop(self.schedule)
+            s = self.sessions.get(addr)
+            if s is None or s.next_send_ns() is None:
+                continue
+            mono, wall = now_ns()
+            seq = s.next_seq
+            if self.tx.send(seq, s.reflector, s.port):
+                s.on_sent(mono, wall)
+            else:
+                s.next_seq += 1     # skip it: the kernel refused, nothing left
+                self.log.warning("send_failed", reflector=s.label, seq=seq, errors=self.tx.errors)
+            nxt = s.next_send_ns()
+            if nxt is not None:
+                heapq.heappush(self.schedule, (nxt, addr))
+
+    def _wait(self):
+        """Wait for replies until the next send is due (at most MAX_WAIT_MS)."""
+        now = time.monotonic_ns()
+        due = self.schedule[0][0] if self.schedule else now + MAX_WAIT_MS * 1_000_000
+        wait_ns = min(due - now, MAX_WAIT_MS * 1_000_000)
+        if wait_ns >= 1_000_000:
+            self.dp.poll(wait_ns // 1_000_000)
+        else:
+            # Under a millisecond: bcc's poll counts whole ms, so sleep the rest.
+            self.dp.poll(0)
+            if wait_ns > 0:
+                time.sleep(wait_ns / 1e9)
+
+    def _drain(self):
+        """Turn this iteration's replies and expiries into counts and records."""
+        self.dp.poll(0)
+        our_ee = self.state.error_estimate(self.ptp)
+        for raw in self.pending:
+            ev = events.sender_event(raw)
+            self._on_reply(decode_reply(ev, our_ee, self.state.tai_offset_s), ev)
+        self.pending.clear()
+        now = time.monotonic_ns()
+        for s in self.sessions.values():
+            for seq, sent in s.expire(now):
+                self.out.append(records.SenderPacket(
+                    s.reflector, s.port, s.local, s.local_port, records.OUTCOME_LOST, False,
+                    records.TS_BPF, 0, seq, 0, sent.wall_ns, 0, 0, 0, 0, 0, *s.counters()))
+                if self.live:
+                    print(view.lost_line(s, seq), flush=True)
+                self.log.debug("lost", reflector=s.label, seq=seq)
+        if self.out:
+            self.pusher.push(self.out)
+            self.out = []
+
+    def _on_reply(self, r, ev):
+        s = self.sessions.get(ev.reflector)
+        if s is None or ev.reflector_port != s.port:
+            return
+        s.local = ev.local
+        outcome, reordered = s.on_reply(r)
+        if outcome is None:
+            self.log.debug("reply_ignored", reflector=s.label, seq=r.seq,
+                           reason="not outstanding (declared lost, or not sent by us)")
+            return
+        name = records.OUTCOMES[outcome]
+        if not r.valid and outcome != records.OUTCOME_DUPLICATE and s.invalid == 1:
+            self.log.warning("timestamp_missing", reflector=s.label, seq=r.seq,
+                             hint="a reply without T1, T2, T3 or T4: no delays for it")
+        if self.hist and r.valid and outcome != records.OUTCOME_DUPLICATE:
+            for d, value in zip(DIRECTIONS, delays(r)):
+                self.hist.observe(s.label, d, value)
+        self.out.append(records.SenderPacket(
+            s.reflector, s.port, s.local, s.local_port, outcome, reordered, records.TS_BPF,
+            r.sender_ttl, r.seq, r.reflector_seq, r.t1, r.t2, r.t3, r.t4, r.sender_ee,
+            r.reflector_ee, *s.counters()))
+        if self.live:
+            print(view.reply_line(s, r, name, reordered), flush=True)
+        if self.args.debug:
+            self.log.debug("reply", reflector=s.label, seq=r.seq, outcome=name,
+                           reordered=reordered, t1_ns=r.t1, t2_ns=r.t2, t3_ns=r.t3, t4_ns=r.t4,
+                           sender_ttl=r.sender_ttl, reply_ttl=ev.reply_ttl,
+                           payload_len=ev.payload_len)
+
+    def _push_service_stats(self):
+        self.pusher.push([runtime.service_stats(records.ROLE_SENDER, self.state, self.pusher,
+                                                self.dp.stats()["ringbuf_lost"])])
+
+    def _summary(self):
+        every = self.ended + list(self.sessions.values())
+        if self.live:
+            for s in every:
+                print(view.totals_line(s), flush=True)
+        summary = {"sessions": [s.summary() for s in every], "signal": self.stop.signal,
+                   "counters": self.dp.stats(), "send_errors": self.tx.errors,
+                   "records_sent": self.pusher.sent, "records_dropped": self.pusher.dropped}
+        if self.args.log_format == "json" or not sys.stdout.isatty():
+            self.log.info("summary", **summary)
+        else:
+            # On a terminal the logs are for people, but the last line stays JSON.
+            print(json.dumps({"event": "summary", **summary}), flush=True)

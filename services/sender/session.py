@@ -1,0 +1,187 @@
+"""One test session: the packets sent to one reflector and what came back.
+
+Counting rules (docs in README "Loss, late, duplicates"):
+- received: the reply came back within --timeout of T1 (T4 - T1 <= timeout);
+- late: it came back after --timeout but before --timeout + --late-window;
+- lost: no reply by --timeout + --late-window (judged on the monotonic clock
+  from the moment user space sent it); a reply after that is not counted again;
+- duplicate: a second reply for a sequence number already answered;
+- reordered: a reply whose sequence number is below one already answered.
+A packet is counted once: received, late or lost.
+"""
+
+import time
+from typing import NamedTuple
+
+from ..common import records, wire
+from ..common.delaystats import DelayStats
+
+DIRECTIONS = ("near_end", "far_end", "round_trip")
+# Sequence numbers remembered for duplicate detection, per session.
+ANSWERED_WINDOW = 65536
+
+
+class Sent(NamedTuple):
+    mono_ns: int        # when user space sent it (CLOCK_MONOTONIC)
+    wall_ns: int        # the same moment on CLOCK_REALTIME, for lost records
+
+
+class Reply(NamedTuple):
+    """A decoded reply: the four timestamps as Unix ns (UTC) and the rest.
+
+    valid is False when a timestamp field is zero (not taken): the reply
+    still counts for loss, but gives no delays.
+    """
+    valid: bool
+    seq: int
+    reflector_seq: int
+    t1: int
+    t2: int
+    t3: int
+    t4: int
+    sender_ee: int
+    reflector_ee: int
+    sender_ttl: int
+
+
+class Session:
+    def __init__(self, reflector, port, local_port, count, interval_s, timeout_s,
+                 late_window_s, start_mono_ns):
+        self.reflector = reflector
+        self.port = port
+        self.local_port = local_port
+        self.label = f"{reflector}:{port}"
+        self.count = count
+        self.interval_ns = int(interval_s * 1e9)
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.give_up_ns = int((timeout_s + late_window_s) * 1e9)
+        self.start_ns = start_mono_ns
+        self.next_seq = 0
+        self.local = "0.0.0.0"       # learnt from the first reply
+        self.outstanding = {}        # seq -> Sent
+        self.answered = {}           # seq -> None, insertion-ordered window
+        self.max_answered = -1
+        self.stopping = False        # no more sends (DNS removed it)
+        self.sent = self.received = self.lost = self.late = 0
+        self.duplicates = self.reordered = self.invalid = 0
+        self.delays = {d: DelayStats() for d in DIRECTIONS}
+
+    # --- sending -------------------------------------------------------------
+
+    def next_send_ns(self):
+        """Monotonic deadline of the next packet, or None when done sending.
+
+        Packet k goes at start + k * interval: a late loop catches up without
+        shifting later packets, so the rate never drifts.
+        """
+        if self.stopping or (self.count and self.next_seq >= self.count):
+            return None
+        return self.start_ns + self.next_seq * self.interval_ns
+
+    def on_sent(self, mono_ns, wall_ns):
+        seq = self.next_seq
+        self.outstanding[seq] = Sent(mono_ns, wall_ns)
+        self.next_seq += 1
+        self.sent += 1
+        return seq
+
+    def finished(self):
+        return self.next_send_ns() is None and not self.outstanding
+
+    # --- replies -------------------------------------------------------------
+
+    def on_reply(self, r):
+        """Count a reply; returns (outcome, reordered) for its record."""
+        if r.seq in self.answered:
+            self.duplicates += 1
+            return records.OUTCOME_DUPLICATE, False
+        if self.outstanding.pop(r.seq, None) is None:
+            return None, False      # not ours, or already declared lost
+        self._remember(r.seq)
+        reordered = r.seq < self.max_answered
+        if reordered:
+            self.reordered += 1
+        self.max_answered = max(self.max_answered, r.seq)
+        if r.valid and r.t4 - r.t1 > self.timeout_ns:
+            self.late += 1
+            outcome = records.OUTCOME_LATE
+        else:
+            self.received += 1
+            outcome = records.OUTCOME_RECEIVED
+        if r.valid:
+            for name, value in zip(DIRECTIONS, delays(r)):
+                self.delays[name].add(value)
+        else:
+            self.invalid += 1
+        return outcome, reordered
+
+    def _remember(self, seq):
+        self.answered[seq] = None
+        if len(self.answered) > ANSWERED_WINDOW:
+            del self.answered[next(iter(self.answered))]
+
+    def expire(self, now_mono_ns):
+        """Declare lost what is past timeout + late window; returns [(seq, Sent)]."""
+        gone = [(seq, s) for seq, s in self.outstanding.items()
+                if now_mono_ns - s.mono_ns > self.give_up_ns]
+        for seq, _ in gone:
+            del self.outstanding[seq]
+            self.lost += 1
+        return gone
+
+    # --- reporting -----------------------------------------------------------
+
+    def counters(self):
+        return (self.sent, self.received, self.lost, self.late, self.duplicates, self.reordered)
+
+    def summary(self):
+        out = {"reflector": self.reflector, "port": self.port, "sent": self.sent,
+               "received": self.received, "lost": self.lost, "late": self.late,
+               "duplicates": self.duplicates, "reordered": self.reordered}
+        if self.invalid:
+            out["invalid"] = self.invalid
+        for name in DIRECTIONS:
+            out[name] = self.delays[name].summary()
+        return out
+
+    def stats_record(self, ended=False):
+        return records.SessionStats(self.reflector, self.port, self.local, self.local_port,
+                                    *self.counters(), ended)
+
+
+def delays(r):
+    """(near_end, far_end, round_trip) in ns, signed.
+
+    Near end (forward) T2-T1 and far end (backward) T4-T3 compare two clocks
+    and go negative when they disagree; the round trip (T4-T1)-(T3-T2) uses
+    each clock only against itself.
+    """
+    return r.t2 - r.t1, r.t4 - r.t3, (r.t4 - r.t1) - (r.t3 - r.t2)
+
+
+def decode_reply(ev, our_ee, tai_offset_s):
+    """A Reply from a sender ring buffer event.
+
+    T1 and T4 are ours (our format); T2 and T3 are in the format the
+    reflector's Z bit names (RFC 8762 section 4.2.1). A zero timestamp field
+    was never taken: it decodes to 0 and makes the reply invalid.
+    """
+    pkt = wire.parse_reflector_packet(ev.pkt)
+
+    def ns(ts, ee):
+        return 0 if wire.ts_is_zero(ts) else wire.ts_to_ns(ts, ee, tai_offset_s)
+
+    t1 = ns(pkt.sender_ts, pkt.sender_error_estimate)
+    t2 = ns(pkt.rx_ts, pkt.error_estimate)
+    t3 = ns(pkt.ts, pkt.error_estimate)
+    t4 = ns(ev.t4, our_ee)
+    return Reply(
+        valid=bool(t1 and t2 and t3 and t4),
+        seq=pkt.sender_seq, reflector_seq=pkt.seq, t1=t1, t2=t2, t3=t3, t4=t4,
+        sender_ee=pkt.sender_error_estimate, reflector_ee=pkt.error_estimate,
+        sender_ttl=pkt.sender_ttl)
+
+
+def now_ns():
+    """(monotonic, realtime) now, in ns."""
+    return time.monotonic_ns(), time.time_ns()

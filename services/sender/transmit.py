@@ -1,0 +1,47 @@
+"""The sender's socket: user space only builds each packet and sends it.
+
+T1 and the Error Estimate are written by sender_egress.c; the packet leaves
+user space with a zero Timestamp. The socket's cookie tells the egress
+program which packets are ours. IP TTL is 255 (RFC 5357 section 4.1.2), so
+the reflected Session-Sender TTL tells the hop count.
+"""
+
+import socket
+import struct
+
+from ..common import wire
+
+SO_COOKIE = getattr(socket, "SO_COOKIE", 57)
+SEND_TTL = 255
+
+
+class Transmitter:
+    def __init__(self, ifname, source_port, size=wire.BASE_LEN):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Leave through the interface our TC programs are attached to.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, SEND_TTL)
+        try:
+            self.sock.bind(("0.0.0.0", source_port))
+        except OSError as e:
+            self.sock.close()
+            raise OSError(e.errno, f"cannot bind UDP source port {source_port}: {e.strerror}; "
+                                   "is another sender running? pick another with -s") from None
+        self.sock.setblocking(False)
+        self.cookie = struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
+        self._packet = bytearray(wire.build_sender_packet(0, size=size))
+        self.errors = 0
+
+    def send(self, seq, reflector, port):
+        """Send test packet `seq`; False (and counted) when the kernel refused it."""
+        struct.pack_into("!I", self._packet, 0, seq)
+        try:
+            self.sock.sendto(self._packet, (reflector, port))
+            return True
+        except OSError:
+            self.errors += 1
+            return False
+
+    def close(self):
+        self.sock.close()
