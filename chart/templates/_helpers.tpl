@@ -99,6 +99,12 @@ Fails when the ceiling is not above the floor.
 */}}
 {{- define "stamp-bpf.histArgs" -}}
 {{- $h := .histogram }}
+{{- range $k := list "floor" "ceiling" }}
+{{- $x := float64 (get $h $k) }}
+{{- if or (lt $x 0.0) (gt $x 110.0) }}
+{{- fail (printf "%s.histogram.%s is %v: it must be from 0 to 110 (10*log10 of the delay in ns)" $.component $k (get $h $k)) }}
+{{- end }}
+{{- end }}
 {{- if le (float64 $h.ceiling) (float64 $h.floor) }}
 {{- fail (printf "%s.histogram.ceiling (%v) must be above %s.histogram.floor (%v)" .component $h.ceiling .component $h.floor) }}
 {{- end }}
@@ -117,6 +123,13 @@ Checks across values that the schema cannot express; fails with one clear line.
 {{- end }}
 {{- if and .Values.sender.enabled .Values.reflector.enabled (eq (int .Values.sender.metricsPort) (int .Values.reflector.metricsPort)) }}
 {{- fail (printf "sender.metricsPort and reflector.metricsPort are both %v: both DaemonSets use each node's network, so their exporters need different ports" .Values.sender.metricsPort) }}
+{{- end }}
+{{- if .Values.sender.enabled }}
+{{- range $k := list "interval" "timeout" "dnsInterval" }}
+{{- if le (float64 (get $.Values.sender $k)) 0.0 }}
+{{- fail (printf "sender.%s is %v: it must be a number of seconds above 0" $k (get $.Values.sender $k)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and .Values.sender.enabled (not .Values.sender.reflectorIPs) (not .Values.sender.reflectorDNS) (not .Values.reflector.enabled) }}
 {{- fail "the sender has no reflector to measure to: set sender.reflectorIPs or sender.reflectorDNS, or enable the reflector" }}
