@@ -4,7 +4,8 @@ The exporter binds a PULL socket (RecordPuller); each sender and reflector
 connects a PUSH socket (RecordPusher). Pushing never blocks and never raises:
 a message ZeroMQ cannot queue (exporter gone and the queue at its high-water
 mark) is dropped and its records counted in `dropped`. ZeroMQ reconnects by
-itself, so the stream resumes when the exporter comes back.
+itself, so the stream resumes when the exporter comes back. Closing waits at
+most half a second for queued messages, so a service's last records still go.
 """
 
 import os
@@ -67,9 +68,12 @@ class RecordPusher:
         self._dropping = False
         return True
 
-    def close(self):
-        """Close the socket without waiting for queued messages (linger 0)."""
-        self._sock.close(linger=0)
+    def close(self, linger_ms=500):
+        """Close, giving queued messages (a final SessionStats, say) at most linger_ms to go.
+
+        With the exporter down nothing can go, and close returns after linger_ms.
+        """
+        self._sock.close(linger=linger_ms)
         self._ctx.term()
 
     def __enter__(self):
@@ -88,12 +92,14 @@ class RecordPuller:
         self._sock = self._ctx.socket(zmq.PULL)
         self._sock.linger = 0
         self._sock.rcvhwm = hwm
+        self._path, self._inode = ipc_path(endpoint), None
         try:
-            path = ipc_path(endpoint)
-            if path and os.path.dirname(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+            if self._path and os.path.dirname(self._path):
+                os.makedirs(os.path.dirname(self._path), exist_ok=True)
             self._sock.bind(endpoint)
             self.endpoint = self._sock.last_endpoint.decode()  # tcp://host:* gets its port
+            if self._path:
+                self._inode = os.stat(self._path).st_ino
         except (OSError, zmq.ZMQError) as e:
             self.close()
             raise ValueError(f"cannot bind {endpoint!r}: {e}") from None
@@ -114,8 +120,15 @@ class RecordPuller:
             return None
 
     def close(self):
+        """Close, and remove our ipc:// socket file (not one a successor has bound since)."""
         self._sock.close(linger=0)
         self._ctx.term()
+        if self._inode is not None:
+            try:
+                if os.stat(self._path).st_ino == self._inode:
+                    os.unlink(self._path)
+            except OSError:
+                pass
 
     def __enter__(self):
         return self
