@@ -1,0 +1,129 @@
+"""The Dockerfile, checked without a Docker engine.
+
+No engine runs here, so these tests check what can be checked: the image is
+installed by scripts/setup.sh --runtime (the script CI runs), the build context
+keeps what that install needs, the chart's default image is the name the docs
+build, and the Dockerfile's own fallback-header steps, run on this machine's
+Debian headers, give a tree that bcc really compiles a TC program against.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def instructions():
+    """(INSTRUCTION, argument text) of the Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def env_of_image():
+    """The ENV of the Dockerfile as a dict (KEY=VALUE form)."""
+    env = {}
+    for word, rest in instructions():
+        if word == "ENV":
+            env.update(dict(kv.split("=", 1) for kv in rest.split()))
+    return env
+
+
+def run_commands():
+    """The && -separated commands of the Dockerfile's RUN instructions."""
+    return [c.strip() for word, rest in instructions() if word == "RUN" for c in rest.split("&&")]
+
+
+def dockerignored(path):
+    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
+                if p.strip() and not p.startswith("#")]
+    parts = Path(path).parts
+    return any(fnmatch(path, p) or fnmatch(parts[0], p) or
+               (p.startswith("**/") and any(fnmatch(x, p[3:]) for x in parts)) for p in patterns)
+
+
+def test_image_is_installed_by_setup_sh():
+    ins = instructions()
+    assert ins[0] == ("FROM", "debian:bookworm-slim"), "The image should start from debian:bookworm-slim."
+    runs = run_commands()
+    assert runs[0] == "bash /src/stamp-bpf/scripts/setup.sh --runtime", (
+        "The image's install step should be scripts/setup.sh --runtime, the script CI runs, "
+        f"not a second copy; the first RUN command is {runs[0]!r}.")
+    for c in runs:
+        assert not re.match(r"(apt-get|apt|pip3?|\S*python3 -m (venv|pip)|\S*/pip)\b", c), (
+            f"The Dockerfile should install nothing itself (setup.sh does): {c!r}.")
+    assert ("COPY", ". /src/stamp-bpf") in ins
+    assert env_of_image()["STAMP_VENV"] == "/opt/stamp-bpf/venv", "setup.sh should put the venv at STAMP_VENV."
+    assert env_of_image()["PATH"].startswith("/opt/stamp-bpf/venv/bin:"), (
+        "The venv's commands should come first on PATH, so the chart's commands find them.")
+
+
+def test_build_context_keeps_what_the_install_needs():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = ["scripts/setup.sh", "pyproject.toml", project["project"]["readme"]]
+    needed += list(project["tool"]["setuptools"]["package-dir"].values())
+    for path in needed:
+        assert (ROOT / path).exists(), f"{path} is needed by the image's install and is missing."
+        assert not dockerignored(path), f".dockerignore leaves out {path}, which the image's install needs."
+    for path in (".git", ".venv", ".tools", "tests", "chart"):
+        assert dockerignored(path), f".dockerignore should leave {path} out of the build context."
+
+
+def test_chart_default_image_is_the_name_the_docs_build():
+    values = yaml.safe_load((ROOT / "chart" / "values.yaml").read_text())
+    image = f"{values['global']['image']['repository']}:{values['global']['image']['tag']}"
+    for doc in ("docs/image.md", "chart/README.md"):
+        text = " ".join((ROOT / doc).read_text().split())
+        assert f"docker build -t {image} ." in text, f"{doc} should build the chart's default image {image}."
+        assert "Go implementation" in text, f"{doc} should warn that {image} on Docker Hub is the Go implementation."
+    header = DOCKERFILE.read_text()
+    assert f"docker build -t {image} ." in header, f"The Dockerfile's header should build {image}."
+
+
+BCC_PROBE = textwrap.dedent("""
+    import sys
+    from bcc import BPF
+    b = BPF(text='#include <linux/pkt_cls.h>\\n#include <uapi/linux/ip.h>\\n'
+                 'int f(struct __sk_buff *skb) { return TC_ACT_OK; }')
+    b.load_func("f", BPF.SCHED_CLS)
+""")
+
+
+@pytest.mark.timeout(300)
+def test_fallback_headers_recipe_gives_a_tree_bcc_compiles_against(tmp_path):
+    """Run the Dockerfile's own header steps on this machine's Debian headers, then compile with bcc."""
+    if not list(Path("/usr/src").glob("linux-headers-*-amd64")):
+        pytest.fail("This test needs Debian's linux-headers-amd64 in /usr/src, as scripts/setup.sh installs.")
+    runs = run_commands()
+    start = next(i for i, c in enumerate(runs) if c.startswith("hdr="))
+    end = next(i for i, c in enumerate(runs) if c.startswith("rm -rf /usr/src"))
+    steps = " && ".join(runs[start:end])
+    tree = tmp_path / "kernel-headers"
+    env = dict(os.environ, STAMP_FALLBACK_KERNEL_HEADERS=str(tree))
+    proc = subprocess.run(["bash", "-c", steps], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"The Dockerfile's header steps failed: {proc.stderr}"
+    assert (tree / "VERSION").read_text().strip().endswith("-amd64")
+    python = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
+    ok = subprocess.run([python, "-c", BCC_PROBE], env=dict(os.environ, BCC_KERNEL_SOURCE=str(tree)),
+                        capture_output=True, text=True, timeout=180)
+    assert ok.returncode == 0, f"bcc could not compile against the fallback tree: {ok.stderr[-2000:]}"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = subprocess.run([python, "-c", BCC_PROBE], env=dict(os.environ, BCC_KERNEL_SOURCE=str(empty)),
+                         capture_output=True, text=True, timeout=180)
+    assert bad.returncode != 0, "bcc compiled against an empty folder: the check above would prove nothing."
