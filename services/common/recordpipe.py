@@ -92,6 +92,9 @@ class RecordPuller:
         self._sock = self._ctx.socket(zmq.PULL)
         self._sock.linger = 0
         self._sock.rcvhwm = hwm
+        # The largest valid message; ZeroMQ drops the connection of a peer that sends more.
+        self._sock.maxmsgsize = records.HEADER.size + records.MAX_COUNT * max(
+            k.size for k in records.KINDS.values())
         self._path, self._inode = ipc_path(endpoint), None
         try:
             if self._path and os.path.dirname(self._path):
