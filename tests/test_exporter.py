@@ -184,14 +184,16 @@ def test_synthetic_stream_gives_exact_metrics(exporter_factory):
         assert val(f"stamp_packets_{name}_total", **A) == want, \
             f"stamp_packets_{name}_total of session A must be {want}."
     assert val("stamp_packets_sent_total", **B) == 1, "Session B is its own series."
-    # Received packets only: near 3, 3.5, -0.2 ms; far 7, 6.5, 13.2 ms; round trip 10, 10, 13 ms.
+    # Received and late packets, as in the sender's summary; not lost ones, not duplicates:
+    # near 3, 3.5, -0.2, 900 ms; far 7, 6.5, 13.2, 900 ms; round trip 10, 10, 13, 1800 ms.
     for d, total, n_neg, last, jitter_us in (
-            ("near_end", 0.0063, 1, -0.0002, 260.546875),
-            ("far_end", 0.0267, 0, 0.0132, 448.046875),
-            ("round_trip", 0.033, 0, 0.013, 187.5)):
+            ("near_end", 0.9063, 1, 0.9, 56506.7626953125),
+            ("far_end", 0.9267, 0, 0.9, 55845.0439453125),
+            ("round_trip", 1.833, 0, 1.8, 111863.28125)):
         lab = dict(A, direction=d)
-        assert val("stamp_delay_seconds_count", **lab) == 3, f"{d}: only the 3 received packets count."
-        assert math.isclose(val("stamp_delay_seconds_sum", **lab), total, abs_tol=1e-12), \
+        assert val("stamp_delay_seconds_count", **lab) == 4, \
+            f"{d}: the 3 received packets and the late one count, the duplicate does not."
+        assert math.isclose(val("stamp_delay_seconds_sum", **lab), total, abs_tol=1e-9), \
             f"{d}: the sum must be {total} s, signed."
         assert val("stamp_negative_delay_total", **lab) == n_neg, f"{d}: {n_neg} negative delays."
         assert math.isclose(val("stamp_delay_last_seconds", **lab), last, abs_tol=1e-12), \
@@ -201,7 +203,7 @@ def test_synthetic_stream_gives_exact_metrics(exporter_factory):
     near = dict(A, direction="near_end")
     buckets = [(le, val("stamp_delay_seconds_bucket", **near, le=le))
                for le in ("1e-05", "0.00256", "0.00512", "+Inf")]
-    assert buckets == [("1e-05", 1), ("0.00256", 1), ("0.00512", 3), ("+Inf", 3)], \
+    assert buckets == [("1e-05", 1), ("0.00256", 1), ("0.00512", 3), ("+Inf", 4)], \
         f"near_end buckets: the negative delay in the first, 3 and 3.5 ms at le=0.00512; got {buckets}."
     far_b = dict(B, direction="far_end")
     assert val("stamp_delay_seconds_bucket", **far_b, le="4e-05") == 0 and \

@@ -33,8 +33,9 @@ class SenderSessions:
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
         s.counters = rec[16:22]
-        if rec[4] != records.OUTCOME_RECEIVED:
-            return
+        outcome = rec[4]
+        if outcome == records.OUTCOME_LOST or outcome == records.OUTCOME_DUPLICATE:
+            return      # delays count once per packet that came back, late ones included
         t1, t2, t3, t4 = rec[10:14]
         d = s.delays
         if t1 and t2:
