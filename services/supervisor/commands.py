@@ -51,7 +51,8 @@ def sender_args(cfg, log_format):
             "--interval", _num(cfg["sender.interval"]),
             "--timeout", _num(cfg["sender.timeout"])]
     if cfg["sender.reflectorDNS"]:
-        args += ["--reflector-dns", cfg["sender.reflectorDNS"]]
+        args += ["--reflector-dns", cfg["sender.reflectorDNS"],
+                 "--dns-interval", _num(cfg["sender.dnsInterval"])]
     return args + _common(cfg, "sender", log_format) + cfg["sender.extraArgs"]
 
 
@@ -64,13 +65,13 @@ def reflector_args(cfg, log_format):
 
 def exporter_args(cfg, log_format):
     args = ["--listen", cfg["monitoring.listen"], "--zmq", cfg["zmq.endpoint"],
-            "--idle-timeout", _num(cfg["monitoring.idleTimeout"]), "--log-format", log_format]
+            "--idle-timeout", _num(cfg["exporter.idleTimeout"]), "--log-format", log_format]
     hist = exporter_histogram(cfg)
     if hist:
         args += ["--hist", *map(_num, hist)]
-    if cfg["monitoring.debug"]:
+    if cfg["exporter.debug"]:
         args.append("--debug")
-    return args + cfg["monitoring.extraArgs"]
+    return args + cfg["exporter.extraArgs"]
 
 
 _BUILDERS = {"exporter": exporter_args, "reflector": reflector_args, "sender": sender_args}

@@ -52,6 +52,7 @@ KEYS = {k.name: k for k in [
     *_service_keys("sender", "/tmp/sender-hist"),
     Key("sender.reflectorIPs", "list", [], "IPv4 addresses of the reflectors, one session each"),
     Key("sender.reflectorDNS", "str", "", "name to resolve for reflectors (--reflector-dns)"),
+    Key("sender.dnsInterval", "number", 30, "seconds between resolutions of reflectorDNS"),
     Key("sender.sourcePort", "int", 862, "UDP source port of the test packets"),
     Key("sender.destinationPort", "int", 862, "UDP port of the reflectors"),
     Key("sender.count", "int", 0, "packets per session, 0 = forever"),
@@ -61,9 +62,9 @@ KEYS = {k.name: k for k in [
     Key("reflector.port", "int", 862, "UDP port to reflect on"),
     Key("reflector.output", "bool", False, "pass --output (per-session output and histograms)"),
     Key("monitoring.listen", "str", "0.0.0.0:8080", "HOST:PORT the exporter serves /metrics on"),
-    Key("monitoring.idleTimeout", "number", 300, "seconds before an idle session's series go"),
-    Key("monitoring.debug", "bool", False, "pass -D/--debug to the exporter"),
-    Key("monitoring.extraArgs", "list", [], "more exporter arguments, appended as given"),
+    Key("exporter.idleTimeout", "number", 300, "seconds before an idle session's series go"),
+    Key("exporter.debug", "bool", False, "pass -D/--debug to the exporter"),
+    Key("exporter.extraArgs", "list", [], "more exporter arguments, appended as given"),
     Key("zmq.endpoint", "str", DEFAULT_ENDPOINT, "record stream (--zmq) of all three"),
     Key("supervisor.backoffInitial", "number", 1.0, "seconds before the first restart of a crashed child"),
     Key("supervisor.backoffMax", "number", 30.0, "cap of the doubling restart delay, seconds"),
@@ -138,7 +139,10 @@ def read_file(path):
     else:
         raise ConfigError(f"{path}: unknown config format; name the file *.toml, *.yaml or *.yml")
     try:
-        return flatten(tree)
+        flat = flatten(tree)
+        for name, value in flat.items():
+            _check_type(KEYS[name], value)
+        return flat
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
@@ -180,12 +184,13 @@ def parse_set(item):
 def _check_type(key, value):
     ok = {"bool": lambda v: isinstance(v, bool),
           "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-          "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-          and math.isfinite(v),
+          "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           "str": lambda v: isinstance(v, str),
           "list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
     if not ok[key.kind](value):
         raise ConfigError(f"{key.name}: expected {_TYPE_WORDS[key.kind]}, got {_describe(value)}")
+    if key.kind == "number" and not math.isfinite(value):
+        raise ConfigError(f"{key.name}: {value} is not a finite number")
 
 
 def _port(cfg, name):
@@ -251,6 +256,7 @@ def _sender(cfg):
                           "use 0 (forever) or a packet count")
     _positive(cfg, "sender.interval")
     _positive(cfg, "sender.timeout")
+    _positive(cfg, "sender.dnsInterval")
 
 
 def _supervisor(cfg):
@@ -295,7 +301,7 @@ def validate(cfg):
                           "sender.histogram's, but the one exporter has one bucket layout; "
                           "make them equal")
     _listen(cfg)
-    _positive(cfg, "monitoring.idleTimeout")
+    _positive(cfg, "exporter.idleTimeout")
     _endpoint(cfg)
     _supervisor(cfg)
     return cfg

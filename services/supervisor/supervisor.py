@@ -41,6 +41,7 @@ class Supervisor:
         self._next_stats = 0.0
         self._waiting = []       # children to start once the exporter is ready
         self._ready_by = 0.0
+        self._records = {}       # the stats records' fate, for the last event
 
     # -- the loop ---------------------------------------------------------------
 
@@ -65,7 +66,7 @@ class Supervisor:
             self._sel.close()
             os.close(rfd)
             os.close(wfd)
-        self._log.info("supervisor_stopped", exit_code=self._exit_code)
+        self._log.info("supervisor_stopped", exit_code=self._exit_code, **self._records)
         return self._exit_code
 
     def _on_signal(self, signum, frame):
@@ -232,6 +233,8 @@ class Supervisor:
             os.unlink(path)
             self._log.warning("stale_socket_removed", path=path)
         if self._pusher is not None:
+            self._records = {"records_sent": self._pusher.sent,
+                             "records_dropped": self._pusher.dropped}
             self._pusher.close()
             self._pusher = None
 
