@@ -3,7 +3,8 @@
  * reflector_ingress.c - TC ingress: reflect STAMP test packets in the kernel.
  *
  * A test packet to one of the interface's addresses on STAMP_PORT gets its
- * receive timestamp T2, is rewritten in place into the Session-Reflector
+ * receive timestamp T2 (the kernel's receive timestamp of the frame, see
+ * stamp_rx_tai(), or the time now), is rewritten in place into the Session-Reflector
  * format (RFC 8762 section 4.3.1, stateless: the Sequence Number is the
  * sender's), addressed back to its sender with IP TTL 255 (RFC 5357 section
  * 4.2) and sent out of the same interface, where reflector_egress.c writes T3.
@@ -106,7 +107,7 @@ int reflector_ingress(struct __sk_buff *skb)
 	 * egress; the MBZ fields stay zero from the initialiser. */
 	new.seq = req->seq;
 	new.error_estimate = cfg->error_estimate;
-	new.rx_ts = stamp_ts_from_tai(now, cfg);
+	new.rx_ts = stamp_ts_from_tai(stamp_rx_tai(skb, now, cfg), cfg);
 	new.sender_seq = req->seq;
 	new.sender_ts = req->ts;
 	new.sender_error_estimate = req->error_estimate;

@@ -3,7 +3,8 @@
  * sender_ingress.c - TC ingress: take T4 for replies to our sessions.
  *
  * A reply from a reflector we measure (sessions map) gets its receive
- * timestamp T4 here, and its first 44 octets go to user space with T4 in one
+ * timestamp T4 here (the kernel's receive timestamp of the frame, see
+ * stamp_rx_tai(), or the time now), and its first 44 octets go to user space with T4 in one
  * ring buffer record (struct stamp_sender_event).
  *
  * Returns:
@@ -57,7 +58,7 @@ int sender_ingress(struct __sk_buff *skb)
 	ev->payload_len = bpf_htons(bpf_ntohs(f.udp->len) - sizeof(struct udphdr));
 	ev->reply_ttl = f.ip->ttl;
 	ev->pad = 0;
-	ev->t4 = stamp_ts_from_tai(now, cfg);
+	ev->t4 = stamp_ts_from_tai(stamp_rx_tai(skb, now, cfg), cfg);
 	__builtin_memcpy(&ev->pkt, pkt, sizeof(ev->pkt));
 	events.ringbuf_submit(ev, 0);
 	stat_inc(STAT_RECEIVED);

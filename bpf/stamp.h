@@ -96,6 +96,32 @@ static __always_inline struct stamp_ts stamp_ts_from_tai(__u64 tai_ns,
 	return ts;
 }
 
+/**
+ * stamp_rx_tai() - the receive time of a frame at TC ingress, as TAI ns.
+ * @skb: the frame
+ * @now_tai: bpf_ktime_get_tai_ns() taken on entry to the program
+ * @cfg: runtime settings (for the TAI-UTC offset)
+ *
+ * The kernel's software receive timestamp (skb->tstamp, CLOCK_REALTIME) is
+ * taken when the driver hands the frame to the stack, before any backlog
+ * queueing; it is set while any socket on the host asks for timestamps, and
+ * our services keep one such socket open. Used when present and within the
+ * last second; otherwise the time at TC ingress. tc-bpf at ingress reads a
+ * delivery time (mono) as 0, so only real receive timestamps come through.
+ */
+static __always_inline __u64 stamp_rx_tai(struct __sk_buff *skb, __u64 now_tai,
+					  const struct stamp_config *cfg)
+{
+	__u64 rx = skb->tstamp;
+
+	if (rx) {
+		rx += (__u64)cfg->tai_offset_ns;
+		if (rx <= now_tai && now_tai - rx < STAMP_NSEC_PER_SEC)
+			return rx;
+	}
+	return now_tai;
+}
+
 /*
  * Records handed to user space through the ring buffer; every multi-octet
  * field is in network byte order. services/common/events.py is their Python

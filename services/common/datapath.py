@@ -48,3 +48,10 @@ class Datapath:
     def poll(self, timeout_ms):
         """Wait up to timeout_ms for records and hand them to the callback."""
         self.bpf.ring_buffer_poll(timeout=max(0, int(timeout_ms)))
+
+    def consume(self):
+        """Hand every record in the ring to the callback, without waiting.
+
+        For rings written with BPF_RB_NO_WAKEUP, which never wake poll().
+        """
+        self.bpf.ring_buffer_consume()

@@ -2,9 +2,26 @@
 
 import os
 import signal
+import socket
 import time
 
 from . import clock, records
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
+
+def keep_rx_timestamps_on():
+    """Keep the kernel's software receive timestamps on; returns the socket to keep.
+
+    The kernel stamps received frames (skb->tstamp) only while some socket
+    asks for timestamps. Our TC ingress programs read that stamp, taken when
+    the driver hands the frame over, before backlog queueing (bpf/stamp.h,
+    stamp_rx_tai), so each service holds one such socket open while it runs.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    return sock
 
 
 class StopSignals:

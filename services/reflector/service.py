@@ -5,11 +5,15 @@ packet whether or not anything reads the ring buffer. This loop turns the
 ring buffer's records into exporter records, logs, and histograms.
 """
 
+import time
+
 from ..common import events as events_mod, histfile, netif, records, recordpipe, runtime, tc, wire
 from . import datapath
 from .sessions import Sessions
 
-POLL_MS = 100
+# reflector_egress.c does not wake us (a wakeup would delay the packet it
+# just stamped), so the loop drains the ring on a timer.
+DRAIN_S = 0.05
 
 
 def run(args, log, hist_layout):
@@ -23,6 +27,7 @@ def run(args, log, hist_layout):
                                    hist_layout.ceil, log=log) if args.histpath else None)
     pending = []
     dp.open_events(pending.append)
+    rx_stamps = runtime.keep_rx_timestamps_on()
     stop = runtime.StopSignals()
     every_second = runtime.Every(1.0)
     every_stats = runtime.Every(5.0)
@@ -35,7 +40,8 @@ def run(args, log, hist_layout):
                  clock_synchronized=state.synchronized, clock_error_s=state.error_s,
                  tai_offset_s=state.tai_offset_s)
         while not stop.stopped:
-            dp.poll(POLL_MS)
+            time.sleep(DRAIN_S)
+            dp.consume()
             if pending:
                 pusher.push(_records(pending, state.tai_offset_s, sessions, hist, args, log))
                 pending.clear()
@@ -53,11 +59,12 @@ def run(args, log, hist_layout):
                 for s in sessions:
                     log.info("session_stats", sender=s.label, reflected=s.reflected,
                              forward=s.forward.summary())
-        dp.poll(0)
+        dp.consume()
         if pending:
             pusher.push(_records(pending, state.tai_offset_s, sessions, hist, args, log))
         pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
                                            dp.stats()["ringbuf_lost"])])
+    rx_stamps.close()
     if hist:
         hist.flush()
     log.info("summary", signal=stop.signal, counters=dp.stats(),

@@ -84,6 +84,7 @@ class SenderService:
         self.dp.socket_cookie = self.tx.cookie
         self.state = runtime.refresh_clock(self.dp, None, self.log)
         self.dp.open_events(self.pending.append)
+        rx_stamps = runtime.keep_rx_timestamps_on()
         resolver = None
         with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, \
                 tc.attached(a.interface, programs, tc.SENDER_PRIO, tc.SENDER_HANDLE, self.log):
@@ -108,6 +109,7 @@ class SenderService:
                 self.pusher.push([s.stats_record(ended=True) for s in self.sessions.values()])
                 self._push_service_stats()
                 self.tx.close()
+                rx_stamps.close()
         if self.hist:
             self.hist.flush()
         self._summary()

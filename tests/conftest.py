@@ -1,0 +1,140 @@
+"""Shared fixtures: test hosts in namespaces and the real services running in them.
+
+Every namespace, process and TC filter a test creates is removed by these
+fixtures, also when the test fails. Services are the installed console
+scripts (the same ones a user runs), started inside the namespaces.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from stamp_bpf.lab.netns import Topology
+
+BIN = os.path.dirname(sys.executable)
+
+
+def command(name):
+    """Path of an installed console script (stamp-sender, ...)."""
+    path = os.path.join(BIN, name)
+    assert os.path.exists(path), f"{path} is missing: install the project (scripts/setup.sh)"
+    return path
+
+
+def require_root():
+    if os.geteuid() != 0:
+        pytest.fail("these tests need root (namespaces, BPF, TC); run them through `make test`")
+
+
+class Service:
+    """A service process in a namespace, its JSON log lines in a file."""
+
+    def __init__(self, topo, host, argv, log_path):
+        self.topo = topo
+        self.log_path = log_path
+        self.argv = argv
+        with open(log_path, "wb") as out:
+            self.proc = topo.popen(host, argv, stdout=out, stderr=subprocess.STDOUT)
+
+    def lines(self):
+        """Every JSON log line so far, as dicts (other lines are skipped)."""
+        out = []
+        with open(self.log_path, errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        pass
+        return out
+
+    def events(self, name):
+        return [e for e in self.lines() if e.get("event") == name]
+
+    def text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def wait_event(self, name, timeout=60):
+        """Wait until the service logs `name`; fail with its log if it exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if found:
+                return found[-1]
+            if self.proc.poll() is not None:
+                pytest.fail(f"{os.path.basename(self.argv[0])} exited with {self.proc.returncode} "
+                            f"before logging {name!r}:\n{self.text()[-3000:]}")
+            time.sleep(0.1)
+        pytest.fail(f"{os.path.basename(self.argv[0])} did not log {name!r} within {timeout} s:\n"
+                    f"{self.text()[-3000:]}")
+
+    def wait_exit(self, timeout=120):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{os.path.basename(self.argv[0])} still running after {timeout} s:\n"
+                        f"{self.text()[-3000:]}")
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, wait; returns the exit code."""
+        return self.topo.stop(self.proc, timeout)
+
+    def summary(self):
+        """The final `summary` event (the sender's last stdout line)."""
+        found = self.events("summary")
+        assert found, f"no summary in the log:\n{self.text()[-3000:]}"
+        return found[-1]
+
+
+@pytest.fixture
+def topology(tmp_path):
+    """Factory: topology(shape, **kw) -> an entered Topology, closed after the test."""
+    require_root()
+    made = []
+
+    def make(shape="direct", **kw):
+        workdir = tmp_path / f"topo{len(made)}"
+        workdir.mkdir()
+        topo = Topology(shape, workdir=str(workdir), **kw)
+        topo.__enter__()
+        made.append(topo)
+        return topo
+
+    yield make
+    for topo in reversed(made):
+        topo.__exit__(None, None, None)
+
+
+@pytest.fixture
+def service(tmp_path):
+    """Factory: service(topo, host, name, *args, ready=EVENT) -> a running Service."""
+    count = [0]
+
+    def start(topo, host, name, *args, ready=None, timeout=60):
+        count[0] += 1
+        svc = Service(topo, host, [command(name), *map(str, args)],
+                      str(tmp_path / f"{name}-{count[0]}.log"))
+        if ready:
+            svc.wait_event(ready, timeout)
+        return svc
+
+    return start
+
+
+def reflector(service, topo, *args, host=None):
+    """A stamp-reflector on the reflector host, attached and reflecting."""
+    host = host or topo.reflector
+    return service(topo, host, "stamp-reflector", host.ifname, *args, ready="reflecting")
+
+
+def tc_filters(topo, host, hook):
+    """`tc filter show` lines for a host's interface ("ingress" or "egress")."""
+    out = topo.run(host, ["tc", "filter", "show", "dev", host.ifname, hook],
+                   capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.strip()]

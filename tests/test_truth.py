@@ -1,0 +1,101 @@
+"""Delays and loss against an independent truth: captures on both ends.
+
+    [sender ns] --veth-- [middle ns: link emulator] --veth-- [reflector ns]
+      capture             fwd 3 ms, back 7 ms,                 capture
+                          +-0.5 ms jitter, chosen drops
+
+The emulator delays each direction differently and drops chosen packets.
+AF_PACKET captures on the sender's and the reflector's interfaces give each
+packet's forward and backward delay as the wire saw it; stamp-bpf's
+per-packet near-end, far-end and round-trip delays must agree within 50 us,
+and its loss count must equal what the emulator dropped, exactly.
+"""
+
+import json
+
+import pytest
+
+from stamp_bpf.lab import capture
+
+TOLERANCE_NS = 50_000
+COUNT = 40
+DROPPED_FWD = {3, 17}
+DROPPED_BACK = {9, 30}
+LATE_BACK = 22          # held 450 ms on the way back: after -w 0.3, within the late window
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One measured session through the emulator, with captures on both ends."""
+    from conftest import Service, command, require_root
+    from stamp_bpf.lab.netns import Topology
+    require_root()
+    tmp = tmp_path_factory.mktemp("truth")
+    emu = ["--fwd-delay", "3ms", "--back-delay", "7ms", "--jitter", "0.5ms", "--seed", "7",
+           "--drop", "fwd:" + ",".join(map(str, sorted(DROPPED_FWD))),
+           "--drop", "back:" + ",".join(map(str, sorted(DROPPED_BACK))),
+           "--delay-seq", f"back:{LATE_BACK}=450ms"]
+    (tmp / "topo").mkdir()
+    with Topology("emulated", emulator_args=emu, workdir=str(tmp / "topo")) as topo:
+        refl = Service(topo, topo.reflector, [command("stamp-reflector"), topo.reflector.ifname],
+                       str(tmp / "reflector.log"))
+        refl.wait_event("reflecting")
+        with capture.start(topo, topo.sender, str(tmp / "sender.pcap")) as cap_s, \
+                capture.start(topo, topo.reflector, str(tmp / "reflector.pcap")) as cap_r:
+            snd = Service(topo, topo.sender,
+                          [command("stamp-sender"), topo.sender.ifname, topo.reflector.addr,
+                           "-c", str(COUNT), "-i", "0.05", "-w", "0.3", "--debug"],
+                          str(tmp / "sender.log"))
+            assert snd.wait_exit(120) == 0, f"the sender failed:\n{snd.text()[-3000:]}"
+        refl.stop()
+        emu_log = [json.loads(line) for line in open(topo.emulator_log)]
+    truth = capture.stamp_delays(capture.stamp_packets(capture.read_pcap(str(tmp / "sender.pcap"))),
+                                 capture.stamp_packets(capture.read_pcap(str(tmp / "reflector.pcap"))))
+    return {"sender": snd, "truth": {k.seq: v for k, v in truth.items()}, "emulator": emu_log}
+
+
+def test_every_packet_sent_is_on_the_wire(run):
+    assert sorted(run["truth"]) == list(range(COUNT)), \
+        "The sender's capture does not show sequence numbers 0..COUNT-1 exactly once each."
+
+
+def test_loss_equals_what_the_emulator_dropped(run):
+    drops = [e for e in run["emulator"] if e.get("event") == "drop"]
+    assert len(drops) == len(DROPPED_FWD) + len(DROPPED_BACK), f"emulator drops: {drops}"
+    (s,) = run["sender"].summary()["sessions"]
+    assert s["sent"] == COUNT
+    assert s["lost"] == len(drops), f"lost {s['lost']} but the emulator dropped {len(drops)}"
+    assert s["late"] == 1, f"reply {LATE_BACK} was held 450 ms (timeout 300 ms) but late={s['late']}"
+    assert s["received"] == COUNT - len(drops) - 1
+    assert s["duplicates"] == 0
+    assert s["reordered"] == 1, f"the held reply {LATE_BACK} came back after later ones: reordered={s['reordered']}"
+
+
+def test_per_packet_delays_match_the_captures(run):
+    replies = {e["seq"]: e for e in run["sender"].events("reply")}
+    expected = set(range(COUNT)) - DROPPED_FWD - DROPPED_BACK
+    assert set(replies) == expected, "The sender's per-packet records are not the packets that came back."
+    worst = {"near_end": 0, "far_end": 0, "round_trip": 0}
+    for seq, e in sorted(replies.items()):
+        wire_near, wire_far = run["truth"][seq]
+        ours = {"near_end": e["t2_ns"] - e["t1_ns"], "far_end": e["t4_ns"] - e["t3_ns"],
+                "round_trip": (e["t4_ns"] - e["t1_ns"]) - (e["t3_ns"] - e["t2_ns"])}
+        wire = {"near_end": wire_near, "far_end": wire_far, "round_trip": wire_near + wire_far}
+        for d in ours:
+            err = abs(ours[d] - wire[d])
+            worst[d] = max(worst[d], err)
+            assert err <= TOLERANCE_NS, (
+                f"seq {seq}: {d} delay {ours[d]} ns, the captures say {wire[d]} ns "
+                f"(error {err} ns, more than {TOLERANCE_NS} ns)")
+    print("worst absolute error per direction, ns:", worst)
+
+
+def test_summary_matches_the_emulated_link(run):
+    (s,) = run["sender"].summary()["sessions"]
+    # Forward 3 ms and backward 7 ms +- 0.5 ms jitter; the late reply adds 450 ms to one far-end value.
+    assert 2_400_000 <= s["near_end"]["min_ns"] <= s["near_end"]["avg_ns"] <= 4_500_000, s["near_end"]
+    assert 6_400_000 <= s["far_end"]["min_ns"] <= 8_500_000, s["far_end"]
+    assert s["far_end"]["max_ns"] >= 450_000_000, "the late reply's delay is missing from far_end"
+    assert s["round_trip"]["min_ns"] >= 9_000_000, s["round_trip"]
+    for d in ("near_end", "far_end", "round_trip"):
+        assert all(isinstance(v, int) for v in s[d].values()), f"{d} values must be integer ns"
