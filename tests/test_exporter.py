@@ -219,6 +219,8 @@ def test_synthetic_stream_gives_exact_metrics(exporter_factory):
     assert val("stamp_records_dropped_total", stage="service_queue") == 16, \
         "Queue drops are summed over the three processes: 5 + 10 + 1."
     assert val("stamp_records_dropped_total", stage="ring_buffer") == 7
+    assert val("stamp_records_sent_total", role="sender") == 150, "Records sent: 100 + 50."
+    assert val("stamp_records_sent_total", role="reflector") == 3
     assert val("stamp_records_dropped_total", stage="malformed") == 0
     assert val("stamp_clock_synchronized", role="sender") == 0, \
         "One of the two senders is not synchronized, so the role is not."
@@ -250,9 +252,15 @@ def test_idle_sessions_are_removed(exporter_factory):
     exp = exporter_factory("--idle-timeout", "1")
     with recordpipe.RecordPusher(exp.endpoint) as pusher:
         pusher.push(synthetic_stream()[0])
+        pusher.push(synthetic_stream()[5])     # three processes' ServiceStats
         exp.wait_for("stamp_exporter_sessions", {"side": "sender"}, 1)
         time.sleep(2.5)
         got = exp.samples()
+    assert not [k for k in got if k[0].startswith("stamp_clock_")], \
+        "Services silent for longer than --idle-timeout must have no clock series left."
+    assert got[key("stamp_records_dropped_total", stage="service_queue")] == 16 and \
+        got[key("stamp_records_sent_total", role="sender")] == 150, \
+        "The counts of expired processes must stay in the totals, or the counters would go down."
     assert not [k for k in got if k[0].startswith("stamp_packets_") or k[0].startswith("stamp_delay")], \
         "A session silent for longer than --idle-timeout must have no series left."
     assert got[key("stamp_exporter_sessions", side="sender")] == 0

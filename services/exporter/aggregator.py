@@ -29,6 +29,10 @@ class Aggregator:
         self.info = ServiceInfo(log)
         self.pipeline = Pipeline(self.info, {"sender": self.sender,
                                              "reflector": self.reflector}, log)
+        self._routes = {records.ReflectorPacket: self.reflector.packet,
+                        records.SessionStats: self.sender.stats,
+                        records.ServiceStats: self.info.service,
+                        records.SupervisorStats: self.info.supervisor}
         self.registry = CollectorRegistry()
         for collector in (self.pipeline, self.info, ProcessCollector(registry=None)):
             self.registry.register(collector)
@@ -50,10 +54,7 @@ class Aggregator:
                 packet(rec, now)
                 self.pipeline.received += 1
             return
-        route = {records.ReflectorPacket: self.reflector.packet,
-                 records.SessionStats: self.sender.stats,
-                 records.ServiceStats: self.info.service,
-                 records.SupervisorStats: self.info.supervisor}[kind]
+        route = self._routes[kind]
         for rec in recs:
             route(rec, now)
         self.pipeline.received += len(recs)

@@ -14,12 +14,13 @@ class Pipeline:
         self._sessions = sessions   # {"sender": SenderSessions, "reflector": ReflectorSessions}
         self._log = log
 
-    def bad(self, reason, detail, n=1):
-        """Count n malformed records (or messages) and log the first of each reason."""
-        self.malformed += n
+    def bad(self, reason, detail, exc_info=False):
+        """Count one malformed message (or record) and log the first of each reason."""
+        self.malformed += 1
         if reason not in self._reasons:
             self._reasons.add(reason)
             self._log.warning("malformed_records", reason=reason, detail=detail,
+                              exc_info=exc_info,
                               note="logged once per reason; see stamp_records_dropped_total")
 
     def collect(self):
@@ -27,6 +28,13 @@ class Pipeline:
                                        "Records the exporter decoded and aggregated.")
         received.add_metric([], self.received)
         yield received
+        sent = CounterMetricFamily(
+            "stamp_records_sent", "Records the services handed to ZeroMQ, as they last reported; "
+            "minus stamp_records_received_total, what is in flight or was lost in a restart.",
+            labels=["role"])
+        for role, n in sorted(self._info.records_sent().items()):
+            sent.add_metric([role], n)
+        yield sent
         dropped = CounterMetricFamily(
             "stamp_records_dropped", "Records lost before aggregation, by stage: the services' "
             "ZeroMQ queue, the BPF ring buffer, and malformed messages at the exporter.",

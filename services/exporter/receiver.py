@@ -21,7 +21,10 @@ def run(puller, aggregator, stop, heartbeat):
                 batch.append(more)
             with aggregator.lock:
                 for m in batch:
-                    aggregator.handle(m, now)
+                    try:
+                        aggregator.handle(m, now)
+                    except Exception as e:   # a bug must not stop the stream: count, log once
+                        aggregator.pipeline.bad("internal_error", repr(e), exc_info=True)
         if now >= next_sweep:
             with aggregator.lock:
                 aggregator.expire(now)

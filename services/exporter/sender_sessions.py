@@ -37,16 +37,19 @@ class SenderSessions:
         if outcome == records.OUTCOME_LOST or outcome == records.OUTCOME_DUPLICATE:
             return      # delays count once per packet that came back, late ones included
         t1, t2, t3, t4 = rec[10:14]
-        d = s.delays
-        if t1 and t2:
+        if t1 and t2 and t3 and t4:     # as the sender: no delays from an incomplete reply
+            d = s.delays
             d["near_end"].observe(t2 - t1)
-        if t3 and t4:
             d["far_end"].observe(t4 - t3)
-            if t1 and t2:
-                d["round_trip"].observe((t4 - t1) - (t3 - t2))
+            d["round_trip"].observe((t4 - t1) - (t3 - t2))
 
     def stats(self, rec, now):
-        self.table.get(rec[0:4], now).counters = rec[4:10]
+        s = self.table.get(rec[0:4], now)
+        s.counters = rec[4:10]
+        if rec.ended:
+            self.table.log.info("session_ended", side="sender", sent=rec.sent,
+                                received=rec.received, lost=rec.lost, late=rec.late,
+                                **s.labels)
 
     def render(self):
         sessions = list(self.table.sessions.values())

@@ -17,6 +17,7 @@ class ServiceInfo:
         self.procs = {}         # (role, pid) -> [ServiceStats, last_seen]
         self.supervised = {}    # service name -> [SupervisorStats, last_seen]
         self.retired = [0, 0]   # drop counts of expired processes: queue, ring buffer
+        self.retired_sent = {}  # role name -> records_sent of expired processes
         self._log = log
 
     def service(self, rec, now):
@@ -34,6 +35,8 @@ class ServiceInfo:
             rec, _ = self.procs.pop(key)
             self.retired[0] += rec.dropped_queue
             self.retired[1] += rec.dropped_ringbuf
+            role = records.ROLES.get(rec.role, "unknown")
+            self.retired_sent[role] = self.retired_sent.get(role, 0) + rec.records_sent
         for key in [k for k, (_, seen) in self.supervised.items() if now - seen > idle]:
             del self.supervised[key]
 
@@ -44,6 +47,14 @@ class ServiceInfo:
             queue += rec.dropped_queue
             ring += rec.dropped_ringbuf
         return queue, ring
+
+    def records_sent(self):
+        """{role: records its processes handed to ZeroMQ}, expired processes included."""
+        sent = dict(self.retired_sent)
+        for rec, _ in self.procs.values():
+            role = records.ROLES.get(rec.role, "unknown")
+            sent[role] = sent.get(role, 0) + rec.records_sent
+        return sent
 
     def collect(self):
         info = GaugeMetricFamily("stamp_build_info", "stamp-bpf version of this exporter.",

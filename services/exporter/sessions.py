@@ -41,13 +41,13 @@ class SessionTable:
         self.sessions = {}
         self._make = make
         self._side = side
-        self._log = log
+        self.log = log
 
     def get(self, key, now):
         s = self.sessions.get(key)
         if s is None:
             s = self.sessions[key] = self._make(key)
-            self._log.info("session_added", side=self._side, **s.labels)
+            self.log.info("session_added", side=self._side, **s.labels)
         s.last_seen = now
         return s
 
@@ -56,7 +56,7 @@ class SessionTable:
         old = [k for k, s in self.sessions.items() if now - s.last_seen > idle]
         for k in old:
             s = self.sessions.pop(k)
-            self._log.info("session_removed", side=self._side, idle_seconds=idle, **s.labels)
+            self.log.info("session_removed", side=self._side, idle_seconds=idle, **s.labels)
         return len(old)
 
     def __len__(self):
