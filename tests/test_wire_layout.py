@@ -1,0 +1,254 @@
+"""bpf/stamp.h and services/common/{wire,events}.py describe the same bytes.
+
+Two independent checks:
+- Layout: bcc compiles stamp.h and describes each struct as a ctypes type;
+  every field's offset and size must equal the Python tables, and the Python
+  struct formats must put each field where the tables say.
+- Behaviour: the real programs (loaded by the services' own datapath code)
+  run on crafted frames through BPF_PROG_TEST_RUN (raw bpf(2) via ctypes):
+  reflector_ingress reflects a request whose T1 Python encoded,
+  reflector_egress writes T3 and emits a record, sender_ingress emits the
+  reply's record with T4.
+  Python's parsers must read back exactly what was put in, and the
+  timestamps the C writes must decode (in Python) to the CLOCK_TAI reading
+  taken around the run, less the TAI-UTC offset we configured. The offset is
+  set to 37 s, not the kernel's, so a conversion that ignores or adds it fails.
+"""
+
+import ctypes
+import os
+import socket
+import struct
+import time
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from stamp_bpf.common import bpfprog, clock, events, wire
+from stamp_bpf.lab import packets
+from stamp_bpf.reflector import datapath as reflector_dp
+from stamp_bpf.sender import datapath as sender_dp
+
+import stampnet
+
+pytestmark = pytest.mark.timeout(180)
+
+SENDER_ADDR, REFLECTOR_ADDR = "198.18.0.1", "198.18.0.2"
+TAI_OFFSET_S = 37
+BPF_PROG_TEST_RUN = 10
+SYS_BPF = 321                # x86_64
+TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _TestRunAttr(ctypes.Structure):
+    """union bpf_attr, the `test` member (BPF_PROG_TEST_RUN)."""
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32 * 8)]
+
+
+def prog_test_run(fn, frame):
+    """Run a loaded SCHED_CLS program once on `frame`: (return code as int, frame out)."""
+    data_in = ctypes.create_string_buffer(frame, len(frame))
+    data_out = ctypes.create_string_buffer(4096)
+    attr = _TestRunAttr(prog_fd=fn.fd, data_size_in=len(frame), data_size_out=len(data_out),
+                        data_in=ctypes.addressof(data_in), data_out=ctypes.addressof(data_out),
+                        repeat=1)
+    if _libc.syscall(SYS_BPF, BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)):
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_PROG_TEST_RUN of {fn.name.decode()}: {os.strerror(err)}")
+    return ctypes.c_int32(attr.retval).value, data_out.raw[:attr.data_size_out]
+
+
+def frame(src, dst, payload, sport=862, dport=862, ttl=64):
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                 / IP(src=src, dst=dst, ttl=ttl, flags="DF") / UDP(sport=sport, dport=dport)
+                 / payload)
+
+
+def tai_ns():
+    return time.clock_gettime_ns(time.CLOCK_TAI)
+
+
+# -- layout ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def layouts():
+    """{struct name: ctypes type} as bcc compiled bpf/stamp.h."""
+    from bcc import BPF
+    structs = ["stamp_sender_pkt", "stamp_reflector_pkt", "stamp_sender_event",
+               "stamp_reflector_event"]
+    text = '#include "stamp.h"\n' + "".join(
+        f"BPF_ARRAY(t_{name}, struct {name}, 1);\n" for name in structs)
+    b = BPF(text=text, cflags=[f"-I{bpfprog.bpf_dir()}"])
+    try:
+        yield {name: b[f"t_{name}"].Leaf for name in structs}
+    finally:
+        b.cleanup()
+
+
+def c_fields(leaf):
+    return {name: (getattr(leaf, name).offset, getattr(leaf, name).size)
+            for name, *_ in leaf._fields_}
+
+
+@pytest.mark.parametrize("name, fields, fmt", [
+    ("stamp_sender_pkt", wire.SENDER_FIELDS, wire.SENDER),
+    ("stamp_reflector_pkt", wire.REFLECTOR_FIELDS, wire.REFLECTOR),
+    ("stamp_sender_event", events.SENDER_EVENT_FIELDS, events.SENDER_EVENT),
+    ("stamp_reflector_event", events.REFLECTOR_EVENT_FIELDS, events.REFLECTOR_EVENT),
+])
+def test_c_and_python_agree_on_every_field(layouts, name, fields, fmt):
+    leaf = layouts[name]
+    assert c_fields(leaf) == fields, (
+        f"struct {name} in bpf/stamp.h and its Python table disagree on field offsets/sizes: "
+        f"C {c_fields(leaf)} vs Python {fields}")
+    assert ctypes.sizeof(leaf) == fmt.size, \
+        f"sizeof(struct {name}) is {ctypes.sizeof(leaf)} in C but {fmt.size} in Python's format"
+    assert max(off + size for off, size in fields.values()) == fmt.size, \
+        f"the fields of {name} do not end where the struct does"
+
+
+def test_python_formats_put_fields_where_the_tables_say():
+    """A packet built by wire.py carries each value at its table's offset (big endian)."""
+    values = dict(seq=0x01020304, ts=(0x11121314, 0x15161718), error_estimate=0x2122,
+                  rx_ts=(0x31323334, 0x35363738), sender_seq=0x41424344,
+                  sender_ts=(0x51525354, 0x55565758), sender_error_estimate=0x6162,
+                  sender_ttl=0x71)
+    buf = wire.build_reflector_packet(**values)
+    for field, (off, size) in wire.REFLECTOR_FIELDS.items():
+        got = buf[off:off + size]
+        if field.startswith("mbz"):
+            assert got == bytes(size), f"{field} is not zero in a built reflector packet"
+            continue
+        v = values[field]
+        want = (struct.pack("!II", *v) if isinstance(v, tuple) else v.to_bytes(size, "big"))
+        assert got == want, f"{field} is at the wrong place in wire.REFLECTOR"
+    sbuf = wire.build_sender_packet(0x01020304, (0x11121314, 0x15161718), 0x2122)
+    for field, (off, size) in wire.SENDER_FIELDS.items():
+        if field == "mbz":
+            assert sbuf[off:off + size] == bytes(size)
+    assert wire.parse_sender_packet(sbuf) == (0x01020304, (0x11121314, 0x15161718), 0x2122)
+
+
+# -- behaviour: the programs on crafted frames --------------------------------------
+
+@pytest.fixture(scope="module")
+def pinned():
+    """One CPU for the module: reflector_ingress hands over to egress in a per-CPU slot."""
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})
+    yield
+    os.sched_setaffinity(0, old)
+
+
+def datapaths(ptp):
+    state = clock.ClockState(False, 16.0, TAI_OFFSET_S)
+    s_dp, s_fns = sender_dp.load(862, 862, ptp)
+    r_dp, r_fns = reflector_dp.load(862, ptp)
+    for dp in (s_dp, r_dp):
+        dp.configure(state)
+    r_dp.set_addresses([REFLECTOR_ADDR])
+    s_dp.add_session(REFLECTOR_ADDR)
+    return state, (s_dp, s_fns), (r_dp, r_fns)
+
+
+def decode_ts(ts, ptp):
+    """Unix ns (UTC) of one of our timestamps, decoded by wire.py with our offset."""
+    ee = wire.EE_Z if ptp else 0
+    return wire.ts_to_ns(ts, ee, TAI_OFFSET_S)
+
+
+@pytest.mark.parametrize("ptp", [False, True], ids=["ntp", "ptp"])
+def test_programs_and_parsers_agree_end_to_end(pinned, ptp):
+    from stamp_bpf.common import tc
+    state, (s_dp, s_fns), (r_dp, r_fns) = datapaths(ptp)
+    s_events, r_events = [], []
+    s_dp.open_events(s_events.append)
+    r_dp.open_events(r_events.append)
+    ee = state.error_estimate(ptp)
+
+    # A request as a sender's user space builds it, with T1 encoded by Python.
+    t1_ns = time.time_ns() - 5_000_000
+    t1 = (wire.ns_to_ptp(t1_ns, TAI_OFFSET_S) if ptp else wire.ns_to_ntp(t1_ns))
+    out1 = frame(SENDER_ADDR, REFLECTOR_ADDR, wire.build_sender_packet(7, t1, ee, size=60), ttl=200)
+    offset = TAI_OFFSET_S * 1_000_000_000
+
+    # sender_egress stamps only its own socket's packets: this one (the test run's
+    # socket) is not, and must pass untouched.
+    rc, out = prog_test_run(s_fns[tc.EGRESS], out1)
+    assert (rc, out) == (TC_ACT_UNSPEC, out1), "sender_egress changed a packet of another socket"
+
+    # T2: reflector_ingress turns it into the reflector format.
+    before = tai_ns()
+    rc, out2 = prog_test_run(r_fns[tc.INGRESS], out1)
+    assert rc == TC_ACT_REDIRECT, f"reflector_ingress returned {rc}, not TC_ACT_REDIRECT"
+    # T3: reflector_egress stamps it and emits the reflector's record.
+    rc, out3 = prog_test_run(r_fns[tc.EGRESS], out2)
+    after = tai_ns()
+    assert rc == TC_ACT_UNSPEC, f"reflector_egress returned {rc}"
+    rep = wire.parse_reflector_packet(out3[42:])
+    assert (rep.seq, rep.sender_seq, rep.sender_ts, rep.sender_error_estimate, rep.sender_ttl) \
+        == (7, 7, t1, ee, 200), f"the reflected packet as Python parses it: {rep}"
+    assert rep.error_estimate == ee, "the reflector wrote another Error Estimate than configured"
+    t2_ns, t3_ns = decode_ts(rep.rx_ts, ptp), decode_ts(rep.ts, ptp)
+    assert before - offset <= t2_ns <= t3_ns <= after - offset, \
+        f"T2 {t2_ns} and T3 {t3_ns} are outside [{before - offset}, {after - offset}]"
+    assert out3[42 + 44:] == out1[42 + 44:], "octets past the base changed"
+    assert stampnet.udp_checksum(out3)[0] == stampnet.udp_checksum(out3)[1]
+
+    r_dp.bpf.ring_buffer_consume()
+    assert len(r_events) == 1, f"reflector_egress emitted {len(r_events)} records, not 1"
+    ev = events.reflector_event(r_events[0])
+    assert ev == events.ReflectorEvent(SENDER_ADDR, REFLECTOR_ADDR, 862, 862, 60, 200, 7, t1,
+                                       rep.rx_ts, rep.ts, ee, ee), \
+        f"the reflector's record as Python decodes it: {ev}"
+
+    # T4: sender_ingress takes the reply and emits the sender's record.
+    before = tai_ns()
+    rc, _ = prog_test_run(s_fns[tc.INGRESS], out3)
+    after = tai_ns()
+    assert rc == TC_ACT_SHOT, f"sender_ingress returned {rc}, not TC_ACT_SHOT for our reply"
+    s_dp.bpf.ring_buffer_consume()
+    assert len(s_events) == 1, f"sender_ingress emitted {len(s_events)} records, not 1"
+    sev = events.sender_event(s_events[0])
+    assert (sev.reflector, sev.local, sev.reflector_port, sev.local_port, sev.payload_len,
+            sev.reply_ttl) == (REFLECTOR_ADDR, SENDER_ADDR, 862, 862, 60, 255), \
+        f"the sender's record as Python decodes it: {sev}"
+    assert sev.pkt == out3[42:42 + 44], "the record's packet is not the reply's first 44 octets"
+    t4_ns = decode_ts(sev.t4, ptp)
+    assert before - offset <= t4_ns <= after - offset, f"T4 {t4_ns} is outside the run"
+    for dp in (s_dp, r_dp):
+        dp.bpf.cleanup()
+
+
+def test_sender_t1_on_the_wire_decodes_to_the_capture_time(tmp_path_factory):
+    """T1 written by a running stamp-sender's TC egress, decoded by Python, is the moment
+    the frame left: just before the capture tap (which runs after TC egress), on this
+    host's clock, converted with the kernel's real TAI-UTC offset."""
+    lab = stampnet.Lab(tmp_path_factory.mktemp("t1"))
+    try:
+        topo = lab.topo
+        with lab.capture(topo.sender, "t1") as frames:
+            svc = lab.start(topo.sender, "stamp-sender", topo.sender.ifname, topo.reflector.addr,
+                            "-c", 5, "-i", "0.02", "-w", "0.05", "--late-window", "0.05")
+            assert svc.wait_exit() == 0, f"stamp-sender failed:\n{svc.text()[-2000:]}"
+    finally:
+        lab.close()
+    reqs = [(ts, u) for ts, f in frames
+            if (u := packets.parse_udp4(f)) and u.dport == 862 and u.src == topo.sender.addr]
+    assert len(reqs) == 5, f"captured {len(reqs)} test packets, not 5"
+    for ts, u in reqs:
+        seq, t1, ee = wire.parse_sender_packet(u.payload)
+        t1_ns = wire.ts_to_ns(t1, ee, clock.read().tai_offset_s)
+        assert ts - 5_000_000 <= t1_ns <= ts, (
+            f"T1 of packet {seq} decodes to {t1_ns}, but the frame was captured leaving at {ts} "
+            f"({(ts - t1_ns) / 1e3:.1f} us later): T1 must be taken at TC egress, just before")
+        assert ee & 0xFF, f"packet {seq} has Error Estimate {ee:#06x} with multiplier 0"
