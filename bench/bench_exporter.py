@@ -4,15 +4,17 @@
 USAGE: bench/bench_exporter.py [--records N] [--sessions N] [--batch N]
 
 Three figures, each printed with its target:
-  1. aggregate: records/s that Aggregator.handle decodes and aggregates in this
-     process, on one core (no sockets);
+  1. aggregate: records per CPU-second that Aggregator.handle decodes and
+     aggregates in this process (one thread, no sockets);
   2. ingest:    records per CPU-second of a real stamp-exporter process (from
      /proc, minus the scrapes that poll it): this process pushes pre-encoded
      messages over ZeroMQ (ipc), the exporter receives and aggregates them, until
      its stamp_records_received_total says all arrived; the wall-clock rate is
      printed too;
-  3. scrape:    seconds for GET /metrics with --sessions sender sessions, every
-     direction's histogram populated (median of 10).
+  3. scrape:    exporter CPU seconds per GET /metrics, and the wall-clock median
+     of 10, with --sessions sender sessions, every direction's histogram populated.
+CPU-seconds are what one core costs whatever else runs; wall-clock figures on a
+busy machine include waiting for a CPU.
 Exit status 0 when every target is met, 1 otherwise.
 """
 
@@ -51,14 +53,18 @@ def messages(recs, batch):
     return [records.encode(recs[i:i + batch]) for i in range(0, len(recs), batch)]
 
 
-def bench_aggregate(msgs, n):
-    agg = Aggregator(histogram.default_buckets(), logs.configure("bench", fmt="json",
-                                                                 stream=open(os.devnull, "w")))
-    t0 = time.perf_counter()
-    with agg.lock:
-        for m in msgs:
-            agg.handle(m, 0.0)
-    return n / (time.perf_counter() - t0)
+def bench_aggregate(msgs, n, repeat=3):
+    """Best of `repeat` runs, each on a fresh Aggregator (as timeit: the least disturbed)."""
+    best = 0.0
+    for _ in range(repeat):
+        agg = Aggregator(histogram.default_buckets(),
+                         logs.configure("bench", fmt="json", stream=open(os.devnull, "w")))
+        t0 = time.thread_time()     # CPU time of this thread: one core, whatever else runs
+        with agg.lock:
+            for m in msgs:
+                agg.handle(m, 0.0)
+        best = max(best, n / (time.thread_time() - t0))
+    return best
 
 
 def scrape(port):
@@ -100,7 +106,7 @@ def cpu_seconds(pid):
 
 
 def bench_ingest(msgs, n, tmp):
-    """(wall records/s, records per exporter CPU-second, scrape median, scrape max)."""
+    """(wall records/s, records per exporter CPU-second, scrape median and max, scrape CPU)."""
     proc, endpoint, port = start_exporter(tmp)
     try:
         with recordpipe.RecordPusher(endpoint, hwm=len(msgs) + 1) as pusher:
@@ -120,7 +126,7 @@ def bench_ingest(msgs, n, tmp):
         times = sorted(scrape(port)[0] for _ in range(10))
         per_scrape = (cpu_seconds(proc.pid) - cpu1) / 10
         ingest_cpu = max(cpu - polls * per_scrape, 1e-9)   # the polling scrapes are not ingest
-        return n / wall, n / ingest_cpu, statistics.median(times), times[-1]
+        return n / wall, n / ingest_cpu, statistics.median(times), times[-1], per_scrape
     finally:
         proc.terminate()
         proc.wait(10)
@@ -137,10 +143,11 @@ def main():
     msgs = messages(recs, a.batch)
     agg_rate = bench_aggregate(msgs, a.records)
     with tempfile.TemporaryDirectory(prefix="stamp-bench-") as tmp:
-        wall_rate, cpu_rate, scrape_median, scrape_max = bench_ingest(msgs, a.records, tmp)
-    rows = [("aggregate in-process, one core, records/s", agg_rate, TARGET_RATE),
-            ("exporter via ZeroMQ, per CPU-second", cpu_rate, TARGET_RATE),
-            (f"scrape, {a.sessions} sessions, median s", scrape_median, TARGET_SCRAPE)]
+        wall_rate, cpu_rate, scrape_median, scrape_max, scrape_cpu = bench_ingest(msgs, a.records, tmp)
+    rows = [("aggregate in-process, records per CPU-second", agg_rate, TARGET_RATE),
+            ("exporter via ZeroMQ, records per CPU-second", cpu_rate, TARGET_RATE),
+            (f"scrape, {a.sessions} sessions, exporter CPU s", scrape_cpu, TARGET_SCRAPE),
+            (f"scrape, {a.sessions} sessions, wall median s", scrape_median, TARGET_SCRAPE)]
     print(f"stamp-exporter benchmark: {a.records} records, {a.sessions} sessions, "
           f"{a.batch} records per message, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.2f})")
     met = []
@@ -148,10 +155,12 @@ def main():
         ok = value < target if "scrape" in name else value >= target
         met.append(ok)
         cmp = "<" if "scrape" in name else ">="
-        print(f"  {name:44s} {value:12,.3f}   target {cmp} {target:,}   {'met' if ok else 'NOT MET'}")
-    print(f"  (exporter via ZeroMQ, wall clock: {wall_rate:,.0f} records/s, "
-          f"polling scrapes included)")
-    print(f"  (slowest of 10 scrapes: {scrape_max:.3f} s)")
+        print(f"  {name:46s} {value:12,.3f}   target {cmp} {target:,}   {'met' if ok else 'NOT MET'}")
+    print(f"  (exporter via ZeroMQ, wall clock: {wall_rate:,.0f} records/s, polling scrapes "
+          f"included; slowest of 10 scrapes: {scrape_max:.3f} s)")
+    if os.getloadavg()[0] > os.cpu_count() / 2:
+        print("  note: the machine is busy; wall-clock figures include waiting for a CPU, "
+              "the CPU-second figures do not")
     return 0 if all(met) else 1
 
 

@@ -27,10 +27,12 @@ class DelayStats:
     J += (|D| - J) / 16, D being the difference of two consecutive delays.
     """
 
-    __slots__ = ("buckets", "counts", "sum_ns", "count", "last_ns", "jitter_ns", "negative")
+    __slots__ = ("buckets", "bounds_ns", "counts", "sum_ns", "count", "last_ns", "jitter_ns",
+                 "negative")
 
     def __init__(self, buckets):
         self.buckets = buckets
+        self.bounds_ns = buckets.bounds_ns
         self.counts = [0] * len(buckets)
         self.sum_ns = 0
         self.count = 0
@@ -39,11 +41,12 @@ class DelayStats:
         self.negative = 0
 
     def observe(self, delay_ns):
-        self.counts[bisect.bisect_left(self.buckets.bounds_ns, delay_ns)] += 1
+        self.counts[bisect.bisect_left(self.bounds_ns, delay_ns)] += 1
         self.sum_ns += delay_ns
         self.count += 1
+        last = self.last_ns
+        if last is not None:
+            self.jitter_ns += (abs(delay_ns - last) - self.jitter_ns) / 16
+        self.last_ns = delay_ns
         if delay_ns < 0:
             self.negative += 1
-        if self.last_ns is not None:
-            self.jitter_ns += (abs(delay_ns - self.last_ns) - self.jitter_ns) / 16
-        self.last_ns = delay_ns
