@@ -1,0 +1,237 @@
+"""End to end: what the chart deploys, run on two namespaces standing in for two nodes.
+
+    node A (198.18.0.1, eth0)                      node B (198.18.0.2, eth0)
+    +- sender pod: stamp-sender + exporter :8080   +- sender pod: ... :8080
+    +- reflector pod: stamp-reflector + exp :8081  +- reflector pod: ... :8081
+    +- dnsmasq: the reflector Service's name  <--veth-->  +- dnsmasq: the same name
+       -> 198.18.0.1, 198.18.0.2                            -> both addresses
+
+Each container runs the command, arguments and environment read from the
+manifests `helm template` renders (the image's ENV from the Dockerfile, its
+venv here being .venv), with the pod's emptyDirs bind-mounted at the paths the
+chart mounts them (a private mount namespace per container, as in a pod), the
+exporter as the user the chart names, and in capabilities-only mode the
+service with exactly the capabilities the manifest lists. Each node's resolver
+is a real dnsmasq answering the headless Service's name with both nodes'
+addresses, as cluster DNS answers with the reflector pods' host addresses.
+The sender pod on A must report delay and loss series for B's reflector and
+none for itself, and the other way round.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from stamp_bpf.lab.netns import Topology
+from test_chart import CHART, container, daemonset, helm_bin, helm_env, render, scenario_file  # noqa: F401
+from test_chart_image import env_of_image
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+RELEASE, NAMESPACE = "stamp", "mesh"
+IFACE = "eth0"
+WAIT_S = 90
+
+
+def image_env():
+    """The Dockerfile's ENV, with the image's venv replaced by this checkout's."""
+    env = env_of_image()
+    env["PATH"] = env["PATH"].replace(env["STAMP_VENV"] + "/bin", str(VENV_BIN))
+    env.pop("STAMP_VENV")
+    return env
+
+
+def parse_metrics(text):
+    """[(name, {label: value}, float)] of a Prometheus text exposition."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)', line)
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        out.append((m.group(1), labels, float(m.group(4))))
+    return out
+
+
+class Node:
+    """One namespace of the topology as a Kubernetes node running the release's pods."""
+
+    def __init__(self, topo, host, workdir):
+        self.topo, self.host, self.workdir = topo, host, workdir
+        self.logs = {}
+
+    def start_pod(self, ds):
+        """Start every container of a DaemonSet's pod, sharing the pod's emptyDirs."""
+        pod = ds["spec"]["template"]["spec"]
+        name = ds["metadata"]["labels"]["app.kubernetes.io/component"]
+        empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        pod_dir = self.workdir / f"{self.host.ns}-{name}"
+        for vol in empty_dirs:
+            (pod_dir / vol).mkdir(parents=True)
+            os.chmod(pod_dir / vol, 0o1777)     # as kubelet makes an emptyDir
+        for c in pod["containers"]:
+            self._start_container(f"{name}/{c['name']}", c, pod, pod_dir, empty_dirs)
+
+    def _start_container(self, label, c, pod, pod_dir, empty_dirs):
+        sc = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+        mounts = []
+        for m in c.get("volumeMounts", []):
+            if m["name"] in empty_dirs:
+                mounts.append(f"mount --bind {pod_dir / m['name']} {m['mountPath']}")
+            # hostPath mounts (/lib/modules, /usr/src) are the same paths here.
+        drop = ["setpriv"]
+        if "runAsUser" in sc:
+            drop += [f"--reuid={sc['runAsUser']}", f"--regid={sc.get('runAsGroup', sc['runAsUser'])}",
+                     "--clear-groups"]
+        caps = sc.get("capabilities", {})
+        if not sc.get("privileged") and "ALL" in caps.get("drop", []):
+            keep = ",".join(f"+{cap.lower()}" for cap in caps.get("add", []))
+            drop += [f"--bounding-set=-all{',' + keep if keep else ''}", "--inh-caps=-all"]
+        if sc.get("allowPrivilegeEscalation") is False:
+            drop.append("--no-new-privs")
+        argv = [str(VENV_BIN / c["command"][0])] + c["command"][1:] + c["args"]
+        env = {**image_env(), **{e["name"]: e["value"] for e in c.get("env", [])}}
+        script = " && ".join(mounts + ['exec "$@"'])
+        log = self.workdir / f"{self.host.ns}-{label.replace('/', '-')}.log"
+        self.logs[label] = log
+        with open(log, "wb") as out:
+            self.topo.popen(self.host, ["env", "-i", *[f"{k}={v}" for k, v in env.items()],
+                                        "sh", "-c", script, "sh", *drop, "--", *argv],
+                            stdout=out, stderr=subprocess.STDOUT)
+
+    def scrape(self, port):
+        """The metrics of this node's exporter on `port`, scraped from inside the node."""
+        code = ("import urllib.request,sys;"
+                f"sys.stdout.write(urllib.request.urlopen('http://{self.host.addr}:{port}/metrics',"
+                "timeout=5).read().decode())")
+        res = self.topo.run(self.host, [str(VENV_BIN / "python"), "-c", code],
+                            capture_output=True, text=True, timeout=20)
+        return parse_metrics(res.stdout) if res.returncode == 0 else None
+
+    def log_tail(self):
+        return "\n".join(f"--- {label} ---\n" + "\n".join(p.read_text(errors="replace").splitlines()[-8:])
+                         for label, p in self.logs.items())
+
+
+@pytest.fixture
+def resolv_confs():
+    """/etc/netns/<ns>/resolv.conf files (ip netns exec mounts them), removed afterwards."""
+    made = []
+
+    def make(ns, text):
+        d = Path("/etc/netns") / ns
+        d.mkdir(parents=True)
+        made.append(d)
+        (d / "resolv.conf").write_text(text)
+
+    yield make
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def run_dir():
+    """/run/stamp-bpf must exist as a mount point; created if missing, removed if still empty."""
+    path = Path("/run/stamp-bpf")
+    created = not path.exists()
+    path.mkdir(exist_ok=True)
+    yield path
+    if created:
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+def session_series(metrics, key, value):
+    return [(n, l) for n, l, _ in metrics if l.get(key) == value]
+
+
+def value_of(metrics, name, **labels):
+    vals = [v for n, l, v in metrics if n == name and labels.items() <= l.items()]
+    return sum(vals) if vals else None
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("scenario", ["default", "capabilities-only"])
+def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_path, scenario):
+    docs = render(helm_bin, helm_env, [scenario_file(scenario)], release=RELEASE, namespace=NAMESPACE)
+    sender_ds, reflector_ds = daemonset(docs, "sender"), daemonset(docs, "reflector")
+    args = container(sender_ds, "sender")["args"]
+    assert args[0] == IFACE and args[1] == "--reflector-dns", f"The default sender should resolve a name: {args}."
+    dns_name = args[2]
+    sender_port = int(container(sender_ds, "exporter")["ports"][0]["containerPort"])
+    reflector_port = int(container(reflector_ds, "exporter")["ports"][0]["containerPort"])
+    refl_udp = int(container(reflector_ds, "reflector")["args"][2])
+
+    with Topology("direct") as topo:
+        nodes = {}
+        for host in (topo.sender, topo.reflector):
+            # Every node's interface is eth0, as sender.interface/reflector.interface say.
+            for cmd in (["link", "set", host.ifname, "down"], ["link", "set", host.ifname, "name", IFACE],
+                        ["link", "set", IFACE, "up"]):
+                subprocess.run(["ip", "-n", host.ns, *cmd], check=True)
+            host.ifname = IFACE
+            resolv_confs(host.ns, f"search {NAMESPACE}.svc.cluster.local svc.cluster.local cluster.local\n"
+                                  "nameserver 127.0.0.1\noptions ndots:5\n")
+            topo.popen(host, ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                              "--conf-file=/dev/null", "--listen-address=127.0.0.1", "--bind-interfaces",
+                              "--port=53", "--local=/cluster.local/", "--pid-file=", "--user=root",
+                              f"--host-record={dns_name},{topo.sender.addr}",
+                              f"--host-record={dns_name},{topo.reflector.addr}"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            nodes[host.addr] = Node(topo, host, tmp_path)
+        for node in nodes.values():
+            node.start_pod(reflector_ds)
+            node.start_pod(sender_ds)
+
+        a, b = nodes[topo.sender.addr], nodes[topo.reflector.addr]
+        pairs = [(a, b), (b, a)]
+        deadline = time.monotonic() + WAIT_S
+        scraped = {}
+        while time.monotonic() < deadline:
+            scraped = {(n.host.addr, p): n.scrape(p) for n in (a, b) for p in (sender_port, reflector_port)}
+            if all(m is not None for m in scraped.values()) and all(
+                    (value_of(scraped[(x.host.addr, sender_port)], "stamp_packets_received_total",
+                              reflector=f"{y.host.addr}:{refl_udp}") or 0) >= 3
+                    and value_of(scraped[(y.host.addr, reflector_port)], "stamp_reflector_packets_reflected_total",
+                                 sender=f"{x.host.addr}:{refl_udp}")
+                    for x, y in pairs):
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"The mesh did not measure both ways within {WAIT_S} s ({scenario}).\n"
+                        f"{a.log_tail()}\n{b.log_tail()}")
+
+        for x, y in pairs:
+            sm = scraped[(x.host.addr, sender_port)]
+            peer = f"{y.host.addr}:{refl_udp}"
+            for d in ("near_end", "far_end", "round_trip"):
+                assert (value_of(sm, "stamp_delay_seconds_count", reflector=peer, direction=d) or 0) >= 3, (
+                    f"The sender pod on {x.host.addr} should report {d} delays for {peer}.")
+            assert value_of(sm, "stamp_packets_lost_total", reflector=peer) is not None, (
+                f"The sender pod on {x.host.addr} should report a loss counter for {peer}.")
+            own = [l for _, l, _ in sm if l.get("reflector", "").startswith(f"{x.host.addr}:")]
+            assert not own, f"The sender pod on {x.host.addr} should not measure to its own node: {own[:3]}."
+            rm = scraped[(y.host.addr, reflector_port)]
+            assert value_of(rm, "stamp_reflector_packets_reflected_total", sender=f"{x.host.addr}:{refl_udp}"), (
+                f"The reflector pod on {y.host.addr} should report the packets of {x.host.addr}'s sender.")
+            # chart/README.md's series count, with the default 22 buckets: 87 per sender session,
+            # 28 per reflector session.
+            assert len(session_series(sm, "reflector", peer)) == 87, (
+                f"A sender session should have 87 series, as chart/README.md says; it has "
+                f"{len(session_series(sm, 'reflector', peer))}.")
+            assert len(session_series(rm, "sender", f"{x.host.addr}:{refl_udp}")) == 28, (
+                "A reflector session should have 28 series, as chart/README.md says.")
+
+        for node in (a, b):
+            for label in ("sender/sender", "reflector/reflector"):
+                text = node.logs[label].read_text(errors="replace")
+                assert '"kernel_headers"' in text, (
+                    f"The {label} start-up line on {node.host.addr} should say which kernel headers bcc used.")
