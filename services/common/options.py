@@ -46,6 +46,10 @@ def add_common(parser):
     parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--zmq", default=recordpipe.DEFAULT_ENDPOINT, metavar="ENDPOINT",
                         help=f"exporter's ZeroMQ endpoint; default {recordpipe.DEFAULT_ENDPOINT}")
+    parser.add_argument("--timestamping", choices=("bpf", "user"), default="bpf",
+                        help="where T1..T4 are taken: bpf (TC hooks, default) or user "
+                             "(user space around send/recv: for hosts where BPF is not "
+                             "allowed, and as a baseline; labelled in logs and metrics)")
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                         help="log lines as JSON or for people; auto picks console on a "
                              "terminal, JSON otherwise")

@@ -65,8 +65,7 @@ class Aggregator:
         self.reflector.table.expire(now, self.idle_timeout)
         self.info.expire(now, self.idle_timeout)
 
-    def metrics_text(self):
-        """The whole /metrics page (text format 0.0.4)."""
+    def metrics(self):
+        """The whole /metrics page, bytes in text format 0.0.4."""
         with self.lock:
-            return (generate_latest(self.registry).decode()
-                    + self.sender.render() + self.reflector.render())
+            return generate_latest(self.registry) + self.sender.render() + self.reflector.render()

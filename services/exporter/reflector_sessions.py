@@ -32,6 +32,6 @@ class ReflectorSessions:
         out = [textformat.header(name, "counter", "Test packets the reflector reflected, "
                                                   "per sender session.")]
         out.extend([f"{name}{s.base} {s.reflected}\n" for s in sessions])
-        return "".join(out) + render_delays(
+        return "".join(out).encode() + render_delays(
             "stamp_reflector_", sessions, DIRECTIONS,
             "Forward delay T2-T1 seen by the reflector (direction near_end)")

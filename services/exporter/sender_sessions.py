@@ -57,7 +57,6 @@ class SenderSessions:
         for i, (name, help_text) in enumerate(COUNTERS):
             out.append(textformat.header(name, "counter", help_text))
             out.extend([f"{name}{s.base} {s.counters[i]}\n" for s in sessions])
-        out.append(render_delays("stamp_", sessions, DIRECTIONS,
-                                 "STAMP delay per direction: near_end T2-T1, far_end T4-T3, "
-                                 "round_trip (T4-T1)-(T3-T2)"))
-        return "".join(out)
+        return "".join(out).encode() + render_delays(
+            "stamp_", sessions, DIRECTIONS, "STAMP delay per direction: near_end T2-T1, "
+            "far_end T4-T3, round_trip (T4-T1)-(T3-T2)")

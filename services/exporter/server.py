@@ -34,7 +34,7 @@ def make_app(aggregator, heartbeat):
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            body = aggregator.metrics_text().encode()
+            body = aggregator.metrics()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4),
                                       ("Content-Length", str(len(body)))])
             return [body]

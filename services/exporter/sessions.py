@@ -19,9 +19,9 @@ class Session:
         self._templates = {}
 
     def histogram_template(self, family, direction):
-        """%-template of a direction's `_bucket`, `_sum` and `_count` lines, built once.
+        """Bytes %-template of a direction's `_bucket`, `_sum` and `_count` lines, built once.
 
-        Filled with the cumulative bucket counts, the sum (seconds) and the count.
+        Filled with the cumulative bucket counts, the sum (seconds, a float) and the count.
         """
         key = (family, direction)
         t = self._templates.get(key)
@@ -30,7 +30,7 @@ class Session:
             inner = lab[:-1]
             t = self._templates[key] = "".join(
                 [f'{family}_bucket{inner},le="{le}"}} %d\n' for le in self.buckets.le]
-                + [f"{family}_sum{lab} %r\n{family}_count{lab} %d\n"])
+                + [f"{family}_sum{lab} %a\n{family}_count{lab} %d\n"]).encode()
         return t
 
 
@@ -64,12 +64,12 @@ class SessionTable:
 
 
 def render_delays(prefix, sessions, directions, what):
-    """The delay families of `sessions` as exposition text; `prefix` is "stamp_" or similar.
+    """The delay families of `sessions` as exposition bytes; `prefix` is "stamp_" or similar.
 
     `what` names the delays ("..., signed, in seconds." is added to the help).
     """
     name = f"{prefix}delay_seconds"
-    hist = [textformat.header(name, "histogram", f"{what}, signed, in seconds.")]
+    hist = [textformat.header(name, "histogram", f"{what}, signed, in seconds.").encode()]
     last = [textformat.header(f"{prefix}delay_last_seconds", "gauge",
                               f"Last value of {name}, signed, in seconds.")]
     jitter = [textformat.header(f"{prefix}jitter_seconds", "gauge",
@@ -87,4 +87,4 @@ def render_delays(prefix, sessions, directions, what):
             if st.last_ns is not None:
                 last.append(f"{prefix}delay_last_seconds{lab} {st.last_ns / 1e9!r}\n")
                 jitter.append(f"{prefix}jitter_seconds{lab} {st.jitter_ns / 1e9!r}\n")
-    return "".join(hist + last + jitter + neg)
+    return b"".join(hist) + "".join(last + jitter + neg).encode()

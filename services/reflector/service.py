@@ -5,11 +5,13 @@ packet whether or not anything reads the ring buffer. This loop turns the
 ring buffer's records into exporter records, logs, and histograms.
 """
 
+import contextlib
 import time
 
 from ..common import events as events_mod, histfile, netif, records, recordpipe, runtime, tc, wire
 from . import datapath
 from .sessions import Sessions
+from .usermode import UserReflector
 
 # reflector_egress.c does not wake us (a wakeup would delay the packet it
 # just stamped), so the loop drains the ring on a timer.
@@ -18,53 +20,74 @@ DRAIN_S = 0.05
 
 def run(args, log, hist_layout):
     ptp = args.timestamp_format == "ptp"
-    dp, programs = datapath.load(args.port, ptp, debug=args.debug)
+    pending = []
+    if args.timestamping == "user":
+        dp = UserReflector(args.interface, args.port, ptp)
+        attachment = contextlib.nullcontext()
+        ts_kind = records.TS_USER
+
+        def collect():
+            dp.serve(DRAIN_S, pending)
+    else:
+        dp, programs = datapath.load(args.port, ptp, debug=args.debug)
+        _sync_addresses(dp, args.interface, log)
+        dp.open_events(pending.append)
+        attachment = tc.attached(args.interface, programs, tc.REFLECTOR_PRIO,
+                                 tc.REFLECTOR_HANDLE, log)
+        ts_kind = records.TS_BPF
+
+        def collect():
+            time.sleep(DRAIN_S)
+            dp.consume()
     state = runtime.refresh_clock(dp, None, log)
-    _sync_addresses(dp, args.interface, log)
 
     sessions = Sessions()
     hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
                                    hist_layout.ceil, log=log) if args.histpath else None)
-    pending = []
-    dp.open_events(pending.append)
     rx_stamps = runtime.keep_rx_timestamps_on()
     stop = runtime.StopSignals()
     every_second = runtime.Every(1.0)
     every_stats = runtime.Every(5.0)
     every_summary = runtime.Every(10.0)
 
-    with recordpipe.RecordPusher(args.zmq, log=log) as pusher, \
-            tc.attached(args.interface, programs, tc.REFLECTOR_PRIO, tc.REFLECTOR_HANDLE, log):
+    def flush_pending():
+        if pending:
+            pusher.push(_records(pending, state.tai_offset_s, sessions, hist, args, log, ts_kind))
+            pending.clear()
+
+    def push_service_stats():
+        pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
+                                           dp.stats()["ringbuf_lost"], ts_kind)])
+
+    with recordpipe.RecordPusher(args.zmq, log=log) as pusher, attachment:
         log.info("reflecting", interface=args.interface, port=args.port,
-                 timestamp_format=args.timestamp_format, zmq=args.zmq,
-                 clock_synchronized=state.synchronized, clock_error_s=state.error_s,
-                 tai_offset_s=state.tai_offset_s)
+                 timestamping=args.timestamping, timestamp_format=args.timestamp_format,
+                 zmq=args.zmq, clock_synchronized=state.synchronized,
+                 clock_error_s=state.error_s, tai_offset_s=state.tai_offset_s)
         while not stop.stopped:
-            time.sleep(DRAIN_S)
-            dp.consume()
-            if pending:
-                pusher.push(_records(pending, state.tai_offset_s, sessions, hist, args, log))
-                pending.clear()
+            collect()
+            flush_pending()
             if every_second.due():
                 state = runtime.refresh_clock(dp, state, log)
-                _sync_addresses(dp, args.interface, log)
+                if ts_kind == records.TS_BPF:
+                    _sync_addresses(dp, args.interface, log)
                 if hist:
                     hist.maybe_flush()
                 for s in sessions.expire():
                     log.info("session_ended", sender=s.label, reflected=s.reflected)
             if every_stats.due():
-                pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
-                                                   dp.stats()["ringbuf_lost"])])
+                push_service_stats()
             if args.output and every_summary.due():
                 for s in sessions:
                     log.info("session_stats", sender=s.label, reflected=s.reflected,
                              forward=s.forward.summary())
-        dp.consume()
-        if pending:
-            pusher.push(_records(pending, state.tai_offset_s, sessions, hist, args, log))
-        pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
-                                           dp.stats()["ringbuf_lost"])])
+        if ts_kind == records.TS_BPF:
+            dp.consume()
+        flush_pending()
+        push_service_stats()
     rx_stamps.close()
+    if ts_kind == records.TS_USER:
+        dp.close()
     if hist:
         hist.flush()
     log.info("summary", signal=stop.signal, counters=dp.stats(),
@@ -79,7 +102,7 @@ def _sync_addresses(dp, ifname, log):
         log.info("addresses", interface=ifname, added=sorted(added), removed=sorted(removed))
 
 
-def _records(events, tai_offset_s, sessions, hist, args, log):
+def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
     """Exporter records for a batch of ring buffer events; updates sessions."""
     out = []
     for raw in events:
@@ -99,7 +122,7 @@ def _records(events, tai_offset_s, sessions, hist, args, log):
                 hist.observe(s.label, "near_end", t2_ns - t1_ns)
         out.append(records.ReflectorPacket(
             ev.sender, ev.sender_port, ev.local, ev.local_port,
-            records.TS_BPF, ev.sender_ttl, ev.seq, t1_ns, t2_ns, t3_ns, s.reflected))
+            ts_kind, ev.sender_ttl, ev.seq, t1_ns, t2_ns, t3_ns, s.reflected))
         if args.debug:
             log.debug("reflected", sender=s.label, seq=ev.seq, ttl=ev.sender_ttl,
                       t1_ns=t1_ns, t2_ns=t2_ns, t3_ns=t3_ns, payload_len=ev.payload_len)

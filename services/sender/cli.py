@@ -96,8 +96,12 @@ def main(argv=None):
         return 2
     try:
         netif.ipv4_addresses(args.interface)
-        headers = bpfprog.kernel_headers()
-        log.info("starting", interface=args.interface, kernel_headers=headers[1])
+        if args.timestamping == "bpf":
+            log.info("starting", interface=args.interface, timestamping="bpf",
+                     kernel_headers=bpfprog.kernel_headers()[1])
+        else:
+            log.warning("starting", interface=args.interface, timestamping="user",
+                        hint="user-space timestamps include this process's scheduling delays")
         SenderService(args, log, hist_layout).run()
     except (LookupError, OSError, bpfprog.BpfSetupError, tc.TcError) as e:
         log.error("failed", reason=str(e))

@@ -6,16 +6,18 @@ into statistics and exporter records, and declares packets lost. Timestamps
 never come from this loop: T1 and T4 are taken by the TC programs.
 """
 
+import contextlib
 import heapq
 import json
 import sys
 import time
 
-from ..common import events, histfile, records, recordpipe, runtime, tc
+from ..common import events, histfile, netif, records, recordpipe, runtime, tc
 from . import datapath, view
 from .resolver import Resolver
 from .session import Session, decode_reply, delays, now_ns, DIRECTIONS
 from .transmit import Transmitter
+from .usermode import UserSenderDatapath
 
 MAX_WAIT_MS = 100
 
@@ -25,6 +27,8 @@ class SenderService:
         self.args = args
         self.log = log
         self.ptp = args.timestamp_format == "ptp"
+        self.user_mode = args.timestamping == "user"
+        self.ts_kind = records.TS_USER if self.user_mode else records.TS_BPF
         self.live = sys.stdout.isatty() and args.log_format != "json"
         self.sessions = {}          # reflector address -> Session
         self.ended = []             # sessions removed by DNS, for the summary
@@ -79,16 +83,22 @@ class SenderService:
 
     def run(self):
         a = self.args
-        self.dp, programs = datapath.load(a.source_port, a.dest_port, self.ptp, debug=a.debug)
         self.tx = Transmitter(a.interface, a.source_port)
-        self.dp.socket_cookie = self.tx.cookie
+        if self.user_mode:
+            self.dp = UserSenderDatapath(self.tx, self.ptp, netif.ipv4_addresses(a.interface)[0])
+            attachment = contextlib.nullcontext()
+        else:
+            self.dp, programs = datapath.load(a.source_port, a.dest_port, self.ptp, debug=a.debug)
+            self.dp.socket_cookie = self.tx.cookie
+            attachment = tc.attached(a.interface, programs, tc.SENDER_PRIO, tc.SENDER_HANDLE,
+                                     self.log)
         self.state = runtime.refresh_clock(self.dp, None, self.log)
         self.dp.open_events(self.pending.append)
         rx_stamps = runtime.keep_rx_timestamps_on()
         resolver = None
-        with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, \
-                tc.attached(a.interface, programs, tc.SENDER_PRIO, tc.SENDER_HANDLE, self.log):
+        with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, attachment:
             self.log.info("sending", interface=a.interface, reflectors=a.reflectors,
+                          timestamping=a.timestamping,
                           reflector_dns=a.reflector_dns, source_port=a.source_port,
                           dest_port=a.dest_port, timestamp_format=a.timestamp_format,
                           zmq=a.zmq, clock_synchronized=self.state.synchronized,
@@ -183,7 +193,7 @@ class SenderService:
             for seq, sent in s.expire(now):
                 self.out.append(records.SenderPacket(
                     s.reflector, s.port, s.local, s.local_port, records.OUTCOME_LOST, False,
-                    records.TS_BPF, 0, seq, 0, sent.wall_ns, 0, 0, 0, 0, 0, *s.counters()))
+                    self.ts_kind, 0, seq, 0, sent.wall_ns, 0, 0, 0, 0, 0, *s.counters()))
                 if self.live:
                     print(view.lost_line(s, seq), flush=True)
                 self.log.debug("lost", reflector=s.label, seq=seq)
@@ -209,7 +219,7 @@ class SenderService:
             for d, value in zip(DIRECTIONS, delays(r)):
                 self.hist.observe(s.label, d, value)
         self.out.append(records.SenderPacket(
-            s.reflector, s.port, s.local, s.local_port, outcome, reordered, records.TS_BPF,
+            s.reflector, s.port, s.local, s.local_port, outcome, reordered, self.ts_kind,
             r.sender_ttl, r.seq, r.reflector_seq, r.t1, r.t2, r.t3, r.t4, r.sender_ee,
             r.reflector_ee, *s.counters()))
         if self.live:
@@ -222,7 +232,7 @@ class SenderService:
 
     def _push_service_stats(self):
         self.pusher.push([runtime.service_stats(records.ROLE_SENDER, self.state, self.pusher,
-                                                self.dp.stats()["ringbuf_lost"])])
+                                                self.dp.stats()["ringbuf_lost"], self.ts_kind)])
 
     def _summary(self):
         every = self.ended + list(self.sessions.values())

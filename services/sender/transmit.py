@@ -29,6 +29,8 @@ class Transmitter:
             raise OSError(e.errno, f"cannot bind UDP source port {source_port}: {e.strerror}; "
                                    "is another sender running? pick another with -s") from None
         self.sock.setblocking(False)
+        self.source_port = source_port
+        self.stamp = None       # user-space timestamping writes T1 here
         self.cookie = struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
         self._packet = bytearray(wire.build_sender_packet(0, size=size))
         self.errors = 0
@@ -36,6 +38,8 @@ class Transmitter:
     def send(self, seq, reflector, port):
         """Send test packet `seq`; False (and counted) when the kernel refused it."""
         struct.pack_into("!I", self._packet, 0, seq)
+        if self.stamp:
+            self.stamp(self._packet)
         try:
             self.sock.sendto(self._packet, (reflector, port))
             return True

@@ -1,0 +1,105 @@
+"""--timestamping user: the reflector as a plain UDP socket server.
+
+For hosts where BPF is not allowed, and as the baseline the benchmarks
+compare the in-kernel reflector with. Same packet format and rules as
+reflector_ingress.c (stateless, sender TTL copied, IP TTL 255, short
+TWAMP-Light packets answered with the 44-octet base, the loop guard); T2 is
+read from CLOCK_REALTIME when recvmsg() returns and T3 just before sendto(),
+so both carry this process's scheduling noise. Each reflected packet becomes
+the same event record the BPF ring buffer carries (services/common/events.py).
+"""
+
+import select
+import socket
+import struct
+import time
+
+from ..common import events, wire
+
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+IP_TTL_CMSG = getattr(socket, "IP_TTL", 2)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+REFLECT_TTL = 255
+
+
+class UserReflector:
+    def __init__(self, ifname, port, ptp):
+        self.port = port
+        self.ptp = ptp
+        self.state = None
+        self.counts = {"stamped": 0, "received": 0, "ringbuf_lost": 0, "loop_guard": 0,
+                       "grown": 0}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, REFLECT_TTL)
+        try:
+            self.sock.bind(("0.0.0.0", port))
+        except OSError as e:
+            self.sock.close()
+            raise OSError(e.errno, f"cannot bind UDP port {port}: {e.strerror}") from None
+        self.sock.setblocking(False)
+
+    def configure(self, clock_state):
+        self.state = clock_state
+
+    def stats(self):
+        return dict(self.counts)
+
+    def _encode(self, utc_ns):
+        if self.ptp:
+            return wire.ns_to_ptp(utc_ns, self.state.tai_offset_s)
+        return wire.ns_to_ntp(utc_ns)
+
+    def serve(self, timeout_s, out):
+        """Reflect what arrives within timeout_s; append an event record per packet to out."""
+        ready, _, _ = select.select([self.sock], [], [], timeout_s)
+        while ready:
+            try:
+                data, anc, _flags, (addr, port) = self.sock.recvmsg(
+                    65535, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(12))
+            except BlockingIOError:
+                return
+            t2 = self._encode(time.time_ns())
+            reply = self._reply(data, port, anc, t2)
+            if reply is None:
+                continue
+            packet, ttl, local = reply
+            struct.pack_into("!II", packet, 4, *self._encode(time.time_ns()))   # T3
+            try:
+                self.sock.sendto(packet, (addr, port))
+            except OSError:
+                continue
+            self.counts["stamped"] += 1
+            self.counts["received"] += 1
+            seq, t1, see = wire.parse_sender_packet(data)
+            t3 = struct.unpack_from("!II", packet, 4)
+            ee = self.state.error_estimate(self.ptp)
+            out.append(events.REFLECTOR_EVENT.pack(
+                socket.inet_aton(addr), local, port, self.port, len(data), ttl, seq,
+                t1[0], t1[1], t2[0], t2[1], t3[0], t3[1], see, ee))
+
+    def _reply(self, data, sport, anc, t2):
+        """(reflected packet, sender TTL, local address) or None if it is not a test packet."""
+        if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
+            return None
+        # Loop guard, as in reflector_ingress.c: a reflection is not reflected again.
+        if sport == self.port and len(data) >= wire.BASE_LEN and any(data[16:24]):
+            self.counts["loop_guard"] += 1
+            return None
+        ttl, local = 0, b"\0\0\0\0"
+        for lvl, typ, d in anc:
+            if lvl == socket.IPPROTO_IP and typ == IP_TTL_CMSG:
+                ttl = struct.unpack("=i", d[:4])[0]
+            elif lvl == socket.IPPROTO_IP and typ == IP_PKTINFO:
+                local = d[8:12]     # struct in_pktinfo: ifindex, spec_dst, addr
+        seq, t1, see = wire.parse_sender_packet(data)
+        if len(data) < wire.BASE_LEN:
+            self.counts["grown"] += 1
+        base = wire.build_reflector_packet(seq, (0, 0), self.state.error_estimate(self.ptp), t2,
+                                           seq, t1, see, ttl)
+        return bytearray(base + data[wire.BASE_LEN:]), ttl, local
+
+    def close(self):
+        self.sock.close()
