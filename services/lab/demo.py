@@ -117,6 +117,7 @@ def run(args, topo):
     if args.exporter:
         exporter = service(None, "stamp-exporter", ["--listen", args.exporter, "--zmq", zmq,
                                                     "--log-format", "json"])
+    print("starting stamp-reflector (it compiles its eBPF programs first: a few seconds)", flush=True)
     reflector = service(topo.reflector, "stamp-reflector",
                         [topo.reflector.ifname, "--zmq", zmq, "--log-format", "json"])
     try:
@@ -136,22 +137,45 @@ def run(args, topo):
     print(f"link: {topo.sender.addr} --{args.fwd_delay}--> {topo.reflector.addr} "
           f"--{args.back_delay}--> {topo.sender.addr}  (jitter +-{args.jitter}); Ctrl-C to stop\n",
           flush=True)
-    # Its own terminal session is ours, so Ctrl-C reaches it and it prints its summary.
+    # It shares our terminal's process group, so Ctrl-C reaches it and it prints its summary.
     sender = topo.popen(topo.sender, sender_argv, start_new_session=False)
     deadline = time.monotonic() + args.duration if args.duration else None
+    interrupted = False
     try:
-        while sender.poll() is None:
-            if deadline and time.monotonic() > deadline:
-                sender.send_signal(signal.SIGINT)
-                break
+        while sender.poll() is None and not (deadline and time.monotonic() > deadline):
             time.sleep(0.1)
     except KeyboardInterrupt:
-        pass                             # the sender got the same Ctrl-C
-    try:
-        sender.wait(10)
-    except subprocess.TimeoutExpired:
-        topo.stop(sender)
+        interrupted = True
+    finish(topo, sender, interrupted)
     return sender.returncode
+
+
+def finish(topo, sender, interrupted):
+    """Let the sender end on its own terms: SIGINT (Ctrl-C), so it prints its summary."""
+    _ignore_interrupts()
+    if sender.poll() is None and interrupted:
+        try:
+            sender.wait(1.5)             # a terminal's Ctrl-C reached it as well
+        except subprocess.TimeoutExpired:
+            pass
+    if sender.poll() is None:
+        sender.send_signal(signal.SIGINT)
+        try:
+            sender.wait(5)
+        except subprocess.TimeoutExpired:
+            topo.stop(sender)
+    if sender.returncode not in (0, 130, -signal.SIGINT):
+        print(f"demo: stamp-sender exited with status {sender.returncode}", file=sys.stderr)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _ignore_interrupts():
+    """From here on the demo cleans up; a second Ctrl-C or a SIGTERM must not cut that short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def main(argv=None):
@@ -162,30 +186,42 @@ def main(argv=None):
         os.makedirs(args.keep, exist_ok=True)
     emulator_args = ["--fwd-delay", args.fwd_delay, "--back-delay", args.back_delay,
                      "--jitter", args.jitter, "--seed", str(int(time.time()))]
-    rc = 1
-    with Topology("emulated", emulator_args=emulator_args, workdir=args.keep) as topo:
-        pcaps = {h: os.path.join(topo.workdir, f"{h}.pcap") for h in ("sender", "reflector")}
-        caps = [capture.start(topo, topo.sender, pcaps["sender"]),
-                capture.start(topo, topo.reflector, pcaps["reflector"])]
-        previous = signal.getsignal(signal.SIGINT)
-        try:
-            rc = run(args, topo)
-        except RuntimeError as e:
-            print(f"demo: {e}", file=sys.stderr)
-        except KeyboardInterrupt:
-            rc = 130
-        finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not stop the cleanup
-            for c in caps:
-                c.stop()
-        truth = capture.stamp_delays(*(capture.stamp_packets(capture.read_pcap(pcaps[h]))
-                                       for h in ("sender", "reflector")))
-    signal.signal(signal.SIGINT, previous)
+    # Ctrl-C and SIGTERM both end the run cleanly; SIGINT is also reset for the
+    # children in case we were started with it ignored (a shell's background job).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        rc, truth = demo(args, emulator_args)
+    except KeyboardInterrupt:            # while building or tearing down the lab
+        return 130
     if truth:
         report(args, truth)
     if args.keep:
         print(f"logs and captures kept in {args.keep}")
     return rc
+
+
+def demo(args, emulator_args):
+    """Build the lab, run the services, tear it all down; (sender status, capture truth)."""
+    rc = 1
+    with Topology("emulated", emulator_args=emulator_args, workdir=args.keep) as topo:
+        pcaps = {h: os.path.join(topo.workdir, f"{h}.pcap") for h in ("sender", "reflector")}
+        caps = [capture.start(topo, topo.sender, pcaps["sender"]),
+                capture.start(topo, topo.reflector, pcaps["reflector"])]
+        try:
+            rc = run(args, topo)
+        except RuntimeError as e:
+            print(f"demo: {e}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("demo: interrupted before the sender ran; cleaning up", file=sys.stderr)
+            rc = 130
+        finally:
+            _ignore_interrupts()
+            for c in caps:
+                c.stop()
+        truth = capture.stamp_delays(*(capture.stamp_packets(capture.read_pcap(pcaps[h]))
+                                       for h in ("sender", "reflector")))
+    return rc, truth
 
 
 if __name__ == "__main__":
