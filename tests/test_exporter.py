@@ -150,7 +150,7 @@ def synthetic_stream():
     a = [sender_packet(*row) for row in SESSION_A]
     b = [sender_packet(0, R, 40 * US, 60 * US, (1, 1, 0, 0, 0, 0), reflector="10.0.0.3", port=863)]
     stats = [records.SessionStats("10.0.0.2", 862, "10.0.0.1", 862, 7, 3, 2, 1, 1, 1, False)]
-    refl = [records.ReflectorPacket("10.0.0.1", 862, "10.0.0.2", 862, records.TS_BPF, 64, i,
+    refl = [records.ReflectorPacket("10.0.0.1", 862, "10.0.0.2", 862, records.TS_USER, 64, i,
                                     BASE + i * 10 * MS, BASE + i * 10 * MS + d, 0, i + 1)
             for i, d in enumerate((3 * MS, 3500 * US, -200 * US))]
     services = [records.ServiceStats(records.ROLE_SENDER, records.TS_BPF, True, 2500, 5, 7, 100, 11),
@@ -184,6 +184,8 @@ def test_synthetic_stream_gives_exact_metrics(exporter_factory):
         assert val(f"stamp_packets_{name}_total", **A) == want, \
             f"stamp_packets_{name}_total of session A must be {want}."
     assert val("stamp_packets_sent_total", **B) == 1, "Session B is its own series."
+    assert val("stamp_session_info", **A, timestamping="bpf") == 1, \
+        "The session's timestamping (bpf or user) must be exported as a label."
     # Received and late packets, as in the sender's summary; not lost ones, not duplicates:
     # near 3, 3.5, -0.2, 900 ms; far 7, 6.5, 13.2, 900 ms; round trip 10, 10, 13, 1800 ms.
     for d, total, n_neg, last, jitter_us in (
@@ -211,6 +213,7 @@ def test_synthetic_stream_gives_exact_metrics(exporter_factory):
     # Reflector side.
     rs = {"sender": "10.0.0.1:862", "reflector": "10.0.0.2:862"}
     assert val("stamp_reflector_packets_reflected_total", **rs) == 3
+    assert val("stamp_reflector_session_info", **rs, timestamping="user") == 1
     rn = dict(rs, direction="near_end")
     assert val("stamp_reflector_delay_seconds_count", **rn) == 3
     assert math.isclose(val("stamp_reflector_delay_seconds_sum", **rn), 0.0063, abs_tol=1e-12)

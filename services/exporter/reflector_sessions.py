@@ -1,7 +1,7 @@
 """Reflector sessions: packets reflected and the forward delay T2-T1, labelled by sender."""
 
 from . import textformat
-from .sessions import Session, SessionTable, render_delays
+from .sessions import Session, SessionTable, render_delays, render_info
 
 DIRECTIONS = ("near_end",)
 
@@ -23,6 +23,7 @@ class ReflectorSessions:
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
         s.reflected = rec.reflected
+        s.timestamping = rec.timestamping
         if rec.t1_ns and rec.t2_ns:
             s.delays["near_end"].observe(rec.t2_ns - rec.t1_ns)
 
@@ -32,6 +33,7 @@ class ReflectorSessions:
         out = [textformat.header(name, "counter", "Test packets the reflector reflected, "
                                                   "per sender session.")]
         out.extend([f"{name}{s.base} {s.reflected}\n" for s in sessions])
-        return "".join(out).encode() + render_delays(
+        return "".join(out).encode() + render_info(
+            "stamp_reflector_session_info", sessions) + render_delays(
             "stamp_reflector_", sessions, DIRECTIONS,
             "Forward delay T2-T1 seen by the reflector (direction near_end)")

@@ -3,13 +3,13 @@
 from stamp_bpf.common import records
 
 from . import textformat
-from .sessions import Session, SessionTable, render_delays
+from .sessions import Session, SessionTable, render_delays, render_info
 
 DIRECTIONS = ("near_end", "far_end", "round_trip")
 COUNTERS = (  # (family, help); values come from the records' cumulative counters
     ("stamp_packets_sent_total", "Test packets the sender sent."),
     ("stamp_packets_received_total", "Replies received before the timeout."),
-    ("stamp_packets_lost_total", "Test packets declared lost (no reply by timeout plus late window)."),
+    ("stamp_packets_lost_total", "Test packets with no reply by the timeout plus late window."),
     ("stamp_packets_late_total", "Replies that arrived after the timeout."),
     ("stamp_packets_duplicate_total", "Duplicated replies."),
     ("stamp_packets_reordered_total", "Replies that arrived out of sequence order."),
@@ -33,6 +33,7 @@ class SenderSessions:
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
         s.counters = rec[16:22]
+        s.timestamping = rec[6]
         outcome = rec[4]
         if outcome == records.OUTCOME_LOST or outcome == records.OUTCOME_DUPLICATE:
             return      # delays count once per packet that came back, late ones included
@@ -57,6 +58,7 @@ class SenderSessions:
         for i, (name, help_text) in enumerate(COUNTERS):
             out.append(textformat.header(name, "counter", help_text))
             out.extend([f"{name}{s.base} {s.counters[i]}\n" for s in sessions])
-        return "".join(out).encode() + render_delays(
-            "stamp_", sessions, DIRECTIONS, "STAMP delay per direction: near_end T2-T1, "
-            "far_end T4-T3, round_trip (T4-T1)-(T3-T2)")
+        delays = render_delays("stamp_", sessions, DIRECTIONS,
+                               "STAMP delay per direction: near_end T2-T1, far_end T4-T3, "
+                               "round_trip (T4-T1)-(T3-T2)")
+        return "".join(out).encode() + render_info("stamp_session_info", sessions) + delays

@@ -2,6 +2,8 @@
 
 import itertools
 
+from stamp_bpf.common import records
+
 from . import textformat
 from .delays import DelayStats
 
@@ -15,6 +17,7 @@ class Session:
         self.by_dir = {d: textformat.labels(**labelkv, direction=d) for d in directions}
         self.delays = {d: DelayStats(buckets) for d in directions}
         self.buckets = buckets
+        self.timestamping = None    # records.TS_*, from the latest packet record
         self.last_seen = 0.0
         self._templates = {}
 
@@ -61,6 +64,17 @@ class SessionTable:
 
     def __len__(self):
         return len(self.sessions)
+
+
+def render_info(name, sessions):
+    """`name{...,timestamping="bpf"|"user"} 1` per session whose timestamping is known."""
+    out = [textformat.header(name, "gauge", "Always 1; the timestamping label says where the "
+                                            "session's T1..T4 are taken (bpf or user space).")]
+    for s in sessions:
+        if s.timestamping is not None:
+            ts = records.TIMESTAMPING[s.timestamping] if s.timestamping < 2 else "unknown"
+            out.append(f'{name}{s.base[:-1]},timestamping="{ts}"}} 1\n')
+    return "".join(out).encode()
 
 
 def render_delays(prefix, sessions, directions, what):
