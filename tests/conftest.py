@@ -60,7 +60,7 @@ class Service:
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
-    def wait_event(self, name, timeout=60):
+    def wait_event(self, name, timeout=120):
         """Wait until the service logs `name`; fail with its log if it exits first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -116,7 +116,7 @@ def service(tmp_path):
     """Factory: service(topo, host, name, *args, ready=EVENT) -> a running Service."""
     count = [0]
 
-    def start(topo, host, name, *args, ready=None, timeout=60):
+    def start(topo, host, name, *args, ready=None, timeout=120):
         count[0] += 1
         svc = Service(topo, host, [command(name), *map(str, args)],
                       str(tmp_path / f"{name}-{count[0]}.log"))
