@@ -123,6 +123,8 @@ def parse_args(argv=None):
                    help="send these STAMP packets just after the next one of DIR (repeatable)")
     p.add_argument("-p", "--port", type=int, default=862, help="STAMP UDP port (default 862)")
     p.add_argument("-s", "--seed", type=int, default=1, help="seed for jitter and --drop-prob (default 1)")
+    p.add_argument("-T", "--rt-priority", type=int, default=10, choices=range(0, 100), metavar="N",
+                   help="SCHED_FIFO priority, so other load delays frames less; 0 = normal (default 10)")
     p.add_argument("-l", "--log", metavar="PATH", help="JSON-lines log of STAMP frames")
     p.add_argument("-R", "--ready-file", metavar="PATH", help="create PATH once both sockets are bound")
     return p.parse_args(argv)
@@ -263,9 +265,19 @@ def tighten_timer_slack():
         pass                             # only costs precision
 
 
+def raise_priority(priority):
+    """Run under SCHED_FIFO at `priority` (0: leave as is) so busy CPUs delay frames less."""
+    if priority:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except OSError as e:
+            print(f"emulator: running without real-time priority: {e.strerror}", file=sys.stderr)
+
+
 def main(argv=None):
     args = parse_args(argv)
     tighten_timer_slack()
+    raise_priority(args.rt_priority)
     log = open(args.log, "a", buffering=1 << 16) if args.log else None
     try:
         emu = Emulator(args, log)

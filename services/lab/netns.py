@@ -22,7 +22,7 @@ Usage:
     # every namespace, interface and process started through popen is gone here
 
 Topology(shape="direct", *, extra_addrs=0, static_neigh=True, emulator_args=None,
-         prefix=None, workdir=None)
+         prefix=None, workdir=None, stop_timeout=3.0)
     extra_addrs   N more /32 addresses on the reflector (198.19.0.1 ...), reachable
                   on-link from the sender; listed in topo.reflector.extra_addrs.
     static_neigh  permanent neighbour entries both ways, so no ARP delays the first
@@ -31,7 +31,8 @@ Topology(shape="direct", *, extra_addrs=0, static_neigh=True, emulator_args=None
                   started on enter, waits until ready, logs to topo.emulator_log.
     prefix        name prefix (default "sl" + 6 random hex digits).
     workdir       folder for logs and captures (default: a temporary folder,
-                  removed on exit).
+                  removed on exit; a given folder is kept).
+    stop_timeout  seconds between SIGTERM and SIGKILL when stopping a process.
 Attributes: prefix, shape, workdir, sender, reflector, middle (None when direct),
             emulator (Popen or None), emulator_log (path or None).
 Host handles: ns, ifname, addr, prefixlen, mac, extra_addrs (middle: ifname is the
@@ -142,6 +143,7 @@ class Topology:
         self.emulator_log = None
         self._procs = []
         self._namespaces = []
+        self._emulator_runs = 0
 
     @property
     def hosts(self):
@@ -244,7 +246,7 @@ class Topology:
         if self.middle is None:
             raise RuntimeError("the direct shape has no middle namespace to emulate in")
         self.stop_emulator()
-        n = sum(1 for name in os.listdir(self.workdir) if name.startswith("emulator"))
+        n, self._emulator_runs = self._emulator_runs, self._emulator_runs + 1
         self.emulator_log = os.path.join(self.workdir, f"emulator{n}.jsonl")
         ready = os.path.join(self.workdir, f"emulator{n}.ready")
         with open(os.path.join(self.workdir, f"emulator{n}.stderr"), "wb") as err:
@@ -258,6 +260,7 @@ class Topology:
         except RuntimeError as e:
             with open(err.name) as f:
                 raise RuntimeError(f"{e}: {f.read().strip()[-800:]}") from None
+        os.unlink(ready)
         return self.emulator
 
     def stop_emulator(self):
