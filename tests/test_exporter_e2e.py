@@ -10,10 +10,13 @@ exactly, each histogram's count and sum (avg_ns x count, to the rounding of
 avg_ns), last delay and jitter; the reflector's counts must equal what crossed
 the forward link, its mean forward delay the sender's near-end mean; and the sender's histogram file, made with the same
 --hist BINS FLOOR CEIL, must hold the same counts as the exporter's buckets.
+A second run shows the services measuring on while the exporter starts late, is
+flooded with garbage, and is killed and restarted: the counts come out right.
 """
 
 import math
 import shutil
+import signal
 import tempfile
 import time
 
@@ -136,3 +139,77 @@ def test_scrape_equals_the_senders_summary(topology, service, short_dir):
             f"No record may be dropped at stage {stage}."
     for role in ("sender", "reflector"):
         assert values(got, "stamp_clock_synchronized", role=role), f"The {role} reported its clock."
+
+
+def test_services_keep_measuring_through_exporter_faults(topology, service, short_dir):
+    """Exporter started late, flooded with garbage, SIGKILLed and restarted mid-run."""
+    import random
+    import threading
+
+    import zmq
+
+    topo = topology("direct")
+    endpoint = f"ipc://{short_dir}/records.sock"
+    zmq_args = ["--zmq", endpoint]
+    refl = service(topo, topo.reflector, "stamp-reflector", topo.reflector.ifname, *zmq_args,
+                   ready="reflecting")
+    count = 80
+    snd = service(topo, topo.sender, "stamp-sender", topo.sender.ifname, topo.reflector.addr,
+                  "-c", count, "-i", "0.05", "-w", "0.3", *zmq_args)
+    snd.wait_event("session_started")
+    time.sleep(0.5)                                    # measuring with no exporter at all
+    first = ExporterProcess(short_dir, endpoint=endpoint)
+    stop, flood = threading.Event(), [0]
+
+    def garbage():
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.PUSH)
+        sock.linger = 0
+        sock.connect(endpoint)
+        rnd = random.Random(5)
+        while not stop.is_set():
+            try:
+                sock.send(b"\xff" + rnd.randbytes(rnd.randrange(0, 120)), zmq.NOBLOCK)
+                flood[0] += 1
+            except zmq.Again:
+                pass
+            time.sleep(0.0005)
+        sock.close()
+        ctx.term()
+
+    flooder = threading.Thread(target=garbage, daemon=True)
+    flooder.start()
+    second = None
+    try:
+        first.wait_for("stamp_exporter_sessions", {"side": "sender"}, 1)
+        time.sleep(0.5)
+        first.stop(signal.SIGKILL)
+        time.sleep(0.5)                                # measuring while the exporter is down
+        second = ExporterProcess(short_dir, endpoint=endpoint)
+        assert snd.wait_exit(120) == 0, f"The sender failed:\n{snd.text()[-3000:]}"
+        stop.set()
+        flooder.join(5)
+        (summary,) = snd.summary()["sessions"]
+        session = {"reflector": f"{topo.reflector.addr}:862", "sender": f"{topo.sender.addr}:862"}
+        got = second.wait_for("stamp_packets_sent_total", session, count)
+        assert refl.stop() == 0
+    finally:
+        stop.set()
+        first.stop(signal.SIGKILL)
+        if second:
+            second.stop()
+    assert summary["sent"] == count and summary["received"] == count, \
+        f"The sender must keep measuring through the exporter's faults: {summary}."
+    for metric, field in (("received", "received"), ("lost", "lost"), ("late", "late")):
+        assert list(values(got, f"stamp_packets_{metric}_total", **session).values()) \
+            == [summary[field]], f"After the restart stamp_packets_{metric}_total must be " \
+                                 f"the sender's {field} ({summary[field]})."
+    reflected = values(got, "stamp_reflector_packets_reflected_total",
+                       sender=f"{topo.sender.addr}:862")
+    assert list(reflected.values()) == [count], \
+        f"The reflector's cumulative count must come through the restart: {reflected}."
+    assert snd.summary()["records_dropped"] == 0, "The queue must cover a one-second outage."
+    malformed = list(values(got, "stamp_records_dropped_total", stage="malformed").values())[0]
+    assert 0 < malformed <= flood[0], \
+        f"The garbage reaching the second exporter must be counted as malformed ({malformed})."
+    assert second.proc.poll() is None or second.proc.returncode == 0
