@@ -78,7 +78,8 @@ def main(argv=None):
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("started", version=__version__, listen=f"{args.host}:{httpd.server_port}",
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    log.info("started", version=__version__, listen=f"{host}:{httpd.server_port}",
              zmq=puller.endpoint, buckets=len(bounds), idle_timeout=args.idle_timeout)
     try:
         receiver.run(puller, aggregator, stop, heartbeat)
