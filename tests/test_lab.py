@@ -107,11 +107,15 @@ def test_emulated_delays_show_in_captures_on_both_sides():
     assert sorted(got) == list(range(50)), f"Every echo should come back, got {got}."
     fwd, back = one_way(s_pkts, r_pkts)
     assert len(fwd) == len(back) == 50, "Both captures should hold all 50 packets each way."
-    assert min(fwd.values()) >= 3 * MS, f"No forward packet may beat the 3 ms delay: {min(fwd.values())} ns."
-    assert min(back.values()) >= 7 * MS, f"No backward packet may beat the 7 ms delay: {min(back.values())} ns."
+    assert min(fwd.values()) >= 3 * MS, \
+        f"No forward packet may beat the 3 ms delay: {min(fwd.values())} ns."
+    assert min(back.values()) >= 7 * MS, \
+        f"No backward packet may beat the 7 ms delay: {min(back.values())} ns."
     fwd_med, back_med = statistics.median(fwd.values()), statistics.median(back.values())
-    assert fwd_med < 3.6 * MS, f"The forward delay should be about 3 ms, its median is {fwd_med / MS:.3f} ms."
-    assert back_med < 7.6 * MS, f"The backward delay should be about 7 ms, its median is {back_med / MS:.3f} ms."
+    assert fwd_med < 3.6 * MS, \
+        f"The forward delay should be about 3 ms, its median is {fwd_med / MS:.3f} ms."
+    assert back_med < 7.6 * MS, \
+        f"The backward delay should be about 7 ms, its median is {back_med / MS:.3f} ms."
     forwarded = [e for e in log if e["event"] == "forward"]
     assert len(forwarded) == 100 and log[-1]["event"] == "summary", \
         "The emulator log should list 100 forwarded STAMP frames and end with its summary."
@@ -125,32 +129,37 @@ def test_chosen_seqs_are_dropped_and_nothing_else():
         start_echo(topo)
         got, s_pkts, r_pkts = captured(topo, lambda: send_seqs(topo, 10, 0.005))
         log = emulator_log(topo)
-    assert sorted(got) == [0, 1, 2, 4, 6, 8, 9], f"Echoes of 3, 5 (forward) and 7 (backward) should be lost: {got}."
+    assert sorted(got) == [0, 1, 2, 4, 6, 8, 9], \
+        f"Echoes of 3, 5 (lost forward) and 7 (lost backward) should be missing: {got}."
     reached = sorted(p.seq for p in r_pkts if p.dst == netns.REFLECTOR_ADDR)
-    assert reached == [0, 1, 2, 4, 6, 7, 8, 9], f"The reflector's capture should miss exactly 3 and 5: {reached}."
+    assert reached == [0, 1, 2, 4, 6, 7, 8, 9], \
+        f"The reflector's capture should miss exactly 3 and 5: {reached}."
     drops = sorted((e["dir"], e["seq"]) for e in log if e["event"] == "drop")
-    assert drops == [("back", 7), ("fwd", 3), ("fwd", 5)], f"The log should record the three drops: {drops}."
+    assert drops == [("back", 7), ("fwd", 3), ("fwd", 5)], \
+        f"The log should record the three drops: {drops}."
     truth = {k.seq: d for k, d in capture.stamp_delays(s_pkts, r_pkts).items()}
     assert sorted(truth) == list(range(10)), "stamp_delays should list every packet sent."
     assert truth[3] == truth[5] == (None, None), "A packet lost forward has neither delay."
-    assert truth[7].fwd_ns > MS and truth[7].back_ns is None, "A reply lost backward has only a forward delay."
+    assert truth[7].fwd_ns > MS and truth[7].back_ns is None, \
+        "A reply lost backward has only a forward delay."
 
 
 def test_drop_probability_is_seeded_and_agrees_with_the_captures():
-    def run_once():
-        args = ["--drop-prob", "fwd:0.3", "--seed", "42"]
-        with Topology("emulated", emulator_args=args) as topo:
-            start_echo(topo)
-            got, _, r_pkts = captured(topo, lambda: send_seqs(topo, 40, 0.002))
+    args = ["--drop-prob", "fwd:0.3", "--seed", "42"]
+    runs = []
+    with Topology("emulated", emulator_args=args) as topo:
+        start_echo(topo)
+        for _ in range(2):              # the second run restarts the emulator, same seed
+            _, _, r_pkts = captured(topo, lambda: send_seqs(topo, 40, 0.002))
             log = emulator_log(topo)
-        dropped = sorted(e["seq"] for e in log if e["event"] == "drop")
-        reached = {p.seq for p in r_pkts if p.dst == netns.REFLECTOR_ADDR}
-        assert sorted(set(range(40)) - reached) == dropped, \
-            f"The seqs missing at the reflector should be those the log says were dropped: {dropped}."
-        return dropped
-    first = run_once()
-    assert 3 <= len(first) <= 25, f"About 30% of 40 packets should be dropped, not {len(first)}."
-    assert run_once() == first, "The same seed should drop the same packets."
+            dropped = sorted(e["seq"] for e in log if e["event"] == "drop")
+            reached = {p.seq for p in r_pkts if p.dst == netns.REFLECTOR_ADDR}
+            assert sorted(set(range(40)) - reached) == dropped, \
+                f"The seqs missing at the reflector should be the ones logged as dropped: {dropped}."
+            runs.append(dropped)
+            topo.start_emulator(args)
+    assert 3 <= len(runs[0]) <= 25, f"About 30% of 40 packets should be dropped, not {len(runs[0])}."
+    assert runs[0] == runs[1], f"The same seed should drop the same packets: {runs}."
 
 
 def test_delay_seq_makes_one_packet_late_and_reorder_swaps_two():
@@ -159,11 +168,13 @@ def test_delay_seq_makes_one_packet_late_and_reorder_swaps_two():
         start_echo(topo)
         got, s_pkts, r_pkts = captured(topo, lambda: send_seqs(topo, 8, 0.01))
     at_reflector = [p.seq for p in r_pkts if p.dst == netns.REFLECTOR_ADDR]
-    assert at_reflector == [0, 1, 3, 2, 4, 5, 6, 7], f"2 should reach the reflector just after 3: {at_reflector}."
+    assert at_reflector == [0, 1, 3, 2, 4, 5, 6, 7], \
+        f"2 should reach the reflector just after 3: {at_reflector}."
     back_order = [p.seq for p in s_pkts if p.dst == netns.SENDER_ADDR]
     assert back_order[-1] == 4, f"The reply to 4 should come back last: {back_order}."
     _, back = one_way(s_pkts, r_pkts)
-    assert 300 * MS <= back[4] < 400 * MS, f"Reply 4 should take 300 ms more, took {back[4] / MS:.1f} ms."
+    assert 300 * MS <= back[4] < 400 * MS, \
+        f"Reply 4 should take 300 ms more, took {back[4] / MS:.1f} ms."
     assert max(v for k, v in back.items() if k != 4) < 50 * MS, "Only reply 4 should be held back."
 
 
@@ -272,13 +283,14 @@ def test_direct_shape_extra_addresses_and_names():
         ping = topo.run(topo.sender, ["ping", "-c", "1", "-W", "2", extra[-1]], capture_output=True)
         offload = topo.run(topo.reflector, ["ethtool", "-k", topo.reflector.ifname],
                            capture_output=True, text=True).stdout
-        lo = topo.run(topo.sender, ["ip", "-j", "link", "show", "lo"], capture_output=True, text=True).stdout
+        lo = [json.loads(topo.run(h, ["ip", "-j", "link", "show", "lo"], capture_output=True,
+                                  text=True).stdout)[0]["flags"] for h in topo.hosts]
     assert all(len(n) <= 15 and n.startswith(topo.prefix) for n in names), f"Bad interface names: {names}."
     assert len(set(extra)) == 300 and extra[0] == "198.19.0.1", f"Unexpected extra addresses: {extra[:3]}."
     assert not any(a.endswith((".0", ".255")) for a in extra), "Extra addresses should skip .0 and .255."
     assert ping.returncode == 0, f"The sender should reach the reflector's extra address {extra[-1]}."
     assert "tx-checksumming: off" in offload, "TX checksum offload should be off on every veth end."
-    assert '"UP"' in lo or "LOWER_UP" in lo, "lo should be up in every namespace."
+    assert all("UP" in flags for flags in lo), f"lo should be up in every namespace: {lo}."
 
 
 def test_teardown_leaves_nothing_behind_even_when_the_body_raises():
@@ -303,6 +315,17 @@ def test_teardown_leaves_nothing_behind_even_when_the_body_raises():
              "Z" not in open(f"/proc/{pid}/stat").read().split()[2]]
     assert alive == [], f"Processes left in a namespace should be killed: {alive}."
     assert not os.path.exists(topo.workdir), "The temporary work folder should be removed."
+
+
+def test_a_failing_build_leaves_nothing_behind():
+    topo = Topology("emulated", emulator_args=["--drop", "sideways:1"])
+    with pytest.raises(RuntimeError, match="sideways:1"):
+        with topo:
+            pass
+    assert netns.list_namespaces(topo.prefix) == [], \
+        "An emulator that refuses its flags should leave no namespace behind."
+    with pytest.raises(ValueError):
+        Topology("direct", emulator_args=["--fwd-delay", "1ms"])
 
 
 def test_cleanup_removes_what_a_crashed_run_left():
