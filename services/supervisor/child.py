@@ -9,6 +9,7 @@ import time
 from .output import Pump
 
 _PR_SET_PDEATHSIG = 1
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -16,6 +17,13 @@ def _die_with_parent():
     """In the child before exec: get SIGTERM when the supervisor dies, so an orphan
     never keeps measuring (or keeps its TC filters) after a SIGKILLed supervisor."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _die_with_parent_without_caps():
+    """As _die_with_parent, and clear the ambient capabilities: a non-root supervisor
+    (the systemd unit) passes its CAP_BPF etc. to a child that needs none as nothing."""
+    _die_with_parent()
+    _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
 
 
 def describe_status(returncode):
@@ -31,8 +39,9 @@ def describe_status(returncode):
 class Child:
     """A child by name, with its current process (if any) and its crash history."""
 
-    def __init__(self, name, argv):
+    def __init__(self, name, argv, needs_caps=True):
         self.name, self.argv = name, argv
+        self.needs_caps = needs_caps
         self.proc = None
         self.pidfd = None
         self.started_at = 0.0
@@ -58,7 +67,8 @@ class Child:
         """Start the process (own session: a terminal's Ctrl-C reaches only the supervisor)."""
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
+            stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=_die_with_parent if self.needs_caps else _die_with_parent_without_caps)
         self.pidfd = os.pidfd_open(self.proc.pid)
         self.started_at = time.monotonic()
         self.restart_at = None

@@ -32,7 +32,7 @@ class Supervisor:
 
     def __init__(self, cfg, commands, out, log, reload=None, pusher=None):
         self.cfg = cfg
-        self.children = {n: Child(n, argv) for n, argv in commands.items()}
+        self.children = {n: _child(n, argv) for n, argv in commands.items()}
         self._out, self._log = out, log
         self._reload, self._pusher = reload, pusher
         self._signals = []
@@ -212,7 +212,7 @@ class Supervisor:
                     self._stop(child)
         for name in START_ORDER:
             if name in changed and name in commands:
-                child = self.children[name] = Child(name, commands[name])
+                child = self.children[name] = _child(name, commands[name])
                 child.restarts = restarts.get(name, 0)
                 self._start(child)
         self._log.info("reloaded", restarted=changed,
@@ -244,6 +244,11 @@ class Supervisor:
             return
         self._pusher.push([records.SupervisorStats(n, c.running, c.restarts, c.pid)
                            for n, c in self.children.items()])
+
+
+def _child(name, argv):
+    """The exporter needs no capability: it serves HTTP and reads a socket."""
+    return Child(name, argv, needs_caps=name != "exporter")
 
 
 def _accepts(listen):
