@@ -149,6 +149,16 @@ def run_dir():
             pass
 
 
+def readme_series_per_session(histogram):
+    """chart/README.md's series per session: {"sender pod": n, "reflector pod": n}.
+
+    The column of the default buckets, or of histogram.enabled with its defaults.
+    """
+    text = (CHART / "README.md").read_text()
+    return {m.group(1): int(m.group(3 if histogram else 2)) for m in
+            re.finditer(r"^\| (sender pod|reflector pod) \(.*?\| .*? \| (\d+) \| (\d+) \|$", text, re.M)}
+
+
 def session_series(metrics, key, value):
     return [(n, l) for n, l, _ in metrics if l.get(key) == value]
 
@@ -159,7 +169,7 @@ def value_of(metrics, name, **labels):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("scenario", ["default", "capabilities-only"])
+@pytest.mark.parametrize("scenario", ["default", "capabilities-only", "histogram"])
 def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_path, scenario):
     docs = render(helm_bin, helm_env, [scenario_file(scenario)], release=RELEASE, namespace=NAMESPACE)
     sender_ds, reflector_ds = daemonset(docs, "sender"), daemonset(docs, "reflector")
@@ -222,13 +232,26 @@ def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_
             rm = scraped[(y.host.addr, reflector_port)]
             assert value_of(rm, "stamp_reflector_packets_reflected_total", sender=f"{x.host.addr}:{refl_udp}"), (
                 f"The reflector pod on {y.host.addr} should report the packets of {x.host.addr}'s sender.")
-            # chart/README.md's series count, with the default 22 buckets: 87 per sender session,
-            # 28 per reflector session.
-            assert len(session_series(sm, "reflector", peer)) == 87, (
-                f"A sender session should have 87 series, as chart/README.md says; it has "
-                f"{len(session_series(sm, 'reflector', peer))}.")
-            assert len(session_series(rm, "sender", f"{x.host.addr}:{refl_udp}")) == 28, (
-                "A reflector session should have 28 series, as chart/README.md says.")
+            readme = readme_series_per_session(histogram=scenario == "histogram")
+            for what, got in (("sender pod", len(session_series(sm, "reflector", peer))),
+                              ("reflector pod", len(session_series(rm, "sender", f"{x.host.addr}:{refl_udp}")))):
+                assert got == readme[what], (
+                    f"A session has {got} series in the {what}'s exporter; chart/README.md says "
+                    f"{readme[what]} ({scenario}): one of them is wrong.")
+
+        if scenario == "histogram":
+            for node in (a, b):
+                for comp in ("sender", "reflector"):
+                    args = container(daemonset(docs, comp), comp)["args"]
+                    path = args[args.index("--histpath") + 1]
+                    assert path.startswith("/tmp/"), f"The {comp}'s histogram file should be in the pod's /tmp."
+                    on_disk = tmp_path / f"{node.host.ns}-{comp}" / "tmp" / path[len("/tmp/"):]
+                    until = time.monotonic() + 15
+                    while not on_disk.exists() and time.monotonic() < until:
+                        time.sleep(0.5)
+                    assert on_disk.exists(), (
+                        f"The {comp} on {node.host.addr} should write its histograms to {path}, "
+                        "in the pod's /tmp emptyDir.")
 
         for node in (a, b):
             for label in ("sender/sender", "reflector/reflector"):
