@@ -104,10 +104,13 @@ def wait_until(pred, timeout, what):
 
 
 class SupervisorRun:
-    """`stamp-bpf run ARGS` (in namespace `ns`), stdout and stderr collected by line."""
+    """`stamp-bpf run ARGS` (in namespace `ns`), stdout and stderr collected by line.
 
-    def __init__(self, args, ns=None):
-        argv = [STAMP_BPF, "run", "--log-format", "json", *args]
+    Its pid is the supervisor's: `ip netns exec` and the sandbox exec, not fork."""
+
+    def __init__(self, args, ns=None, wrap=lambda argv: argv):
+        """wrap(argv) may put the command inside another (a sandbox)."""
+        argv = wrap([STAMP_BPF, "run", "--log-format", "json", *args])
         if ns:
             argv = ["ip", "netns", "exec", ns, *argv]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
@@ -170,3 +173,155 @@ class SupervisorRun:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+# -- systemd sandbox emulation ------------------------------------------------
+# systemd is not PID 1 in the test container, so `systemd-run -p ...` cannot run
+# a service under a unit's sandbox. unit_sandbox_argv() rebuilds the parts that
+# can stop bcc or the services from working, from the unit file's own lines:
+#   DynamicUser=/User=            uid and gid 65534, ambient capabilities kept
+#   CapabilityBoundingSet=        every other capability dropped from the bounding set
+#   ProtectSystem=strict, ProtectHome=, PrivateTmp=
+#                                 / read-only (RuntimeDirectory= writable), tmpfs on /tmp, /root, /home
+#   ProtectKernelTunables=        /sys and /proc/sys read-only
+#   ProtectKernelModules=         /usr/lib/modules inaccessible
+#   NoNewPrivileges=              PR_SET_NO_NEW_PRIVS
+#   MemoryDenyWriteExecute=       seccomp, as systemd 252 does: no W+X mmap, no mprotect(PROT_EXEC)
+#   SystemCallFilter=, ProtectClock=, RestrictAddressFamilies=
+#                                 one seccomp allow list (EPERM otherwise), groups expanded
+#                                 with systemd-analyze syscall-filter
+# Not emulated (they cannot get in bcc's way): ProtectKernelLogs, ProtectControlGroups,
+# ProtectHostname, DevicePolicy, RestrictNamespaces, RestrictRealtime, RestrictSUIDSGID,
+# LockPersonality, RemoveIPC, PrivateMounts, UMask.
+
+CAPS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12,
+        "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38,
+        "CAP_BPF": 39}
+FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16, "AF_PACKET": 17}
+
+
+def unit_options(path):
+    """The [Service] lines of a unit: {key: [value, ...]} in file order."""
+    opts, section = {}, None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif section == "[Service]" and "=" in line and not line.startswith("#"):
+                k, _, v = line.partition("=")
+                opts.setdefault(k, []).append(v)
+    return opts
+
+
+def unit_sandbox_argv(unit_path, argv, rw_paths=(), **override):
+    """argv wrapped to run as under the unit's sandbox (run as root, in any netns).
+
+    override replaces unit options, e.g. ProtectKernelModules=["yes"]."""
+    opts = dict(unit_options(unit_path), **override)
+    spec = {"opts": opts, "rw": list(rw_paths), "argv": list(argv)}
+    return ["unshare", "--mount", "--", sys.executable, os.path.abspath(__file__),
+            json.dumps(spec)]
+
+
+def _syscall_group(name, cache={}):
+    if name not in cache:
+        out = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True,
+                             text=True, check=True).stdout
+        names = set()
+        for line in out.splitlines()[1:]:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                names |= _syscall_group(line) if line.startswith("@") else {line}
+        cache[name] = names
+    return cache[name]
+
+
+def _syscalls(words):
+    return set().union(*(_syscall_group(w) if w.startswith("@") else {w} for w in words))
+
+
+def _sandbox_exec(spec):
+    import ctypes
+    import seccomp  # Debian's python3-seccomp
+    libc = ctypes.CDLL(None, use_errno=True)
+    opts, yes = spec["opts"], lambda k: opts.get(k, [""])[-1] in ("yes", "true", "strict")
+
+    def sh(*a):
+        subprocess.run(a, check=True)
+
+    sh("mount", "--make-rprivate", "/")
+    if yes("ProtectKernelModules"):
+        sh("mount", "-t", "tmpfs", "-o", "mode=000", "tmpfs", "/usr/lib/modules")
+    if yes("ProtectKernelTunables"):
+        for p in ("/sys", "/proc/sys"):
+            sh("mount", "--bind", p, p)
+            sh("mount", "-o", "remount,bind,ro", p)
+    if yes("ProtectSystem") or yes("DynamicUser"):
+        for p in ("/tmp", "/root", "/home"):
+            sh("mount", "-t", "tmpfs", "tmpfs", p)
+        for p in spec["rw"]:
+            sh("mount", "--bind", p, p)
+        sh("mount", "-o", "remount,bind,ro", "/")
+    keep = [CAPS[c] for v in opts.get("CapabilityBoundingSet", []) for c in v.split()]
+    for cap in range(0, 41):
+        if cap not in keep:
+            libc.prctl(24, cap, 0, 0, 0)                        # PR_CAPBSET_DROP
+    if yes("DynamicUser"):
+        ambient = [CAPS[c] for v in opts.get("AmbientCapabilities", []) for c in v.split()]
+        libc.prctl(8, 1, 0, 0, 0)                               # PR_SET_KEEPCAPS
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+
+        class Hdr(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        class Data(ctypes.Structure):
+            _fields_ = [("eff", ctypes.c_uint32), ("perm", ctypes.c_uint32),
+                        ("inh", ctypes.c_uint32)]
+        hdr, data = Hdr(0x20080522, 0), (Data * 2)()
+        libc.capget(ctypes.byref(hdr), data)
+        for c in ambient:
+            data[c // 32].inh |= 1 << (c % 32)
+            data[c // 32].eff |= 1 << (c % 32)
+        if libc.capset(ctypes.byref(hdr), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset")
+        for c in ambient:
+            if libc.prctl(47, 2, c, 0, 0) != 0:                 # PR_CAP_AMBIENT_RAISE
+                raise OSError(ctypes.get_errno(), "PR_CAP_AMBIENT_RAISE")
+    if yes("NoNewPrivileges") or yes("DynamicUser"):
+        libc.prctl(38, 1, 0, 0, 0)                              # PR_SET_NO_NEW_PRIVS
+    if yes("MemoryDenyWriteExecute"):
+        f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+        w_x = 0x2 | 0x4
+        f.add_rule(seccomp.ERRNO(1), "mmap", seccomp.Arg(2, seccomp.MASKED_EQ, w_x, w_x))
+        for call in ("mprotect", "pkey_mprotect"):
+            f.add_rule(seccomp.ERRNO(1), call, seccomp.Arg(2, seccomp.MASKED_EQ, 0x4, 0x4))
+        f.load()
+    allow, deny = set(), set()
+    for v in opts.get("SystemCallFilter", []):
+        (deny if v.startswith("~") else allow).update(_syscalls(v.lstrip("~").split()))
+    if yes("ProtectClock"):
+        deny |= _syscall_group("@clock")
+    families = [FAMILIES[a] for v in opts.get("RestrictAddressFamilies", []) for a in v.split()]
+    if allow or deny or families:
+        f = seccomp.SyscallFilter(defaction=seccomp.ERRNO(1) if allow else seccomp.ALLOW)
+        for call in sorted(allow - deny - ({"socket"} if families and allow else set())):
+            try:
+                f.add_rule(seccomp.ALLOW, call)
+            except (RuntimeError, ValueError):
+                pass  # a name this libseccomp or architecture does not know
+        for call in sorted(deny) if not allow else []:
+            try:
+                f.add_rule(seccomp.ERRNO(1), call)
+            except (RuntimeError, ValueError):
+                pass
+        for fam in families if allow else []:
+            f.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, fam))
+        f.load()
+    os.execvp(spec["argv"][0], spec["argv"])
+
+
+if __name__ == "__main__":
+    _sandbox_exec(json.loads(sys.argv[1]))
