@@ -46,13 +46,14 @@ class Aggregator:
             return
         kind = type(recs[0])
         if kind is records.SenderPacket:
-            packet = self.sender.packet
+            packet, good = self.sender.packet, len(recs)
             for rec in recs:
                 if rec.outcome > records.OUTCOME_DUPLICATE:
                     self.pipeline.bad("bad_outcome", f"outcome {rec.outcome} in {rec}")
+                    good -= 1
                     continue
                 packet(rec, now)
-                self.pipeline.received += 1
+            self.pipeline.received += good
             return
         route = self._routes[kind]
         for rec in recs:
