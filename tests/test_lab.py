@@ -19,8 +19,10 @@ import pytest
 from stamp_bpf.lab import capture, netns
 from stamp_bpf.lab.netns import Topology
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 MS = 1_000_000
+# The emulator adds ~0.1 ms to each leg on an idle machine; under heavy load (other
+# test suites on 2 cores) up to ~0.7 ms was seen, so upper bounds allow 1 ms.
 
 # A stateless STAMP-like reflector: the reply carries the request's seq at bytes 0 and 24
 # (Sequence Number and Session-Sender Sequence Number of RFC 8762 Figure 5).
@@ -112,9 +114,9 @@ def test_emulated_delays_show_in_captures_on_both_sides():
     assert min(back.values()) >= 7 * MS, \
         f"No backward packet may beat the 7 ms delay: {min(back.values())} ns."
     fwd_med, back_med = statistics.median(fwd.values()), statistics.median(back.values())
-    assert fwd_med < 3.6 * MS, \
+    assert fwd_med < 4 * MS, \
         f"The forward delay should be about 3 ms, its median is {fwd_med / MS:.3f} ms."
-    assert back_med < 7.6 * MS, \
+    assert back_med < 8 * MS, \
         f"The backward delay should be about 7 ms, its median is {back_med / MS:.3f} ms."
     forwarded = [e for e in log if e["event"] == "forward"]
     assert len(forwarded) == 100 and log[-1]["event"] == "summary", \
@@ -347,3 +349,22 @@ def test_emulator_rejects_bad_flags_with_one_clear_line():
         last = res.stderr.strip().splitlines()[-1]
         assert res.returncode == 2 and value in last and "Traceback" not in res.stderr, \
             f"{flag} {value} should be refused in one line naming the value, got: {res.stderr}"
+
+
+def test_demo_runs_the_services_and_reports_the_truth():
+    res = subprocess.run([sys.executable, "-m", "stamp_bpf.lab.demo", "-c", "5", "-i", "0.1",
+                          "-f", "2ms", "-b", "4ms", "-j", "0"],
+                         capture_output=True, text=True, timeout=180)
+    out = res.stdout
+    assert res.returncode == 0, f"The demo should end cleanly after 5 packets: {out}{res.stderr}"
+    namespaces = out.split("lab: namespaces ")[1].split(";")[0].split(", ")
+    assert netns.list_namespaces(namespaces[0].rsplit("-", 1)[0]) == [], \
+        f"The demo should remove its namespaces {namespaces}."
+    assert "5 test packets sent; lost forward 0, lost backward 0." in out, f"Truth missing: {out}"
+    medians = {line.split()[0]: float(line.split("median")[1].split()[0])
+               for line in out.splitlines() if "median" in line}
+    assert 2.0 <= medians["forward"] < 3.0 and 4.0 <= medians["backward"] < 5.0, \
+        f"The captured medians should be about 2 ms forward and 4 ms backward: {medians}."
+    summary = [json.loads(line) for line in out.splitlines() if line.startswith("{")][-1]
+    assert summary["event"] == "summary" and summary["sessions"][0]["received"] == 5, \
+        f"The sender's own summary should show 5 replies: {summary}."

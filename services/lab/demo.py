@@ -95,14 +95,15 @@ def report(args, truth):
     rtt = [d.fwd_ns + d.back_ns for d in truth.values() if d.fwd_ns is not None and d.back_ns is not None]
     print(f"\nThe emulated truth: forward {args.fwd_delay}, backward {args.back_delay}, "
           f"jitter +-{args.jitter} (uniform, no reordering), no loss.")
-    print("What captures on both ends saw (between the interfaces, TC included):")
+    print("What packet captures on the sender's and the reflector's interface saw:")
     print(summarize("forward", fwd))
     print(summarize("backward", back))
     print(summarize("rtt", rtt))
     lost_fwd = len(truth) - len(fwd)
     print(f"  {len(truth)} test packets sent; lost forward {lost_fwd}, lost backward {len(fwd) - len(back)}.")
-    print("The emulator adds about 0.1 ms of its own to each leg; the sender's figures should "
-          "match the captures to within a few microseconds.")
+    print("The captures see frames just after TC egress and just before TC ingress, where\n"
+          "stamp-bpf timestamps them: the sender's figures should agree to a few microseconds.\n"
+          "The emulator itself adds about 0.1 ms to each leg.")
 
 
 def run(args, topo):
@@ -117,6 +118,8 @@ def run(args, topo):
     if args.exporter:
         exporter = service(None, "stamp-exporter", ["--listen", args.exporter, "--zmq", zmq,
                                                     "--log-format", "json"])
+    print(f"lab: namespaces {topo.sender.ns}, {topo.middle.ns}, {topo.reflector.ns}; "
+          f"files in {topo.workdir}")
     print("starting stamp-reflector (it compiles its eBPF programs first: a few seconds)", flush=True)
     reflector = service(topo.reflector, "stamp-reflector",
                         [topo.reflector.ifname, "--zmq", zmq, "--log-format", "json"])
