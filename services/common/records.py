@@ -6,6 +6,7 @@ and its byte order; change both together and bump VERSION on any layout change.
 
     encode(records) -> bytes      all records of one kind, at most MAX_COUNT
     decode(buf) -> list           raises RecordError(reason) on a malformed message
+    decode_raw(buf)               (kind class, plain tuples in wire form), for speed
 """
 
 import functools
@@ -214,3 +215,13 @@ def decode(buf):
     """Unpack one message into a list of records (NamedTuples of one kind)."""
     kind, _ = decode_header(buf)
     return kind.unpack(memoryview(buf)[HEADER.size:])
+
+
+def decode_raw(buf):
+    """(record class, iterator of plain tuples) of one message, without conversions.
+
+    The tuples have the NamedTuple's field order, but IPv4 addresses are 4 bytes,
+    bools are ints and strings NUL-padded bytes. Raises RecordError like decode.
+    """
+    kind, _ = decode_header(buf)
+    return kind.cls, kind.struct.iter_unpack(memoryview(buf)[HEADER.size:])

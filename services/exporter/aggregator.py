@@ -29,9 +29,11 @@ class Aggregator:
         self.info = ServiceInfo(log)
         self.pipeline = Pipeline(self.info, {"sender": self.sender,
                                              "reflector": self.reflector}, log)
-        self._routes = {records.ReflectorPacket: self.reflector.packet,
-                        records.SessionStats: self.sender.stats,
-                        records.ServiceStats: self.info.service,
+        # Session records are aggregated as raw tuples (addresses as bytes, fast); the
+        # few service records as NamedTuples.
+        self._raw_routes = {records.ReflectorPacket: self.reflector.packet,
+                            records.SessionStats: self.sender.stats}
+        self._routes = {records.ServiceStats: self.info.service,
                         records.SupervisorStats: self.info.supervisor}
         self.registry = CollectorRegistry()
         for collector in (self.pipeline, self.info, ProcessCollector(registry=None)):
@@ -40,22 +42,24 @@ class Aggregator:
     def handle(self, msg, now):
         """Aggregate one message (bytes); malformed ones are counted, never raised."""
         try:
-            recs = records.decode(msg)
+            kind, raw = records.decode_raw(msg)
         except records.RecordError as e:
             self.pipeline.bad(e.reason, str(e))
             return
-        kind = type(recs[0])
         if kind is records.SenderPacket:
-            packet, good = self.sender.packet, len(recs)
-            for rec in recs:
-                if rec.outcome > records.OUTCOME_DUPLICATE:
-                    self.pipeline.bad("bad_outcome", f"outcome {rec.outcome} in {rec}")
-                    good -= 1
+            packet, n = self.sender.packet, 0
+            for rec in raw:
+                n += 1
+                if rec[4] > records.OUTCOME_DUPLICATE:
+                    self.pipeline.bad("bad_outcome", f"outcome {rec[4]} in {rec}")
+                    n -= 1
                     continue
                 packet(rec, now)
-            self.pipeline.received += good
+            self.pipeline.received += n
             return
-        route = self._routes[kind]
+        route = self._raw_routes.get(kind)
+        recs = list(raw) if route else records.decode(msg)
+        route = route or self._routes[kind]
         for rec in recs:
             route(rec, now)
         self.pipeline.received += len(recs)

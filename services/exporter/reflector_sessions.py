@@ -1,31 +1,32 @@
 """Reflector sessions: packets reflected and the forward delay T2-T1, labelled by sender."""
 
 from . import textformat
-from .sessions import Session, SessionTable, render_delays, render_info
+from .sessions import Session, SessionTable, endpoints, render_delays, render_info
 
 DIRECTIONS = ("near_end",)
 
 
 class ReflectorSession(Session):
     def __init__(self, key, buckets):
-        sender, sender_port, refl, refl_port = key
-        super().__init__({"sender": f"{sender}:{sender_port}", "reflector": f"{refl}:{refl_port}"},
-                         DIRECTIONS, buckets)
+        sender, reflector = endpoints(key)
+        super().__init__({"sender": sender, "reflector": reflector}, DIRECTIONS, buckets)
         self.reflected = 0
 
 
 class ReflectorSessions:
-    """Aggregates ReflectorPacket records; renders the stamp_reflector_ families."""
+    """Aggregates ReflectorPacket records (records.decode_raw tuples); renders the
+    stamp_reflector_ families."""
 
     def __init__(self, buckets, log):
         self.table = SessionTable(lambda key: ReflectorSession(key, buckets), "reflector", log)
 
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
-        s.reflected = rec.reflected
-        s.timestamping = rec.timestamping
-        if rec.t1_ns and rec.t2_ns:
-            s.delays["near_end"].observe(rec.t2_ns - rec.t1_ns)
+        s.timestamping = rec[4]
+        t1, t2 = rec[7:9]
+        s.reflected = rec[10]
+        if t1 and t2:
+            s.delays["near_end"].observe(t2 - t1)
 
     def render(self):
         sessions = list(self.table.sessions.values())

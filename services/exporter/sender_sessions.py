@@ -3,7 +3,7 @@
 from stamp_bpf.common import records
 
 from . import textformat
-from .sessions import Session, SessionTable, render_delays, render_info
+from .sessions import Session, SessionTable, endpoints, render_delays, render_info
 
 DIRECTIONS = ("near_end", "far_end", "round_trip")
 COUNTERS = (  # (family, help); values come from the records' cumulative counters
@@ -18,14 +18,16 @@ COUNTERS = (  # (family, help); values come from the records' cumulative counter
 
 class SenderSession(Session):
     def __init__(self, key, buckets):
-        refl, refl_port, sender, sender_port = key
-        super().__init__({"reflector": f"{refl}:{refl_port}", "sender": f"{sender}:{sender_port}"},
-                         DIRECTIONS, buckets)
+        reflector, sender = endpoints(key)
+        super().__init__({"reflector": reflector, "sender": sender}, DIRECTIONS, buckets)
         self.counters = (0, 0, 0, 0, 0, 0)
 
 
 class SenderSessions:
-    """Aggregates SenderPacket and SessionStats records; renders the sender families."""
+    """Aggregates SenderPacket and SessionStats records; renders the sender families.
+
+    Records come as records.decode_raw tuples: field order of the NamedTuples.
+    """
 
     def __init__(self, buckets, log):
         self.table = SessionTable(lambda key: SenderSession(key, buckets), "sender", log)
@@ -47,10 +49,10 @@ class SenderSessions:
     def stats(self, rec, now):
         s = self.table.get(rec[0:4], now)
         s.counters = rec[4:10]
-        if rec.ended:
-            self.table.log.info("session_ended", side="sender", sent=rec.sent,
-                                received=rec.received, lost=rec.lost, late=rec.late,
-                                **s.labels)
+        if rec[10]:     # ended
+            sent, received, lost, late = rec[4:8]
+            self.table.log.info("session_ended", side="sender", sent=sent, received=received,
+                                lost=lost, late=late, **s.labels)
 
     def render(self):
         sessions = list(self.table.sessions.values())

@@ -1,11 +1,18 @@
 """What sender and reflector sessions share: the table with idle removal, delay families."""
 
 import itertools
+import socket
 
 from stamp_bpf.common import records
 
 from . import textformat
 from .delays import DelayStats
+
+
+def endpoints(key):
+    """("a.b.c.d:port", "e.f.g.h:port") of a session key in wire form (4-byte addresses)."""
+    a, a_port, b, b_port = key
+    return f"{socket.inet_ntoa(a)}:{a_port}", f"{socket.inet_ntoa(b)}:{b_port}"
 
 
 class Session:
