@@ -191,6 +191,8 @@ def test_default_install_is_a_full_mesh(helm_bin, helm_env):
         f"PodMonitor and a ServiceAccount; it deploys {kinds}.")
     svc = by_kind(docs, "Service")[0]
     assert svc["spec"]["clusterIP"] == "None", "The reflector Service must be headless."
+    assert svc["spec"]["publishNotReadyAddresses"] is True, (
+        "A reflector pod that is not ready should stay in DNS, so its failure shows as loss.")
     reflector_pod = daemonset(docs, "reflector")["spec"]["template"]
     sender_pod = daemonset(docs, "sender")["spec"]["template"]
     selector = svc["spec"]["selector"]
