@@ -182,7 +182,8 @@ class SupervisorRun:
 #   DynamicUser=/User=            uid and gid 65534, ambient capabilities kept
 #   CapabilityBoundingSet=        every other capability dropped from the bounding set
 #   ProtectSystem=strict, ProtectHome=, PrivateTmp=
-#                                 / read-only (RuntimeDirectory= writable), tmpfs on /tmp, /root, /home
+#                                 / read-only (RuntimeDirectory= writable), tmpfs on /tmp,
+#                                 /var/tmp, /root, /home
 #   ProtectKernelTunables=        /sys and /proc/sys read-only
 #   ProtectKernelModules=         /usr/lib/modules inaccessible
 #   NoNewPrivileges=              PR_SET_NO_NEW_PRIVS
@@ -258,7 +259,7 @@ def _sandbox_exec(spec):
             sh("mount", "--bind", p, p)
             sh("mount", "-o", "remount,bind,ro", p)
     if yes("ProtectSystem") or yes("DynamicUser"):
-        for p in ("/tmp", "/root", "/home"):
+        for p in ("/tmp", "/var/tmp", "/root", "/home"):
             sh("mount", "-t", "tmpfs", "tmpfs", p)
         for p in spec["rw"]:
             sh("mount", "--bind", p, p)

@@ -124,7 +124,7 @@ def test_child_crashing_on_start_makes_the_supervisor_give_up(run, bin_dir):
     assert len(started(bin_dir, "sender")) == 3, \
         "maxRestarts=2 means the first start plus two restarts, then no more."
     err = b"".join(sup.stderr).decode()
-    assert "sender crashed 3 times in a row (last: exit_code 3)" in err \
+    assert "sender crashed 3 times in a row (last: exit code 3)" in err \
         and "the crash order file says so" in err, \
         f"The give-up line on stderr names the child, the count, the exit code and its last words: {err!r}"
     gave_up = sup.events("child_gave_up", child="sender")
@@ -198,7 +198,7 @@ def test_stats_records_reach_the_exporter_endpoint(run, bin_dir, tmp_path):
     assert set(latest) == {"exporter", "reflector", "sender"} and \
         all(r.up and r.pid > 0 for r in latest.values()), \
         f"Each child has a stats record with up and pid: {latest}."
-    assert latest["sender"].pid == started(bin_dir, "sender")[-1]["pid"], \
+    assert latest["sender"].pid == sup.events("child_restarted", child="sender")[-1]["pid"], \
         "The sender's record carries the pid of the restarted process."
 
 

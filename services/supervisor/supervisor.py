@@ -166,7 +166,7 @@ class Supervisor:
                           restart_in_s=round(delay, 3), crashes_in_a_row=child.streak, **status)
 
     def _give_up(self, child, status):
-        how = ", ".join(f"{k} {v}" for k, v in status.items() if k != "pid")
+        how = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in status.items() if k != "pid")
         last = child.last_lines()
         message = (f"{child.name} crashed {child.streak} times in a row (last: {how}); "
                    f"giving up after supervisor.maxRestarts = {self.cfg['supervisor.maxRestarts']} "
