@@ -256,6 +256,7 @@ def test_idle_sessions_are_removed(exporter_factory):
     with recordpipe.RecordPusher(exp.endpoint) as pusher:
         pusher.push(synthetic_stream()[0])
         pusher.push(synthetic_stream()[5])     # three processes' ServiceStats
+        pusher.push([records.SessionStats("10.0.0.2", 862, "10.0.0.1", 862, 7, 3, 2, 1, 1, 1, True)])
         exp.wait_for("stamp_exporter_sessions", {"side": "sender"}, 1)
         time.sleep(2.5)
         got = exp.samples()
@@ -269,6 +270,9 @@ def test_idle_sessions_are_removed(exporter_factory):
     assert got[key("stamp_exporter_sessions", side="sender")] == 0
     assert any(e["event"] == "session_removed" and e["reflector"] == "10.0.0.2:862"
                for e in exp.logs()), "Removing a session must be logged."
+    ended = [e for e in exp.logs() if e["event"] == "session_ended"]
+    assert [(e["reflector"], e["sent"], e["lost"]) for e in ended] == [("10.0.0.2:862", 7, 2)], \
+        f"The end of a session must be logged once with its counts: {ended}."
 
 
 def test_hist_flag_sets_the_bucket_bounds(exporter_factory):

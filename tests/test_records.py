@@ -37,6 +37,17 @@ def test_round_trip_keeps_every_field(rec):
         "Decoded fields must have the types of the NamedTuple (str, int, bool)."
 
 
+def test_decode_raw_gives_wire_form_tuples():
+    rec = SAMPLES[0]
+    kind, raw = records.decode_raw(records.encode([rec]))
+    (t,) = list(raw)
+    assert kind is records.SenderPacket and len(t) == len(rec)
+    assert t[0] == bytes([10, 0, 0, 2]) and t[5] == 1 and t[6:] == rec[6:], \
+        f"decode_raw must keep the field order with addresses as 4 bytes and bools as ints: {t}."
+    with pytest.raises(records.RecordError):
+        records.decode_raw(b"XX" + bytes(6))
+
+
 def test_header_and_sizes_are_as_documented():
     msg = records.encode([SAMPLES[0]])
     assert msg[:8] == b"SB\x01\x01\x01\x00\x00\x00", f"The header of one SenderPacket is {msg[:8]!r}."
