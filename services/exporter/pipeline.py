@@ -29,8 +29,8 @@ class Pipeline:
         received.add_metric([], self.received)
         yield received
         sent = CounterMetricFamily(
-            "stamp_records_sent", "Records the services handed to ZeroMQ, as they last reported; "
-            "minus stamp_records_received_total, what is in flight or was lost in a restart.",
+            "stamp_records_sent", "Records the services handed to ZeroMQ, as of their last "
+            "health report; compare with stamp_records_received_total for losses in transit.",
             labels=["role"])
         for role, n in sorted(self._info.records_sent().items()):
             sent.add_metric([role], n)
