@@ -301,12 +301,17 @@ def test_teardown_leaves_nothing_behind_even_when_the_body_raises():
         with Topology("emulated", stop_timeout=0.5) as topo:
             procs = [topo.popen(topo.sender, ["sleep", "600"]),
                      topo.popen(topo.reflector, [sys.executable, "-c", stubborn])]
+            # a child that ignores SIGTERM, in the caller's namespace: only its group reaches it
+            child_pid = os.path.join(topo.workdir, "child.pid")
+            procs.append(topo.popen(None, ["sh", "-c", f"(trap '' TERM; exec sleep 600) & "
+                                                       f"echo $! > {child_pid}; wait"]))
             # a process the topology never started, left running in a namespace
             subprocess.Popen(["ip", "netns", "exec", topo.reflector.ns, "sleep", "600"],
                              start_new_session=True)
             time.sleep(0.3)
             stray = subprocess.run(["ip", "netns", "pids", topo.reflector.ns],
                                    capture_output=True, text=True).stdout.split()
+            stray.append(open(child_pid).read().strip())
             emulator = topo.emulator
             1 / 0
     assert netns.list_namespaces(topo.prefix) == [], "Every namespace of the topology should be gone."
@@ -315,7 +320,7 @@ def test_teardown_leaves_nothing_behind_even_when_the_body_raises():
     assert all(p.returncode is not None for p in procs + [emulator]), "Every started process should be reaped."
     alive = [pid for pid in stray if os.path.exists(f"/proc/{pid}") and
              "Z" not in open(f"/proc/{pid}/stat").read().split()[2]]
-    assert alive == [], f"Processes left in a namespace should be killed: {alive}."
+    assert alive == [], f"Processes left in a namespace or in a stopped process group should be killed: {alive}."
     assert not os.path.exists(topo.workdir), "The temporary work folder should be removed."
 
 

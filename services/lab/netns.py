@@ -224,22 +224,40 @@ class Topology:
         """
         kw.setdefault("start_new_session", True)
         proc = subprocess.Popen(_ns_exec(self._ns(host), argv), **kw)
+        proc.lab_group = kw["start_new_session"]     # it leads a process group of its own
         self._procs.append(proc)
         return proc
 
     def stop(self, proc, timeout=None):
-        """SIGTERM `proc` (its process group when it leads one), SIGKILL after `timeout` s."""
-        timeout = self.stop_timeout if timeout is None else timeout
-        if proc.poll() is None:
-            _signal(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal(proc, signal.SIGKILL)
-                proc.wait(timeout)
-        if proc in self._procs:
-            self._procs.remove(proc)
+        """SIGTERM `proc`, SIGKILL after `timeout` s (default stop_timeout); its returncode.
+
+        When it leads its own process group, whatever is left in that group
+        once it exited is killed too.
+        """
+        self._stop([proc], timeout)
         return proc.returncode
+
+    def _stop(self, procs, timeout=None):
+        """Stop `procs` together: SIGTERM all, wait, SIGKILL the rest, reap."""
+        timeout = self.stop_timeout if timeout is None else timeout
+        live = [p for p in procs if p.returncode is None]
+        for p in live:
+            _signal(p, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in live:
+            if not _exited(p, deadline):
+                _signal(p, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        for p in live:
+            if _exited(p, deadline) and p.lab_group:
+                _signal(p, signal.SIGKILL)           # its group's stragglers; it is still a zombie
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"pid {p.pid} survived SIGKILL for {timeout} s") from None
+        for p in procs:
+            if p in self._procs:
+                self._procs.remove(p)
 
     def start_emulator(self, args):
         """(Re)start the link emulator in the middle namespace with `args`; wait until ready."""
@@ -276,11 +294,10 @@ class Topology:
     def close(self):
         """Stop every process, delete every namespace (and so its veths). Idempotent."""
         errors = []
-        for proc in list(self._procs):
-            try:
-                self.stop(proc)
-            except Exception as e:      # keep tearing down; report at the end
-                errors.append(f"stopping pid {proc.pid}: {e}")
+        try:
+            self._stop(list(self._procs))
+        except Exception as e:          # keep tearing down; report at the end
+            errors.append(str(e))
         self.emulator = None
         for ns in reversed(self._namespaces):
             try:
@@ -297,12 +314,27 @@ class Topology:
 def _signal(proc, sig):
     """Send `sig` to proc's process group when it leads one, else to proc alone."""
     try:
-        if os.getpgid(proc.pid) == proc.pid:
+        if getattr(proc, "lab_group", False):
             os.killpg(proc.pid, sig)
         else:
             os.kill(proc.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _exited(proc, deadline):
+    """Wait until `proc` has exited, without reaping it (so its pid and group stay taken)."""
+    while True:
+        if proc.returncode is not None:
+            return True
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                return True
+        except ChildProcessError:        # reaped elsewhere
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 def _delete_namespace(ns):
