@@ -34,14 +34,15 @@ def run(bin_dir, tmp_path):
     """Start `stamp-bpf run` on the stand-ins with fast supervisor settings."""
     runs = []
 
-    def start(*extra, config=None):
+    def start(*extra, config=None, endpoint=True):
         args = ["--bin-dir", bin_dir,
                 "--set", "sender.interface=lo", "--set", "reflector.interface=lo",
                 "--set", "sender.reflectorIPs=127.0.0.1",
                 "--set", f"monitoring.listen=127.0.0.1:{free_port()}",
-                "--set", f"zmq.endpoint=ipc://{tmp_path}/records.sock",
                 "--set", "supervisor.backoffInitial=0.4", "--set", "supervisor.stopTimeout=2",
                 "--set", "supervisor.statsInterval=0.5", *extra]
+        if endpoint:
+            args += ["--set", f"zmq.endpoint=ipc://{tmp_path}/records.sock"]
         if config:
             args = ["--config", str(config), *args]
         r = SupervisorRun(args)
@@ -227,6 +228,24 @@ def test_sighup_restarts_only_the_changed_child(run, bin_dir, tmp_path):
     time.sleep(0.5)
     assert len(started(bin_dir)) == 4 and sup.proc.poll() is None, \
         "After a refused reload every child keeps running as before."
+
+
+def test_sighup_with_a_new_endpoint_moves_everything_to_it(run, bin_dir, tmp_path):
+    conf = tmp_path / "stamp-bpf.toml"
+    conf.write_text(f'[zmq]\nendpoint = "ipc://{tmp_path}/old.sock"\n')
+    sup = run(config=conf, endpoint=False)   # a --set endpoint would win over the file
+    wait_until(lambda: len(started(bin_dir)) == 3, 10, "the three children started")
+    with RecordPuller(f"ipc://{tmp_path}/new.sock") as puller:
+        conf.write_text(f'[zmq]\nendpoint = "ipc://{tmp_path}/new.sock"\n')
+        sup.signal(signal.SIGHUP)
+        assert sup.wait_event("reloaded")[0]["restarted"] == ["exporter", "reflector", "sender"], \
+            "A new endpoint restarts all three children."
+        msg = puller.recv(3000)
+        assert msg is not None and {r.service for r in records.decode(msg)} == \
+            {"exporter", "reflector", "sender"}, \
+            "The supervisor's stats records go to the new endpoint."
+    assert all("ipc://" + str(tmp_path) + "/new.sock" in e["argv"]
+               for e in started(bin_dir)[3:]), "The children were restarted with --zmq NEW."
 
 
 def test_bad_config_starts_nothing(run, bin_dir):

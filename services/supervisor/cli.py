@@ -81,11 +81,11 @@ def main(argv=None):
         return 0
     log = logs.configure("supervisor", debug=args.debug, fmt=log_format, stream=out.text())
     try:
-        pusher = RecordPusher(cfg["zmq.endpoint"], hwm=100, log=log)
-    except ValueError as e:
+        sup = Supervisor(cfg, cmds, out, log, reload=lambda: load(args, log_format),
+                         make_pusher=lambda endpoint: RecordPusher(endpoint, hwm=100, log=log))
+    except ValueError as e:   # RecordPusher: an endpoint ZeroMQ refuses
         print(f"stamp-bpf: zmq.endpoint: {e}", file=sys.stderr)
         return 2
-    sup = Supervisor(cfg, cmds, out, log, reload=lambda: load(args, log_format), pusher=pusher)
     return sup.run()
 
 

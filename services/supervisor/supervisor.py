@@ -26,22 +26,23 @@ _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 class Supervisor:
     """Runs `commands` ({name: argv}) under the settings of `cfg` (see config.py).
 
-    reload() -> (cfg, commands) re-reads the configuration on SIGHUP; pusher is
-    a RecordPusher for the supervisor's stats records, or None.
+    reload() -> (cfg, commands) re-reads the configuration on SIGHUP;
+    make_pusher(endpoint) -> RecordPusher carries the supervisor's stats records.
     """
 
-    def __init__(self, cfg, commands, out, log, reload=None, pusher=None):
+    def __init__(self, cfg, commands, out, log, reload=None, make_pusher=None):
         self.cfg = cfg
         self.children = {n: _child(n, argv) for n, argv in commands.items()}
         self._out, self._log = out, log
-        self._reload, self._pusher = reload, pusher
+        self._reload, self._make_pusher = reload, make_pusher
+        self._pusher = make_pusher(cfg["zmq.endpoint"]) if make_pusher else None
+        self._records = {"records_sent": 0, "records_dropped": 0}  # of closed pushers
         self._signals = []
         self._exit_code = None
         self._sel = selectors.DefaultSelector()
         self._next_stats = 0.0
         self._waiting = []       # children to start once the exporter is ready
         self._ready_by = 0.0
-        self._records = {}       # the stats records' fate, for the last event
 
     # -- the loop ---------------------------------------------------------------
 
@@ -133,7 +134,9 @@ class Supervisor:
                               action="starting the services anyway; they queue their records")
         waiting, self._waiting = self._waiting, []
         for name in waiting:
-            self._start(self.children[name])
+            child = self.children.get(name)
+            if child is not None and not child.running:
+                self._start(child)
 
     def _reap(self, child):
         self._sel.unregister(child.pidfd)
@@ -214,7 +217,16 @@ class Supervisor:
             if name in changed and name in commands:
                 child = self.children[name] = _child(name, commands[name])
                 child.restarts = restarts.get(name, 0)
-                self._start(child)
+                if name not in self._waiting:   # else it starts once the exporter is ready
+                    self._start(child)
+        self._waiting = [n for n in self._waiting if n in self.children]
+        if self._pusher is not None and self._pusher.endpoint != cfg["zmq.endpoint"]:
+            self._close_pusher()
+            try:
+                self._pusher = self._make_pusher(cfg["zmq.endpoint"])
+            except ValueError as e:
+                self._log.error("stats_off", error=str(e), action="no supervisor records")
+            self._push_stats()
         self._log.info("reloaded", restarted=changed,
                        unchanged=[n for n in START_ORDER if n in names and n not in changed])
 
@@ -232,9 +244,12 @@ class Supervisor:
             # killed or crashed exporter, and nothing listens on it any more.
             os.unlink(path)
             self._log.warning("stale_socket_removed", path=path)
+        self._close_pusher()
+
+    def _close_pusher(self):
         if self._pusher is not None:
-            self._records = {"records_sent": self._pusher.sent,
-                             "records_dropped": self._pusher.dropped}
+            self._records["records_sent"] += self._pusher.sent
+            self._records["records_dropped"] += self._pusher.dropped
             self._pusher.close()
             self._pusher = None
 
