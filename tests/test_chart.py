@@ -487,6 +487,27 @@ def _table_rows(markdown):
         yield m.group(1), m.group(2).strip()
 
 
+def test_readme_shows_the_commands_the_chart_runs(helm_bin, helm_env):
+    readme = (CHART / "README.md").read_text()
+    block = readme.split("### What the containers run", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    shown = {}
+    for line in block.splitlines():
+        m = re.match(r"^(\w+):\s+(.*)$", line)
+        if m:
+            current = m.group(1)
+            shown[current] = m.group(2)
+        else:
+            shown[current] += " " + line.strip()
+    shown = {k: re.sub(r"\s*\(.*\)$", "", " ".join(v.split())) for k, v in shown.items()}
+    docs = render(helm_bin, helm_env, release="my-release", namespace="default")
+    for comp, ds, name in (("sender", "sender", "sender"), ("reflector", "reflector", "reflector"),
+                           ("exporter", "sender", "exporter")):
+        c = container(daemonset(docs, ds), name)
+        assert shown[comp] == " ".join(c["command"] + c["args"]), (
+            f"chart/README.md shows the {comp} command as {shown[comp]!r}; the chart runs "
+            f"{' '.join(c['command'] + c['args'])!r}.")
+
+
 def test_values_keep_the_seed_contract():
     assert SEED_README.exists(), f"The seed contract {SEED_README} is missing."
     values = yaml.safe_load((CHART / "values.yaml").read_text())

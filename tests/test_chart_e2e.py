@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 RELEASE, NAMESPACE = "stamp", "mesh"
 IFACE = "eth0"
-WAIT_S = 90
+WAIT_S = 150
 
 
 def image_env():
@@ -168,7 +168,7 @@ def value_of(metrics, name, **labels):
     return sum(vals) if vals else None
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(330)
 @pytest.mark.parametrize("scenario", ["default", "capabilities-only", "histogram"])
 def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_path, scenario):
     docs = render(helm_bin, helm_env, [scenario_file(scenario)], release=RELEASE, namespace=NAMESPACE)
