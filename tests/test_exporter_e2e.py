@@ -9,7 +9,8 @@ The scrape over HTTP must equal the sender's final JSON summary: every counter
 exactly, each histogram's count and sum (avg_ns x count, to the rounding of
 avg_ns), last delay and jitter; the reflector's counts must equal what crossed
 the forward link, its mean forward delay the sender's near-end mean; and the sender's histogram file, made with the same
---hist BINS FLOOR CEIL, must hold the same counts as the exporter's buckets.
+--hist BINS FLOOR CEIL, must hold the same counts as the exporter's buckets, and
+so must the reflector's.
 A second run shows the services measuring on while the exporter starts late, is
 flooded with garbage, and is killed and restarted: the counts come out right.
 """
@@ -68,7 +69,9 @@ def test_scrape_equals_the_senders_summary(topology, service, short_dir):
     exp = ExporterProcess(short_dir, "--hist", *HIST)
     try:
         zmq = ["--zmq", exp.endpoint]
+        refl_histpath = f"{short_dir}/reflector-hist.tsv"
         refl = service(topo, topo.reflector, "stamp-reflector", topo.reflector.ifname, *zmq,
+                       "--output", "--hist", *HIST, "--histpath", refl_histpath,
                        ready="reflecting")
         histpath = f"{short_dir}/sender-hist.tsv"
         snd = service(topo, topo.sender, "stamp-sender", topo.sender.ifname, topo.reflector.addr,
@@ -128,6 +131,14 @@ def test_scrape_equals_the_senders_summary(topology, service, short_dir):
     assert list(values(got, "stamp_reflector_packets_reflected_total", **rs).values()) == [reflected], \
         f"The reflector reflected the {reflected} packets the link let through."
     assert list(values(got, "stamp_reflector_delay_seconds_count", **rs).values()) == [reflected]
+    buckets = values(got, "stamp_reflector_delay_seconds_bucket", **rs, direction="near_end")
+    refl_file = read_histfile(refl_histpath)["near_end"]
+    assert [buckets[le] for le in sorted(buckets, key=float)] == \
+        [sum(refl_file[:i + 1]) for i in range(len(refl_file))], \
+        "The reflector's histogram file and the exporter's reflector buckets must agree."
+    for name in ("stamp_session_info", "stamp_reflector_session_info"):
+        assert [dict(k[1]).get("timestamping") for k in got if k[0] == name] == ["bpf"], \
+            f"{name} must say the timestamps were taken by BPF."
     fwd_mean = list(values(got, "stamp_reflector_delay_seconds_sum", **rs).values())[0] / reflected
     sender_mean = summary["near_end"]["avg_ns"] / 1e9
     assert math.isclose(fwd_mean, sender_mean, abs_tol=50e-6), \
