@@ -79,7 +79,8 @@ def render_info(name, sessions):
                                             "session's T1..T4 are taken (bpf or user space).")]
     for s in sessions:
         if s.timestamping is not None:
-            ts = records.TIMESTAMPING[s.timestamping] if s.timestamping < 2 else "unknown"
+            ts = (records.TIMESTAMPING[s.timestamping]
+                  if s.timestamping < len(records.TIMESTAMPING) else "unknown")
             out.append(f'{name}{s.base[:-1]},timestamping="{ts}"}} 1\n')
     return "".join(out).encode()
 
