@@ -76,6 +76,7 @@ def _run(log, tmp):
                 cpu = 100 * (labrun.cpu_seconds(snd.proc.pid) - c0) / (time.monotonic() - w0)
                 rss = labrun.rss_mb(snd.proc.pid)
                 hwm = _hwm_mb(snd.proc.pid)
+                load = os.getloadavg()[0]
                 rc = snd.proc.wait(COUNT * INTERVAL_S + 60)
                 if rc != 0:
                     raise RuntimeError(f"stamp-sender exited with {rc}: {snd.tail()}")
@@ -96,11 +97,13 @@ def _run(log, tmp):
                      if r.outcome == records.OUTCOME_LATE and (r.reflector, r.seq) in in_time)
     return [
         table.row(PART, f"sender CPU, {SESSIONS} sessions x 10 pps", cpu, "% core", "<", CPU_TARGET,
-                  note=f"steady {WINDOW[1] - WINDOW[0]:.0f} s window of a {COUNT / 10:.0f} s run"),
+                  note=f"steady {WINDOW[1] - WINDOW[0]:.0f} s window of a {COUNT / 10:.0f} s run; "
+                       f"load average {load:.1f}"),
         table.row(PART, "sender resident memory", rss, "MB", "<", RSS_TARGET, note=f"peak {hwm:.1f} MB"),
         table.row(PART, "false loss (lost, but back in time on the wire)", false_loss, "packets", "<=", 0,
-                  note=f"{sent:,} sent, {lost} lost, {late} late ({false_late} of them back in time "
-                       f"on the wire), {len(in_time):,} back within {TIMEOUT_S:.0f} s in the capture"),
+                  note=f"{sent:,} sent, {lost:,} lost, {late} late ({false_late} of them back in time "
+                       f"on the wire), {len(in_time):,} back within {TIMEOUT_S:.0f} s in the capture; "
+                       f"ring buffer records lost in the kernel: {summary['counters']['ringbuf_lost']:,}"),
     ]
 
 

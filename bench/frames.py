@@ -1,0 +1,89 @@
+"""Ethernet frames for BPF_PROG_TEST_RUN: STAMP and the packets that are not.
+
+Checksums are real (RFC 1071), so a program that fixes them incrementally
+can be checked by recomputing them on its output.
+"""
+
+import socket
+import struct
+
+from stamp_bpf.common import wire
+
+SENDER_MAC = bytes.fromhex("020000000001")
+REFLECTOR_MAC = bytes.fromhex("020000000002")
+SENDER_ADDR = "198.18.0.1"
+REFLECTOR_ADDR = "198.18.0.2"
+
+
+def checksum(data):
+    """RFC 1071 Internet checksum."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def eth(payload, proto=0x0800, src=SENDER_MAC, dst=REFLECTOR_MAC):
+    return dst + src + struct.pack("!H", proto) + payload
+
+
+def ipv4(proto, l4, src=SENDER_ADDR, dst=REFLECTOR_ADDR, ttl=64):
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, ttl, proto, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst))
+    return hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:] + l4
+
+
+def udp(sport, dport, payload, src=SENDER_ADDR, dst=REFLECTOR_ADDR):
+    """A UDP header and payload with its checksum over the IPv4 pseudo-header."""
+    length = 8 + len(payload)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, length)
+    body = struct.pack("!HHHH", sport, dport, length, 0) + payload
+    return body[:6] + struct.pack("!H", checksum(pseudo + body) or 0xFFFF) + body[8:]
+
+
+def stamp_request(sport=862, dport=862, seq=7, size=wire.BASE_LEN, src=SENDER_ADDR,
+                  dst=REFLECTOR_ADDR):
+    """A Session-Sender test packet, Timestamp zero (the sender's user space leaves it so)."""
+    payload = wire.build_sender_packet(seq, size=size)
+    return eth(ipv4(17, udp(sport, dport, payload, src, dst), src, dst))
+
+
+def stamp_reply(sport=862, dport=862, seq=7):
+    """A Session-Reflector packet coming back to the sender (Receive Timestamp set)."""
+    payload = wire.build_reflector_packet(seq, (0xE0000000, 1), 0x0001, (0xE0000000, 1), seq,
+                                          (0xE0000000, 0), 0x0001, 64)
+    return eth(ipv4(17, udp(sport, dport, payload, REFLECTOR_ADDR, SENDER_ADDR),
+                    REFLECTOR_ADDR, SENDER_ADDR), src=REFLECTOR_MAC, dst=SENDER_MAC)
+
+
+def other_udp(dport=53, size=64):
+    return eth(ipv4(17, udp(40000, dport, bytes(size))))
+
+
+def tcp(size=64):
+    hdr = struct.pack("!HHIIBBHHH", 40000, 443, 1, 0, 5 << 4, 0x10, 65535, 0, 0)
+    return eth(ipv4(6, hdr + bytes(size)))
+
+
+def ipv6_udp(dport=862, size=wire.BASE_LEN):
+    src, dst = socket.inet_pton(socket.AF_INET6, "2001:db8::1"), socket.inet_pton(socket.AF_INET6, "2001:db8::2")
+    body = struct.pack("!HHHH", 862, dport, 8 + size, 0) + bytes(size)
+    hdr = struct.pack("!IHBB16s16s", 6 << 28, len(body), 17, 64, src, dst)
+    return eth(hdr + body, proto=0x86DD)
+
+
+def udp_checksum_ok(frame):
+    """True when an IPv4/UDP frame's UDP checksum verifies (or is zero: none)."""
+    ip = frame[14:34]
+    ihl = (ip[0] & 15) * 4
+    l4 = frame[14 + ihl:14 + struct.unpack("!H", ip[2:4])[0]]
+    if struct.unpack("!H", l4[6:8])[0] == 0:
+        return True
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(l4))
+    return checksum(pseudo + l4) == 0
+
+
+def ip_checksum_ok(frame):
+    return checksum(frame[14:34]) == 0

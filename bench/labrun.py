@@ -1,0 +1,152 @@
+"""What the lab parts of the bench share: services in namespaces, their records, /proc figures."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from stamp_bpf.common import recordpipe, records
+
+BIN = os.path.dirname(sys.executable)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def command(name):
+    path = os.path.join(BIN, name)
+    if not os.path.exists(path):
+        raise RuntimeError(f"{path} is missing: install the project (bash scripts/setup.sh)")
+    return path
+
+
+def user_timestamping_available():
+    """True once both services accept --timestamping user."""
+    for name in ("stamp-sender", "stamp-reflector"):
+        out = subprocess.run([command(name), "--help"], capture_output=True, text=True).stdout
+        if "--timestamping" not in out:
+            return False
+    return True
+
+
+class Service:
+    """A service process in a namespace, its log (JSON lines) in a file."""
+
+    def __init__(self, topo, host, name, args, log_path):
+        self.topo, self.name, self.log_path = topo, name, log_path
+        self.started = time.monotonic()
+        with open(log_path, "wb") as out:
+            self.proc = topo.popen(host, [command(name), *map(str, args)],
+                                   stdout=out, stderr=subprocess.STDOUT)
+
+    def events(self, name):
+        out = []
+        with open(self.log_path, errors="replace") as f:
+            for line in f:
+                if line.startswith("{"):
+                    try:
+                        e = json.loads(line)
+                    except ValueError:
+                        continue
+                    if e.get("event") == name:
+                        out.append(e)
+        return out
+
+    def wait_event(self, name, timeout=90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if found:
+                return found[-1]
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before logging "
+                                   f"{name!r}: {self.tail()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not log {name!r} within {timeout} s: {self.tail()}")
+
+    def tail(self, n=1500):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-n:]
+
+    def stop(self):
+        return self.topo.stop(self.proc, 10)
+
+
+class Collector:
+    """Binds the services' ZeroMQ endpoint and keeps every record, with its arrival time."""
+
+    def __init__(self, endpoint):
+        self.puller = recordpipe.RecordPuller(endpoint)
+        self.endpoint = self.puller.endpoint
+        self.items = []           # (monotonic arrival s, record)
+        self.first = {}           # record class name -> monotonic time of the first
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop:
+            msg = self.puller.recv(100)
+            if msg is None:
+                continue
+            now = time.monotonic()
+            for rec in records.decode(msg):
+                self.first.setdefault(type(rec).__name__, now)
+                self.items.append((now, rec))
+
+    def of(self, kind):
+        return [r for _, r in self.items if isinstance(r, kind)]
+
+    def close(self):
+        self._stop = True
+        self._thread.join(2)
+        self.puller.close()
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def system_cpu():
+    """{'busy', 'softirq', 'total'} jiffies summed over CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+    total = sum(v[:8])
+    return {"busy": total - idle - iowait, "softirq": softirq, "total": total}
+
+
+def cpu_share(before, after, key):
+    """Share of all CPUs spent in `key` between two system_cpu() readings, in % of one core."""
+    span = after["total"] - before["total"]
+    return 100.0 * os.cpu_count() * (after[key] - before[key]) / span if span else 0.0
+
+
+def stress(topo, hosts, seconds, log_dir):
+    """stress-ng keeping every core busy, started in each host's namespace; returns the processes."""
+    procs = []
+    for host in hosts:
+        with open(os.path.join(log_dir, f"stress-{host.ns}.log"), "wb") as out:
+            procs.append(topo.popen(host, ["stress-ng", "--cpu", str(os.cpu_count()), "--timeout",
+                                           f"{int(seconds)}s", "--quiet"], stdout=out,
+                                    stderr=subprocess.STDOUT))
+    return procs
+
+
+def percentile(sorted_values, q):
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""run: stamp-bpf's benchmarks, printed as one table with their targets.
+
+USAGE: python bench/run.py [PART ...] [-m FILE] [-f SECONDS]
+
+Parts (all, in this order, when none is named):
+  kernel     ns per packet of each BPF program (BPF_PROG_TEST_RUN), beside an empty one
+  accuracy   per-packet delay error against captures, idle and with every core busy,
+             beside user-space timestamps and prometheus-smokeping-prober
+  capacity   highest reflected rate under 0.1% loss; reflector host CPU at 10,000 pps
+  scale      one sender, 1,000 sessions at 10 pps: CPU, memory, false loss
+  startup    time to the first measured packet; memory after minutes at 100 sessions
+  exporter   bench/bench_exporter.py's figures
+Every figure is printed with its unit, its target and whether it is met.
+Exit status: 0 when every part measured (targets met or not), 1 when a part
+could not measure, 2 for bad arguments. Needs root (namespaces, BPF, TC).
+
+examples:
+  python bench/run.py                       # everything, about 10 minutes
+  python bench/run.py accuracy              # one part
+  python bench/run.py -m /tmp/bench.md      # also write the table as Markdown
+  python bench/run.py startup -f 30         # a shorter footprint run
+"""
+
+import argparse
+import datetime
+import os
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import table  # noqa: E402
+
+PARTS = ("kernel", "accuracy", "capacity", "scale", "startup", "exporter")
+MODULES = {"kernel": "kernel_cost", "accuracy": "accuracy", "capacity": "capacity",
+           "scale": "scale", "startup": "startup", "exporter": "exporter_part"}
+
+
+def log(msg):
+    print(f"{datetime.datetime.now():%H:%M:%S} {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:" + __doc__.split("examples:")[1])
+    p.add_argument("parts", nargs="*", metavar="PART", help=f"any of {', '.join(PARTS)}; default all")
+    p.add_argument("-m", "--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
+    p.add_argument("-f", "--footprint", type=int, default=120, metavar="SECONDS",
+                   help="how long startup watches memory at 100 sessions, seconds; default 120")
+    a = p.parse_args(argv)
+    bad = [x for x in a.parts if x not in PARTS]
+    if bad:
+        p.error(f"unknown part {bad[0]!r}; the parts are {', '.join(PARTS)}")
+    if os.geteuid() != 0:
+        p.error("the bench needs root (network namespaces, BPF, TC); run it with sudo")
+    parts = [x for x in PARTS if x in a.parts] if a.parts else list(PARTS)
+    machine = table.machine()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0]
+    rows, failed = [], []
+    t_all = time.monotonic()
+    for part in parts:
+        log(f"{part}: starting")
+        t0 = time.monotonic()
+        try:
+            mod = __import__(MODULES[part])
+            got = mod.run(log=log, footprint_s=a.footprint) if part == "startup" else mod.run(log=log)
+            rows.extend(got)
+        except Exception as e:          # one part failing must not hide the others' figures
+            failed.append(part)
+            traceback.print_exc(file=sys.stderr)
+            rows.append(table.row(part, "could not measure", None, "", note=f"{type(e).__name__}: {e}"[:300]))
+        log(f"{part}: done in {time.monotonic() - t0:.0f} s")
+    text = table.render(rows, machine, started, load)
+    print(text)
+    print(f"\n{len(parts)} parts in {time.monotonic() - t_all:.0f} s; load average now "
+          f"{os.getloadavg()[0]:.2f}" + (f"; could not measure: {', '.join(failed)}" if failed else ""))
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(table.markdown(rows, machine, started, load))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
