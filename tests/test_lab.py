@@ -202,6 +202,11 @@ def test_relay_keeps_up_with_2000_packets_per_second():
     summary = log[-1]
     assert len(got) == 2000, f"All 2000 echoes should come back at 2000/s, {len(got)} did: {summary}."
     assert summary["stamp_fwd"] == summary["stamp_back"] == 2000, f"Emulator counters: {summary}."
+    arrivals = [e["rx_ns"] for e in log if e.get("dir") == "fwd"]
+    rate = (len(arrivals) - 1) / ((arrivals[-1] - arrivals[0]) / 1e9)
+    assert rate > 1500, f"The test should offer about 2000 packets/s each way, it offered {rate:.0f}/s."
+    late = [e for e in log if e.get("event") == "forward" and e["tx_ns"] - e["rx_ns"] > 20 * MS]
+    assert len(late) < 20, f"The relay should keep pace, yet {len(late)} frames waited over 20 ms."
 
 
 def test_arp_icmp_tcp_and_malformed_frames_pass():

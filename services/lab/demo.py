@@ -22,7 +22,7 @@ import time
 
 from stamp_bpf.lab import capture
 from stamp_bpf.lab.emulator import duration_ns
-from stamp_bpf.lab.netns import Topology, wait_ready
+from stamp_bpf.lab.netns import Topology
 
 EXAMPLES = """examples:
   python -m stamp_bpf.lab.demo                        # 3 ms forward, 7 ms back, until Ctrl-C
@@ -35,14 +35,21 @@ EXAMPLES = """examples:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m stamp_bpf.lab.demo",
-        description="run stamp-sender and stamp-reflector across an emulated link, then show the truth",
+        description="run stamp-sender and stamp-reflector across an emulated link, "
+                    "then show the truth",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--count", type=int, default=0, help="test packets to send; default 0 (until Ctrl-C)")
-    p.add_argument("-t", "--duration", type=float, default=0, help="stop after this many seconds; default 0 (no limit)")
-    p.add_argument("-i", "--interval", type=float, default=0.2, help="seconds between test packets; default 0.2")
-    p.add_argument("-f", "--fwd-delay", default="3ms", type=_duration, help="sender -> reflector delay; default 3ms")
-    p.add_argument("-b", "--back-delay", default="7ms", type=_duration, help="reflector -> sender delay; default 7ms")
-    p.add_argument("-j", "--jitter", default="0.2ms", type=_duration, help="uniform jitter +- this; default 0.2ms")
+    p.add_argument("-c", "--count", type=int, default=0,
+                   help="test packets to send; default 0 (until Ctrl-C)")
+    p.add_argument("-t", "--duration", type=float, default=0,
+                   help="stop after this many seconds; default 0 (no limit)")
+    p.add_argument("-i", "--interval", type=float, default=0.2,
+                   help="seconds between test packets; default 0.2")
+    p.add_argument("-f", "--fwd-delay", default="3ms", type=_duration,
+                   help="sender -> reflector delay; default 3ms")
+    p.add_argument("-b", "--back-delay", default="7ms", type=_duration,
+                   help="reflector -> sender delay; default 7ms")
+    p.add_argument("-j", "--jitter", default="0.2ms", type=_duration,
+                   help="uniform jitter, plus or minus this; default 0.2ms")
     p.add_argument("-e", "--exporter", metavar="HOST:PORT",
                    help="also run stamp-exporter in the host namespace, serving /metrics here")
     p.add_argument("-k", "--keep", metavar="DIR", help="keep logs and captures in DIR (created)")
