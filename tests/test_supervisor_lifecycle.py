@@ -151,6 +151,28 @@ def test_stubborn_child_is_killed_after_the_stop_timeout(run, bin_dir):
         "The exporter still stops last."
 
 
+def test_children_stop_when_the_supervisor_is_killed(run, bin_dir):
+    sup = run()
+    wait_until(lambda: len(started(bin_dir)) == 3, 10, "the three children started")
+    sup.signal(signal.SIGKILL)
+    sup.wait(10)
+    wait_until(lambda: len(standin_events(bin_dir, "term")) == 3, 10,
+               "every child got SIGTERM when its supervisor died (PR_SET_PDEATHSIG)")
+
+
+def test_second_sigterm_kills_what_is_still_stopping(run, bin_dir):
+    open(os.path.join(bin_dir, "sender.stubborn"), "w").close()
+    sup = run("--set", "supervisor.stopTimeout=30")
+    wait_until(lambda: len(started(bin_dir)) == 3, 10, "the three children started")
+    sup.signal(signal.SIGTERM)
+    sup.wait_event("child_stopping", child="sender")
+    time.sleep(0.3)
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(10) == 0, "A second SIGTERM ends the wait for a stubborn child at once."
+    stop = sup.events("child_stopped", child="sender")[0]
+    assert stop["killed"] and stop["took_s"] < 5, f"The sender was killed, not waited for: {stop}"
+
+
 def test_child_that_finishes_is_not_restarted(run, bin_dir):
     sup = run()
     first = wait_until(lambda: started(bin_dir, "sender"), 10, "the sender started")[0]

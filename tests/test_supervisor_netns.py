@@ -199,17 +199,23 @@ def test_sighup_restarts_only_the_sender_and_every_record_is_counted(topo, super
         f"sent {sent} by the services and {sup['records_sent']} by the supervisor."
 
 
-def test_sender_refusing_to_start_makes_the_supervisor_give_up(topo, supervisors, tmp_path):
+def test_sender_failing_on_start_makes_the_supervisor_give_up(topo, supervisors, tmp_path):
+    # A flag value the real stamp-sender refuses, every time, on any host.
     conf = write_conf(tmp_path / "snd.toml", topo, topo.sender, "sender")
-    conf.write_text(conf.read_text().replace("[reflector]", "enforceSync = true\n[reflector]\n"
-                                             "enabled = false")
+    conf.write_text(conf.read_text()
+                    .replace("[reflector]", 'extraArgs = ["--timestamp-format", "sundial"]\n'
+                                            "[reflector]\nenabled = false")
                     .replace("backoffInitial = 0.5", "backoffInitial = 0.2\nmaxRestarts = 2"))
     snd = supervisors(topo.sender.ns, conf)
     rc = snd.wait(120)
     assert rc == 1, f"The supervisor gives up with exit code 1, not {rc}."
     err = b"".join(snd.stderr).decode()
-    assert "stamp-bpf: sender crashed 3 times in a row" in err and "synchron" in err, \
+    assert "stamp-bpf: sender crashed 3 times in a row (last: exit code 2)" in err and \
+        "invalid choice: 'sundial'" in err, \
         f"One clear line on stderr says the sender kept failing and why: {err!r}"
+    assert len(snd.events("child_exited", child="sender")) == 2 and \
+        snd.events("child_gave_up", child="sender"), \
+        "Two crashes were restarted, the third one gave up."
     assert [e["child"] for e in snd.events("child_stopped")] == ["exporter"], \
         "The exporter is stopped before the supervisor exits."
     assert our_filters(topo.sender) == [], "Nothing is left attached."
