@@ -224,3 +224,6 @@ def test_services_keep_measuring_through_exporter_faults(topology, service, shor
     assert 0 < malformed <= flood[0], \
         f"The garbage reaching the second exporter must be counted as malformed ({malformed})."
     assert second.proc.poll() is None or second.proc.returncode == 0
+    warned = [e["reason"] for e in second.logs() if e["event"] == "malformed_records"]
+    assert "bad_magic" in warned and len(warned) == len(set(warned)), \
+        f"Without --debug, each kind of garbage is logged once: {warned}."

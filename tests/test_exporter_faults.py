@@ -79,7 +79,7 @@ def test_kill_and_restart_mid_stream_keeps_counters_exact(exporter_factory, fold
 
 
 def test_garbage_flood_is_counted_and_the_exporter_keeps_serving(exporter_factory):
-    exp = exporter_factory()
+    exp = exporter_factory("--debug")
     rnd = random.Random(7)
     good = records.encode([sender_packet(*SESSION_A[0])])
     crafted = {  # one of each reason
@@ -117,7 +117,10 @@ def test_garbage_flood_is_counted_and_the_exporter_keeps_serving(exporter_factor
     got = exp.wait_for("stamp_records_dropped_total", {"stage": "malformed"}, malformed)
     assert got[("stamp_records_received_total", ())] == 6 + 1 + 1, \
         "Valid messages between the garbage must all be aggregated."
-    reasons = [e["reason"] for e in exp.logs() if e["event"] == "malformed_records"]
-    assert sorted(reasons) == sorted(set(reasons)), f"Each reason must be logged once: {reasons}."
+    logged = [e for e in exp.logs() if e["event"] == "malformed_records"]
+    reasons = [e["reason"] for e in logged if e["level"] == "warning"]
+    assert sorted(reasons) == sorted(set(reasons)), f"Each reason must be warned once: {reasons}."
+    assert len(logged) == malformed, \
+        f"With --debug every malformed message is logged: {len(logged)} of {malformed}."
     assert set(crafted) | {"bad_outcome"} <= set(reasons), f"Every reason must be logged: {reasons}."
     assert exp.proc.poll() is None, "The exporter must still run."

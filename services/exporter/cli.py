@@ -47,7 +47,8 @@ def parse_args(argv=None):
     parser.add_argument("-t", "--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="remove a session's series after this long without a record, "
                              "seconds (default 300)")
-    parser.add_argument("-D", "--debug", action="store_true", help="log debug events")
+    parser.add_argument("-D", "--debug", action="store_true",
+                        help="log every malformed message, not only the first of each kind")
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                         help="log lines as JSON or for people (default: console on a terminal)")
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")

@@ -20,8 +20,10 @@ class Pipeline:
         if reason not in self._reasons:
             self._reasons.add(reason)
             self._log.warning("malformed_records", reason=reason, detail=detail,
-                              exc_info=exc_info,
-                              note="logged once per reason; see stamp_records_dropped_total")
+                              exc_info=exc_info, note="logged once per reason (every one "
+                              "with --debug); see stamp_records_dropped_total")
+        else:
+            self._log.debug("malformed_records", reason=reason, detail=detail)
 
     def collect(self):
         received = CounterMetricFamily("stamp_records_received",
