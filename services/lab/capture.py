@@ -98,7 +98,7 @@ def capture(ifname, path, ready_file=None):
         stopping = True
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    sock = packets.open_packet_socket(ifname, rcvbuf=32 << 20)
+    sock = packets.open_packet_socket(ifname, bufsize=32 << 20)
     sock.settimeout(0.1)
     packets.socket_stats(sock)           # start the kernel's drop counter from here
     frames = untimestamped = 0

@@ -16,6 +16,8 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35          # == SCM_TIMESTAMPNS (x86, arm, most architectures)
+SO_SNDBUFFORCE = 32          # like SO_SNDBUF/SO_RCVBUF, past net.core.[rw]mem_max (CAP_NET_ADMIN)
+SO_RCVBUFFORCE = 33
 PACKET_OUTGOING = socket.PACKET_OUTGOING
 MAX_FRAME = 65536            # GSO is off on lab veths, so frames fit the MTU; this is ample
 _TIMESPEC = struct.Struct("qq")
@@ -32,22 +34,32 @@ class Udp4(NamedTuple):
     payload: bytes
 
 
-def open_packet_socket(ifname, rcvbuf=8 << 20):
+def open_packet_socket(ifname, bufsize=8 << 20):
     """An AF_PACKET raw socket that sees every frame of `ifname`, with kernel timestamps.
+
+    Its receive and send buffers are `bufsize` bytes each (the kernel doubles it).
 
     The socket is made with protocol 0 (receives nothing) and only then bound to
     ETH_P_ALL on the interface, so no frame of another interface slips in first.
     """
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, rcvbuf)
+        _set_buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, bufsize)
+        _set_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, bufsize)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.bind((ifname, ETH_P_ALL))
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def _set_buffer(sock, force, plain, size):
+    """Ask for `size` bytes of buffer, past the sysctl cap when allowed; capped otherwise."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
 def recv_frame(sock):
