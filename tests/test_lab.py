@@ -378,3 +378,47 @@ def test_demo_runs_the_services_and_reports_the_truth():
     summary = [json.loads(line) for line in out.splitlines() if line.startswith("{")][-1]
     assert summary["event"] == "summary" and summary["sessions"][0]["received"] == 5, \
         f"The sender's own summary should show 5 replies: {summary}."
+
+
+def udp_frame(payload, sport=862, dport=862, ttl=64, frag=0, pad=0):
+    """An Ethernet/IPv4/UDP frame as a NIC would carry it (checksums left zero)."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, frag, ttl, 17, 0,
+                     socket.inet_aton("198.18.0.1"), socket.inet_aton("198.18.0.2"))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + udp + bytes(pad)
+
+
+def test_parse_udp4_takes_what_the_headers_say_and_nothing_else():
+    from stamp_bpf.lab import packets
+    u = packets.parse_udp4(udp_frame(struct.pack("!I", 7) + b"xy", ttl=3, pad=12))
+    assert u == packets.Udp4("198.18.0.1", "198.18.0.2", 862, 862, 3, struct.pack("!I", 7) + b"xy"), \
+        f"Ethernet padding must not become payload: {u}"
+    assert packets.stamp_seq(u, 862) == 7 and packets.stamp_seq(u, 863) is None, \
+        "The STAMP seq is read only for the STAMP port."
+    tagged = udp_frame(bytes(44))[:12] + b"\x81\x00\x00\x05" + udp_frame(bytes(44))[12:]
+    for name, frame in (("a later fragment", udp_frame(bytes(44), frag=0x0010)),
+                        ("a VLAN-tagged frame", tagged),
+                        ("a frame cut inside the UDP header", udp_frame(bytes(44))[:40]),
+                        ("ARP", b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + bytes(28))):
+        assert packets.parse_udp4(frame) is None, f"{name} should not parse as IPv4/UDP."
+
+
+def test_read_pcap_reads_both_resolutions_and_byte_orders(tmp_path):
+    frames = [(1_700_000_000_123_456_789, udp_frame(bytes(44))), (1_700_000_001_000_000_001, b"\x00" * 60)]
+    ns_path = tmp_path / "ns.pcap"
+    with open(ns_path, "wb") as f:
+        capture.write_header(f)
+        for ts, frame in frames:
+            capture.write_record(f, ts, frame)
+        f.write(struct.pack("<IIII", 1, 2, 100, 100) + b"cut short")   # a crash mid-record
+    assert capture.read_pcap(ns_path) == frames, "A ns pcap should read back exactly, minus the cut record."
+    us_path = tmp_path / "us-big-endian.pcap"
+    with open(us_path, "wb") as f:
+        f.write(struct.pack(">IHHiIII", capture.PCAP_MAGIC_US, 2, 4, 0, 0, 65535, 1))
+        for ts, frame in frames:
+            f.write(struct.pack(">IIII", ts // 10**9, ts % 10**9 // 1000, len(frame), len(frame)) + frame)
+    assert capture.read_pcap(us_path) == [(ts // 1000 * 1000, fr) for ts, fr in frames], \
+        "A big-endian microsecond pcap should read back to the microsecond."
+    (tmp_path / "junk").write_bytes(b"not a pcap at all, really not")
+    with pytest.raises(ValueError, match="not a classic pcap"):
+        capture.read_pcap(tmp_path / "junk")
