@@ -34,14 +34,19 @@ Topology(shape="direct", *, extra_addrs=0, static_neigh=True, emulator_args=None
                   removed on exit; a given folder is kept).
     stop_timeout  seconds between SIGTERM and SIGKILL when stopping a process.
 Attributes: prefix, shape, workdir, sender, reflector, middle (None when direct),
-            emulator (Popen or None), emulator_log (path or None).
+            hosts (those that exist), emulator (Popen or None), emulator_log (path
+            or None; complete once stop_emulator() returned, whole lines before).
 Host handles: ns, ifname, addr, prefixlen, mac, extra_addrs (middle: ifname is the
               sender side, peer_ifname the reflector side; no addresses).
 Methods: run(host, argv, **kw) -> CompletedProcess; popen(host, argv, **kw) -> Popen
          (tracked, stopped on exit: SIGTERM, then SIGKILL after `stop_timeout`);
          host is a Host, a namespace name, or None (the caller's namespace);
-         stop(proc, timeout=3.0) -> returncode; start_emulator(args) /
-         stop_emulator(); close().
+         popen processes get their own session (Ctrl-C does not reach them) and
+         stopping one also kills what is left of its process group;
+         stop(proc, timeout=stop_timeout) -> returncode; start_emulator(args)
+         (restarts it, new log file) / stop_emulator(); close() (idempotent).
+Also: SENDER_ADDR, REFLECTOR_ADDR, list_namespaces(prefix), wait_ready(proc, path,
+timeout, what) (wait for a ready file, fail early if proc exits).
 cleanup(prefix) removes the namespaces and interfaces of a crashed run;
 `python -m stamp_bpf.lab.netns --cleanup PREFIX` does the same from a shell.
 """
