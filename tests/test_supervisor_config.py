@@ -191,8 +191,9 @@ def test_check_prints_the_commands_a_user_would_type(tmp_path):
         capture_output=True, text=True, timeout=30)
     # /opt/sb/bin does not exist: check refuses, naming the program and the fix.
     assert res.returncode == 2 and res.stderr == (
-        "stamp-bpf: exporter: /opt/sb/bin/stamp-exporter is not an executable; install "
-        "stamp-bpf into the same environment as stamp-bpf, or pass --bin-dir\n"), res.stderr
+        "stamp-bpf: exporter: /opt/sb/bin/stamp-exporter is not an executable; install the "
+        "stamp-bpf package beside this stamp-bpf, or point --bin-dir at its bin folder\n"), \
+        res.stderr
     cfg = config.load(None, ["sender.interface=lo", "reflector.interface=lo",
                              "sender.reflectorIPs=192.0.2.1,192.0.2.2", "sender.count=10",
                              "sender.interval=0.01", "sender.histogram.enabled=true",

@@ -1,6 +1,7 @@
 """stamp-bpf: run, watch and restart the stamp-bpf services on one host.
 
 USAGE: stamp-bpf {run,check} [-c FILE] [--set KEY=VALUE ...] [--bin-dir DIR]
+                             [--log-format {auto,json,console}]
 
 `run` starts stamp-exporter, then stamp-reflector and/or stamp-sender, restarts
 a child that crashes (exponential backoff, capped), gives up after
@@ -30,7 +31,7 @@ EXAMPLES = """examples:
       # a sender measuring to two reflectors, and the exporter
   stamp-bpf check -c stamp-bpf.yaml --set sender.count=10
       # validate, and print the three commands run would start
-  kill -HUP $(pidof -s stamp-bpf)
+  systemctl reload stamp-bpf     # or: kill -HUP PID
       # re-read the file; restart only the children whose settings changed
 """
 
@@ -52,7 +53,6 @@ def parse_args(argv=None):
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                         help="log format of the supervisor and its children (default: auto, "
                              "console on a terminal, JSON otherwise)")
-    parser.add_argument("-D", "--debug", action="store_true", help="log debug events")
     return parser.parse_args(argv)
 
 
@@ -79,7 +79,7 @@ def main(argv=None):
         for argv_ in cmds.values():
             print(shlex.join(argv_))
         return 0
-    log = logs.configure("supervisor", debug=args.debug, fmt=log_format, stream=out.text())
+    log = logs.configure("supervisor", fmt=log_format, stream=out.text())
     try:
         sup = Supervisor(cfg, cmds, out, log, reload=lambda: load(args, log_format),
                          make_pusher=lambda endpoint: RecordPusher(endpoint, hwm=100, log=log))

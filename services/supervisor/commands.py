@@ -88,8 +88,8 @@ def check_host(cfg, commands):
     """What must hold on this host before anything starts: programs and interfaces exist."""
     for name, argv in commands.items():
         if not shutil.which(argv[0]):
-            raise ConfigError(f"{name}: {argv[0]} is not an executable; install stamp-bpf "
-                              "into the same environment as stamp-bpf, or pass --bin-dir")
+            raise ConfigError(f"{name}: {argv[0]} is not an executable; install the stamp-bpf "
+                              "package beside this stamp-bpf, or point --bin-dir at its bin folder")
     for svc in ("sender", "reflector"):
         if svc in commands:
             iface = cfg[f"{svc}.interface"]
