@@ -254,7 +254,7 @@ class Topology:
                 _signal(p, signal.SIGKILL)
         deadline = time.monotonic() + timeout
         for p in live:
-            if _exited(p, deadline) and p.lab_group:
+            if _exited(p, deadline) and getattr(p, "lab_group", False):
                 _signal(p, signal.SIGKILL)           # its group's stragglers; it is still a zombie
             try:
                 p.wait(max(0.0, deadline - time.monotonic()))
