@@ -31,6 +31,16 @@ def seconds(minimum=0.0):
     return parse
 
 
+def zmq_problem(endpoint):
+    """One line saying why the exporter endpoint cannot be used, or None."""
+    try:
+        recordpipe.RecordPusher(endpoint).close()
+    except ValueError as e:
+        return (f"--zmq {endpoint}: {e}; use ipc:///path or tcp://host:port, "
+                f"e.g. {recordpipe.DEFAULT_ENDPOINT}")
+    return None
+
+
 def add_common(parser):
     """Flags both the sender and the reflector take."""
     parser.add_argument("--timestamp-format", choices=TIMESTAMP_FORMATS, default="ntp",

@@ -47,7 +47,8 @@ def main(argv=None):
         print("// cflags:", " ".join(bpfprog.cflags(datapath.defines(args.port, args.timestamp_format == "ptp"))))
         return 0
     log = logs.configure("reflector", debug=args.debug, fmt=args.log_format)
-    problem = clock.check_enforce(args.enforce_sync, args.enforce_ptp)
+    problem = options.zmq_problem(args.zmq) or clock.check_enforce(args.enforce_sync,
+                                                                   args.enforce_ptp)
     if problem:
         log.error("refused", reason=problem)
         return 2
