@@ -159,6 +159,8 @@ def test_killed_sender_is_back_and_measuring_and_stop_leaves_nothing(topo, super
     assert our_filters(topo.sender) == [], "No TC filter is left on the sender host's interface."
     assert not os.path.exists(f"/run/stamp-bpf/{topo.prefix}-sender.sock"), \
         "No socket file is left behind."
+    assert len(snd.json_lines(strict=True)) == len(snd.stdout), \
+        "Every line of the whole system's output is one JSON object (stamp-bpf run | jq works)."
 
 
 def test_sighup_restarts_only_the_sender_and_every_record_is_counted(topo, supervisors, tmp_path):
@@ -194,6 +196,8 @@ def test_sighup_restarts_only_the_sender_and_every_record_is_counted(topo, super
     sup = snd.events("supervisor_stopped")[0]
     exp = child_lines(snd, "exporter", "stopped")[0]
     assert dropped == 0 and sup["records_dropped"] == 0, "No record was dropped on the way."
+    assert len(snd.json_lines(strict=True)) == len(snd.stdout), \
+        "Every line of the whole system's output is one JSON object (stamp-bpf run | jq works)."
     assert exp["records_received"] == sent + sup["records_sent"], \
         f"The exporter, stopped last, counted every record: received {exp['records_received']}, " \
         f"sent {sent} by the services and {sup['records_sent']} by the supervisor."
