@@ -107,7 +107,7 @@ Fails when the ceiling is not above the floor.
 {{- end }}
 {{- if le (float64 $h.ceiling) (float64 $h.floor) }}
 {{- fail (printf "%s.histogram.ceiling (%v) must be above %s.histogram.floor (%v)" .component $h.ceiling .component $h.floor) }}
-{{- end }}
+{{- end -}}
 - --hist
 - {{ int $h.bins | quote }}
 - {{ toString $h.floor | quote }}
