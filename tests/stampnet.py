@@ -11,6 +11,7 @@ socket stays in that namespace afterwards.
 import contextlib
 import ctypes
 import os
+import signal
 import socket
 import struct
 import time
@@ -79,6 +80,12 @@ def recv_all(sock, quiet=0.3):
             out.append(sock.recvfrom(65535))
         except (TimeoutError, socket.timeout):
             return out
+
+
+def kill(proc):
+    """SIGKILL a process started by Topology.popen (it leads its own group) and reap it."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
 
 
 # -- checksums ----------------------------------------------------------------
