@@ -95,6 +95,13 @@ def test_chart_default_image_is_the_name_the_docs_build():
     assert f"docker build -t {image} ." in header, f"The Dockerfile's header should build {image}."
 
 
+def test_chart_app_version_is_the_project_version():
+    chart = yaml.safe_load((ROOT / "chart" / "Chart.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chart["appVersion"] == project, (
+        f"chart/Chart.yaml's appVersion {chart['appVersion']} should be the project's version {project}.")
+
+
 BCC_PROBE = textwrap.dedent("""
     import sys
     from bcc import BPF
