@@ -54,7 +54,10 @@ def read():
     tx = _Timex()
     state = _libc.adjtimex(ctypes.byref(tx))
     if state < 0:
-        raise OSError(ctypes.get_errno(), "adjtimex")
+        err = ctypes.get_errno()
+        raise OSError(err, f"adjtimex failed ({os.strerror(err)}): the clock's sync state, error "
+                           "and TAI offset cannot be read; under systemd, drop ProtectClock= "
+                           "(it forbids even reading them)")
     synced = not (tx.status & STA_UNSYNC) and state != TIME_ERROR
     return ClockState(synced, tx.esterror / 1e6, tx.tai)
 

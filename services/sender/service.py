@@ -29,7 +29,8 @@ class SenderService:
         self.ptp = args.timestamp_format == "ptp"
         self.user_mode = args.timestamping == "user"
         self.ts_kind = records.TS_USER if self.user_mode else records.TS_BPF
-        self.live = sys.stdout.isatty() and args.log_format != "json"
+        # Console logs are for people (a terminal, or the supervisor on one): show the view too.
+        self.live = args.log_format == "console" or (args.log_format == "auto" and sys.stdout.isatty())
         self.sessions = {}          # reflector address -> Session
         self.ended = []             # sessions removed by DNS, for the summary
         self.schedule = []          # heap of (next send ns, reflector address)
@@ -242,7 +243,7 @@ class SenderService:
         summary = {"sessions": [s.summary() for s in every], "signal": self.stop.signal,
                    "counters": self.dp.stats(), "send_errors": self.tx.errors,
                    "records_sent": self.pusher.sent, "records_dropped": self.pusher.dropped}
-        if self.args.log_format == "json" or not sys.stdout.isatty():
+        if not self.live:
             self.log.info("summary", **summary)
         else:
             # On a terminal the logs are for people, but the last line stays JSON.
