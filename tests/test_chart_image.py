@@ -134,3 +134,18 @@ def test_fallback_headers_recipe_gives_a_tree_bcc_compiles_against(tmp_path):
     bad = subprocess.run([python, "-c", BCC_PROBE], env=dict(os.environ, BCC_KERNEL_SOURCE=str(empty)),
                          capture_output=True, text=True, timeout=180)
     assert bad.returncode != 0, "bcc compiled against an empty folder: the check above would prove nothing."
+
+
+def test_service_falls_back_to_the_image_headers(tmp_path):
+    tree = tmp_path / "kh"
+    (tree / "include" / "linux").mkdir(parents=True)
+    (tree / "include" / "linux" / "kconfig.h").touch()
+    code = ("import os, platform; platform.release = lambda: '0.0-none'; "
+            "from stamp_bpf.common import bpfprog; "
+            "print(bpfprog.kernel_headers()[1], os.environ['BCC_KERNEL_SOURCE'])")
+    env = {k: v for k, v in os.environ.items() if k != "BCC_KERNEL_SOURCE"}
+    env["STAMP_FALLBACK_KERNEL_HEADERS"] = str(tree)
+    out = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", code], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == [str(tree), str(tree)], (
+        f"With no node headers the service should hand the image's tree to bcc: {out.stdout}{out.stderr}")

@@ -21,15 +21,39 @@ def bpf_dir():
     return str(resources.files("stamp_bpf.bpf"))
 
 
+FALLBACK_ENV = "STAMP_FALLBACK_KERNEL_HEADERS"   # set by the image (docs/image.md)
+
+
+def _has_headers(path):
+    return os.path.isfile(os.path.join(path, "include", "linux", "kconfig.h"))
+
+
 def kernel_headers():
-    """Where bcc will find kernel headers: (path, resolved path)."""
+    """Where bcc will find kernel headers: (where from, resolved path).
+
+    In order: $BCC_KERNEL_SOURCE (bcc's own override); the node's
+    /lib/modules/$(uname -r)/build; the image's merged fallback tree named by
+    $STAMP_FALLBACK_KERNEL_HEADERS, which is then handed to bcc as
+    BCC_KERNEL_SOURCE.
+    """
+    override = os.environ.get("BCC_KERNEL_SOURCE")
+    if override:
+        if not _has_headers(override):
+            raise BpfSetupError(
+                f"BCC_KERNEL_SOURCE={override} has no include/linux/kconfig.h: point it "
+                "at a complete kernel header tree, or unset it")
+        return "BCC_KERNEL_SOURCE", os.path.realpath(override)
     build = f"/lib/modules/{platform.release()}/build"
-    if not os.path.isdir(os.path.join(build, "include")):
-        raise BpfSetupError(
-            f"bcc needs kernel headers at {build} and there are none: run "
-            "scripts/setup.sh (it links Debian's linux-headers-amd64 there) or "
-            f"install linux-headers-{platform.release()}")
-    return build, os.path.realpath(build)
+    if os.path.isdir(os.path.join(build, "include")):
+        return build, os.path.realpath(build)
+    fallback = os.environ.get(FALLBACK_ENV)
+    if fallback and _has_headers(fallback):
+        os.environ["BCC_KERNEL_SOURCE"] = fallback
+        return "image fallback", os.path.realpath(fallback)
+    raise BpfSetupError(
+        f"bcc needs kernel headers at {build} and there are none: run "
+        "scripts/setup.sh (it links Debian's linux-headers-amd64 there) or "
+        f"install linux-headers-{platform.release()}")
 
 
 def source(files):
