@@ -42,7 +42,7 @@ FLAT_OUT_S = 3.0
 LOSS_MAX = 0.001
 CPU_RATE = 10_000
 CPU_S = 5.0
-BISECT_STEPS = 5
+BISECT_STEPS = 7
 LOADGEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "loadgen.py")
 PORTS = {"bpf": 862, "user": 8620}
 

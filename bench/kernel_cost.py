@@ -34,7 +34,7 @@ from testrun import TestRunner
 
 PART = "kernel"
 REPEAT = 3000           # runs per syscall: fewer than the smaller ring buffer holds (3,276)
-ROUNDS = 40
+ROUNDS = 60
 PORT = 862
 TARGET_NON_STAMP_NS = 5
 TARGET_REFLECT_NS = 150
@@ -212,7 +212,8 @@ def _wrapped(variant, edits, src_dir=None):
 
 
 def bench_source(variants, src_dir=None):
-    parts = [_read("reflector_maps.h", src_dir), BENCH_PRELUDE, INLINE_CSUM_C]
+    parts = [_read("maps.h", src_dir), _read("reflector_maps.h", src_dir), BENCH_PRELUDE,
+             INLINE_CSUM_C]
     parts += [_wrapped(v, edits, src_dir) for v, (_, edits) in variants.items()]
     return "\n".join(parts)
 

@@ -110,6 +110,12 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def runqueue_wait_s(pid):
+    """Seconds the process has spent runnable but waiting for a CPU (/proc/PID/schedstat)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def rss_mb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -118,19 +124,14 @@ def rss_mb(pid):
     return None
 
 
-def system_cpu():
-    """{'busy', 'softirq', 'total'} jiffies summed over CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    total = sum(v[:8])
-    return {"busy": total - idle - iowait, "softirq": softirq, "total": total}
-
-
-def cpu_share(before, after, key):
-    """Share of all CPUs spent in `key` between two system_cpu() readings, in % of one core."""
-    span = after["total"] - before["total"]
-    return 100.0 * os.cpu_count() * (after[key] - before[key]) / span if span else 0.0
+def rss_detail(pid):
+    """{"RssAnon": MB, "RssFile": MB}: heap and the like vs. mapped files (bcc's LLVM, Python)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out
 
 
 def stress(topo, hosts, seconds, log_dir):

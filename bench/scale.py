@@ -72,11 +72,15 @@ def _run(log, tmp):
                 log(f"scale: {SESSIONS} sessions at {1 / INTERVAL_S:.0f} pps each, {COUNT} packets each")
                 time.sleep(max(0.0, t0 + WINDOW[0] - time.monotonic()))
                 c0, w0 = labrun.cpu_seconds(snd.proc.pid), time.monotonic()
+                q0 = labrun.runqueue_wait_s(snd.proc.pid)
                 time.sleep(WINDOW[1] - WINDOW[0])
-                cpu = 100 * (labrun.cpu_seconds(snd.proc.pid) - c0) / (time.monotonic() - w0)
+                span = time.monotonic() - w0
+                cpu = 100 * (labrun.cpu_seconds(snd.proc.pid) - c0) / span
+                waited = 100 * (labrun.runqueue_wait_s(snd.proc.pid) - q0) / span
                 rss = labrun.rss_mb(snd.proc.pid)
                 hwm = _hwm_mb(snd.proc.pid)
                 load = os.getloadavg()[0]
+                detail = labrun.rss_detail(snd.proc.pid)
                 rc = snd.proc.wait(COUNT * INTERVAL_S + 60)
                 if rc != 0:
                     raise RuntimeError(f"stamp-sender exited with {rc}: {snd.tail()}")
@@ -98,8 +102,8 @@ def _run(log, tmp):
     return [
         table.row(PART, f"sender CPU, {SESSIONS} sessions x 10 pps", cpu, "% core", "<", CPU_TARGET,
                   note=f"steady {WINDOW[1] - WINDOW[0]:.0f} s window of a {COUNT / 10:.0f} s run; "
-                       f"load average {load:.1f}"),
-        table.row(PART, "sender resident memory", rss, "MB", "<", RSS_TARGET, note=f"peak {hwm:.1f} MB"),
+                       f"load average {load:.1f}; it waited for a CPU {waited:.0f}% of the window"),
+        table.row(PART, "sender resident memory", rss, "MB", "<", RSS_TARGET, note=f"peak {hwm:.1f} MB; anon {detail['RssAnon']:.0f} MB, file {detail['RssFile']:.0f} MB"),
         table.row(PART, "false loss (lost, but back in time on the wire)", false_loss, "packets", "<=", 0,
                   note=f"{sent:,} sent, {lost:,} lost, {late} late ({false_late} of them back in time "
                        f"on the wire), {len(in_time):,} back within {TIMEOUT_S:.0f} s in the capture; "

@@ -50,15 +50,6 @@ def _compile_s(svc):
     return (ts[1] - ts[0]).total_seconds()
 
 
-def _anon_file(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("RssAnon:", "RssFile:")):
-                out[line.split(":")[0]] = int(line.split()[1]) / 1024
-    return out
-
-
 def run(log=print, footprint_s=FOOTPRINT_S):
     tmp = tempfile.mkdtemp(prefix="stamp-bench-start-")
     try:
@@ -93,7 +84,7 @@ def _run(log, tmp, footprint_s):
                 time.sleep(SAMPLE_S)
                 samples.append((time.monotonic() - t0, labrun.rss_mb(snd.proc.pid),
                                 labrun.rss_mb(refl.proc.pid)))
-            detail = {"sender": _anon_file(snd.proc.pid), "reflector": _anon_file(refl.proc.pid)}
+            detail = {"sender": labrun.rss_detail(snd.proc.pid), "reflector": labrun.rss_detail(refl.proc.pid)}
             compile_s = {"sender": _compile_s(snd), "reflector": _compile_s(refl)}
             snd.stop()
             refl.stop()

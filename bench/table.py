@@ -59,11 +59,15 @@ def machine():
             cs = f.read().strip()
     except OSError:
         cs = "?"
-    virt = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True).stdout.strip() \
-        if os.path.exists("/usr/bin/systemd-detect-virt") else ""
-    if not virt:
-        with open("/proc/cpuinfo") as f:
-            virt = "virtual machine" if " hypervisor" in f.read() else "bare metal"
+    virt = []
+    for flag in ("--vm", "--container"):
+        try:
+            v = subprocess.run(["systemd-detect-virt", flag], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            v = ""
+        if v and v != "none":
+            virt.append(f"{v} {flag[2:]}")
+    virt = ", ".join(virt) or "bare metal"
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{model}, {os.cpu_count()} CPUs, {mem:.0f} GiB, {virt}, Linux {platform.release()}, "
             f"clocksource {cs}")
