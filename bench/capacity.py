@@ -53,6 +53,14 @@ def _rx_packets(topo, host):
     return json.loads(out)[0]["stats64"]["rx"]["packets"]
 
 
+def _udp_rcvbuf_errors(topo, host):
+    """UDP datagrams the host's namespace dropped for a full socket receive buffer."""
+    lines = [ln.split() for ln in topo.run(host, ["cat", "/proc/net/snmp"], capture_output=True,
+                                          text=True, check=True).stdout.splitlines()
+             if ln.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
 def _drop_ingress(topo, host, on):
     """Drop everything on host's TC ingress, before any other filter (prio 1).
 
@@ -174,7 +182,9 @@ def _one(mode, tmp, log):
         refl.wait_event("reflecting")
         _drop_ingress(topo, topo.sender, True)
         log(f"capacity: {mode} reflector")
+        rcvbuf0 = _udp_rcvbuf_errors(topo, topo.reflector)
         best, generator_bound, flat = highest_rate(topo, port, log)
+        rcvbuf = _udp_rcvbuf_errors(topo, topo.reflector) - rcvbuf0
         total, proc, kernel, at = cpu_at(topo, port, refl.proc.pid, log)
         paused = None
         if mode == "bpf":
@@ -189,7 +199,7 @@ def _one(mode, tmp, log):
                 f"loss {100 * paused['loss']:.3f}%")
         refl.stop()
     return {"best": best, "generator_bound": generator_bound, "flat": flat, "cpu": total,
-            "cpu_proc": proc, "cpu_kernel": kernel, "at": at, "paused": paused,
+            "cpu_proc": proc, "cpu_kernel": kernel, "at": at, "paused": paused, "rcvbuf": rcvbuf,
             "load": os.getloadavg()[0]}
 
 
@@ -209,7 +219,9 @@ def rows(out, failed):
     if "user" in out:
         u = out["user"]
         rows_ += [table.row(PART, "user-space reflector, highest rate with < 0.1% loss", u["best"], "pps",
-                            note=f"flat out {u['flat']['rate']:,.0f} pps lost {100 * u['flat']['loss']:.2f}%"),
+                            note=f"flat out {u['flat']['rate']:,.0f} pps lost {100 * u['flat']['loss']:.2f}%; "
+                                 f"{u['rcvbuf']:,} test packets dropped on its full socket receive "
+                                 "buffer during the search (UDP RcvbufErrors)"),
                   table.row(PART, "user-space reflector host CPU at 10,000 pps", u["cpu"], "% core",
                             note=f"process {u['cpu_proc']:.1f}% + kernel path {u['cpu_kernel']:.1f}%"),
                   table.row(PART, "eBPF / user-space capacity", b["best"] / u["best"] if u["best"] else None,
