@@ -2,18 +2,14 @@
 /*
  * reflector_maps.h - maps shared by reflector_ingress.c and reflector_egress.c.
  *
- * Compile-time knobs (bcc cflags, set by services/reflector/bpfprog.py):
+ * Compile-time knob (bcc cflags, set by services/reflector/datapath.py):
  *   STAMP_PORT     the UDP port we reflect on (host order)
- *   RINGBUF_PAGES  size of the event ring buffer, in pages (power of two)
+ * The ring buffer carries struct stamp_reflector_event, one per reflection.
  */
 #ifndef STAMP_REFLECTOR_MAPS_H
 #define STAMP_REFLECTOR_MAPS_H
 
-#include "parse.h"
-
-#ifndef RINGBUF_PAGES
-#define RINGBUF_PAGES 64
-#endif
+#include "maps.h"
 
 /*
  * What ingress tells egress about the packet it just reflected. bpf_redirect()
@@ -34,23 +30,9 @@ struct reflect_handoff {
 	__u8 valid;
 };
 
-/* key: 0; value: runtime settings written by user space. */
-BPF_ARRAY(config, struct stamp_config, 1);
 /* key: an IPv4 address of the interface (network order); value: 1. */
 BPF_HASH(local_addrs, __be32, __u8, 4096);
 /* key: 0; value: the packet being reflected on this CPU. */
 BPF_PERCPU_ARRAY(handoff, struct reflect_handoff, 1);
-/* key: enum stamp_stat; value: per-CPU packet count. */
-BPF_PERCPU_ARRAY(stats, __u64, STAT_MAX);
-/* struct stamp_reflector_event, one per reflected packet. */
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-
-static __always_inline void stat_inc(int idx)
-{
-	__u64 *v = stats.lookup(&idx);
-
-	if (v)
-		*v += 1;
-}
 
 #endif /* STAMP_REFLECTOR_MAPS_H */

@@ -133,8 +133,8 @@ def test_ebpf_prints_the_c_and_cflags():
         ("stamp-sender", [NOIF, "198.18.0.2", "--ebpf", "-s", "9000", "-d", "8620"]),
     ])
     for (rc, out, err), files, flags in zip(results, (
-            ["reflector_maps.h", "reflector_ingress.c", "reflector_egress.c"],
-            ["sender_maps.h", "sender_egress.c", "sender_ingress.c"]), (
+            ["maps.h", "reflector_maps.h", "reflector_ingress.c", "reflector_egress.c"],
+            ["maps.h", "sender_maps.h", "sender_egress.c", "sender_ingress.c"]), (
             ["-DSTAMP_PORT=8620", "-DSTAMP_TS_PTP=1"],
             ["-DSENDER_SRC_PORT=9000", "-DSENDER_DST_PORT=8620", "-DSTAMP_TS_PTP=0"])):
         assert rc == 0, f"--ebpf failed: {err}"

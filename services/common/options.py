@@ -2,7 +2,7 @@
 
 import argparse
 
-from . import recordpipe
+from . import bpfprog, clock, logs, netif, recordpipe, tc
 
 TIMESTAMP_FORMATS = ("ntp", "ptp")
 
@@ -63,3 +63,35 @@ def add_common(parser):
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                         help="log lines as JSON or for people; auto picks console on a "
                              "terminal, JSON otherwise")
+
+
+def run_service(name, args, files, defines, run):
+    """What follows parsing, for the sender and the reflector alike.
+
+    --ebpf prints the C and cflags and stops; otherwise logging is set up,
+    the exporter endpoint, clock guarantees and interface are checked, and
+    run(log) is called. Every expected failure ends in one log line.
+    Returns the exit code: 0, 1 (failed) or 2 (refused by a check).
+    """
+    if args.ebpf:
+        print(bpfprog.source(files))
+        print("// cflags:", " ".join(bpfprog.cflags(defines)))
+        return 0
+    log = logs.configure(name, debug=args.debug, fmt=args.log_format)
+    problem = zmq_problem(args.zmq) or clock.check_enforce(args.enforce_sync, args.enforce_ptp)
+    if problem:
+        log.error("refused", reason=problem)
+        return 2
+    try:
+        netif.ipv4_addresses(args.interface)
+        if args.timestamping == "bpf":
+            log.info("starting", interface=args.interface, timestamping="bpf",
+                     kernel_headers=bpfprog.kernel_headers()[1])
+        else:
+            log.warning("starting", interface=args.interface, timestamping="user",
+                        hint="user-space timestamps include this process's scheduling delays")
+        run(log)
+    except (LookupError, OSError, bpfprog.BpfSetupError, tc.TcError) as e:
+        log.error("failed", reason=str(e))
+        return 1
+    return 0

@@ -12,7 +12,7 @@ settings fresh and streams one record per reflected packet to the exporter.
 import argparse
 import sys
 
-from ..common import bpfprog, clock, histogram, logs, netif, options, tc
+from ..common import histogram, options
 from . import datapath, service
 
 EXAMPLES = """examples:
@@ -42,29 +42,10 @@ def main(argv=None):
     p = parser()
     args = p.parse_args(argv)
     hist_layout = histogram.from_args(p, args)
-    if args.ebpf:
-        print(bpfprog.source(datapath.FILES))
-        print("// cflags:", " ".join(bpfprog.cflags(datapath.defines(args.port, args.timestamp_format == "ptp"))))
-        return 0
-    log = logs.configure("reflector", debug=args.debug, fmt=args.log_format)
-    problem = options.zmq_problem(args.zmq) or clock.check_enforce(args.enforce_sync,
-                                                                   args.enforce_ptp)
-    if problem:
-        log.error("refused", reason=problem)
-        return 2
-    try:
-        netif.ipv4_addresses(args.interface)
-        if args.timestamping == "bpf":
-            log.info("starting", interface=args.interface, timestamping="bpf",
-                     kernel_headers=bpfprog.kernel_headers()[1])
-        else:
-            log.warning("starting", interface=args.interface, timestamping="user",
-                        hint="user-space timestamps include this process's scheduling delays")
-        service.run(args, log, hist_layout)
-    except (LookupError, OSError, bpfprog.BpfSetupError, tc.TcError) as e:
-        log.error("failed", reason=str(e))
-        return 1
-    return 0
+    return options.run_service(
+        "reflector", args, datapath.FILES,
+        datapath.defines(args.port, args.timestamp_format == "ptp"),
+        lambda log: service.run(args, log, hist_layout))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from ..common import bpfprog, datapath, tc
 
-FILES = ["reflector_maps.h", "reflector_ingress.c", "reflector_egress.c"]
+FILES = ["maps.h", "reflector_maps.h", "reflector_ingress.c", "reflector_egress.c"]
 PROGRAMS = ["reflector_ingress", "reflector_egress"]
 
 

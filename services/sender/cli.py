@@ -13,7 +13,7 @@ import argparse
 import ipaddress
 import sys
 
-from ..common import bpfprog, clock, histogram, logs, netif, options, tc
+from ..common import histogram, options
 from . import datapath
 from .service import SenderService
 
@@ -83,31 +83,11 @@ def parse(argv=None):
 
 
 def main(argv=None):
-    p, args, hist_layout = parse(argv)
-    if args.ebpf:
-        print(bpfprog.source(datapath.FILES))
-        print("// cflags:", " ".join(bpfprog.cflags(datapath.defines(
-            args.source_port, args.dest_port, args.timestamp_format == "ptp"))))
-        return 0
-    log = logs.configure("sender", debug=args.debug, fmt=args.log_format)
-    problem = options.zmq_problem(args.zmq) or clock.check_enforce(args.enforce_sync,
-                                                                   args.enforce_ptp)
-    if problem:
-        log.error("refused", reason=problem)
-        return 2
-    try:
-        netif.ipv4_addresses(args.interface)
-        if args.timestamping == "bpf":
-            log.info("starting", interface=args.interface, timestamping="bpf",
-                     kernel_headers=bpfprog.kernel_headers()[1])
-        else:
-            log.warning("starting", interface=args.interface, timestamping="user",
-                        hint="user-space timestamps include this process's scheduling delays")
-        SenderService(args, log, hist_layout).run()
-    except (LookupError, OSError, bpfprog.BpfSetupError, tc.TcError) as e:
-        log.error("failed", reason=str(e))
-        return 1
-    return 0
+    _, args, hist_layout = parse(argv)
+    return options.run_service(
+        "sender", args, datapath.FILES,
+        datapath.defines(args.source_port, args.dest_port, args.timestamp_format == "ptp"),
+        lambda log: SenderService(args, log, hist_layout).run())
 
 
 if __name__ == "__main__":

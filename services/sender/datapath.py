@@ -2,7 +2,7 @@
 
 from ..common import bpfprog, datapath, tc
 
-FILES = ["sender_maps.h", "sender_egress.c", "sender_ingress.c"]
+FILES = ["maps.h", "sender_maps.h", "sender_egress.c", "sender_ingress.c"]
 PROGRAMS = ["sender_egress", "sender_ingress"]
 
 
