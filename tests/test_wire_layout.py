@@ -17,7 +17,6 @@ Two independent checks:
 
 import ctypes
 import os
-import socket
 import struct
 import time
 
@@ -25,7 +24,7 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from stamp_bpf.common import bpfprog, clock, events, wire
+from stamp_bpf.common import bpfprog, clock, events, tc, wire
 from stamp_bpf.lab import packets
 from stamp_bpf.reflector import datapath as reflector_dp
 from stamp_bpf.sender import datapath as sender_dp
@@ -168,8 +167,16 @@ def decode_ts(ts, ptp):
 
 @pytest.mark.parametrize("ptp", [False, True], ids=["ntp", "ptp"])
 def test_programs_and_parsers_agree_end_to_end(pinned, ptp):
-    from stamp_bpf.common import tc
     state, (s_dp, s_fns), (r_dp, r_fns) = datapaths(ptp)
+    try:
+        chain(state, ptp, s_dp, s_fns, r_dp, r_fns)
+    finally:
+        for dp in (s_dp, r_dp):
+            dp.bpf.cleanup()
+
+
+def chain(state, ptp, s_dp, s_fns, r_dp, r_fns):
+    """Request -> reflector_ingress -> reflector_egress -> sender_ingress, checked at each step."""
     s_events, r_events = [], []
     s_dp.open_events(s_events.append)
     r_dp.open_events(r_events.append)
@@ -225,8 +232,6 @@ def test_programs_and_parsers_agree_end_to_end(pinned, ptp):
     assert sev.pkt == out3[42:42 + 44], "the record's packet is not the reply's first 44 octets"
     t4_ns = decode_ts(sev.t4, ptp)
     assert before - offset <= t4_ns <= after - offset, f"T4 {t4_ns} is outside the run"
-    for dp in (s_dp, r_dp):
-        dp.bpf.cleanup()
 
 
 def test_sender_t1_on_the_wire_decodes_to_the_capture_time(tmp_path_factory):
