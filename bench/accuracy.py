@@ -16,6 +16,7 @@ prometheus-smokeping-prober (ICMP, its per-reply RTT from its debug log)
 against the reflector, compared with the ICMP round trip in the sender's capture.
 """
 
+import json
 import os
 import re
 import shutil
@@ -92,6 +93,35 @@ def hook_offsets(recs, sender_pkts, refl_pkts, window, sender_addr, port):
     return [statistics.median(x) / 1e3 if x else None for x in d]
 
 
+def emulator_sends(path, port):
+    """{(dir, seq): ns} when the emulator's send() of a STAMP frame returned (its log's tx_ns)."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            e = json.loads(line)
+            if e.get("event") == "forward" and e["sport"] == port and e["dport"] == port:
+                out.setdefault((e["dir"], e["seq"]), e["tx_ns"])
+    return out
+
+
+def rx_check(recs, emu, window):
+    """[(median, p99) µs of emulator send return - T2, the same for T4].
+
+    The receive side of the capture and stamp-bpf's T2/T4 are the same kernel
+    receive timestamp (skb->tstamp, bpf/stamp.h stamp_rx_tai), so the captures
+    cannot check them. The emulator's own clock reading after its send() is
+    independent: the frame was received (and stamped) inside that call, so
+    the difference must be small and positive.
+    """
+    out = []
+    for d, field in (("fwd", "t2_ns"), ("back", "t4_ns")):
+        v = sorted(emu[d, r.seq] - getattr(r, field) for r in recs
+                   if r.outcome == records.OUTCOME_RECEIVED and window[0] <= r.t1_ns < window[1]
+                   and (d, r.seq) in emu)
+        out.append((statistics.median(v) / 1e3, labrun.percentile(v, 99) / 1e3, v[0] / 1e3) if v else None)
+    return out
+
+
 def summary(errs):
     """(median, p99, max) in µs of a list of ns errors."""
     s = sorted(errs)
@@ -161,6 +191,8 @@ def _run(log, modes, tmp):
             windows, pings = _measure(log, modes, tmp, topo, col, failed)
         finally:
             col.close()
+        topo.stop_emulator()                # its log is complete once it has stopped
+        emu = emulator_sends(topo.emulator_log, PAIRS["bpf"])
         sender_frames = capture.read_pcap(f"{tmp}/sender.pcap")
         refl_frames = capture.read_pcap(f"{tmp}/reflector.pcap")
     errs, offsets = {}, {}
@@ -173,7 +205,7 @@ def _run(log, modes, tmp):
         for cond, window in windows.items():
             errs[mode, cond] = errors_ns(recs, truth, window)
             if mode == "bpf":
-                offsets[cond] = hook_offsets(recs, capture.stamp_packets(sender_frames, port),
+                offsets[cond] = rx_check(recs, emu, window) + hook_offsets(recs, capture.stamp_packets(sender_frames, port),
                                              capture.stamp_packets(refl_frames, port), window,
                                              topo.sender.addr, port)
     ping_errs = {}
@@ -260,12 +292,20 @@ def _last_line(e):
 def rows(errs, ping_errs, modes, smokeping, failed, offsets):
     out = []
     for cond in ("idle", "loaded"):
-        o = offsets[cond]
+        rx2, rx4, *o = offsets[cond]
+        if rx2 and rx4:
+            out.append(table.row(
+                PART, f"receive side, independent check, {cond}", max(rx2[1], rx4[1]), "µs",
+                note=f"p99 of the emulator's send() return minus T2 / T4 (the receive stamp "
+                     f"is taken inside that call; the captures share it, so only this checks it): "
+                     f"T2 median {rx2[0]:+.1f}, p99 {rx2[1]:+.1f}, min {rx2[2]:+.1f}; T4 median "
+                     f"{rx4[0]:+.1f}, p99 {rx4[1]:+.1f}, min {rx4[2]:+.1f} µs"))
         if None not in o:
             out.append(table.row(PART, f"TC hook to capture tap, {cond}, sum of four", sum(o), "µs",
                                  note=f"signed medians: T1 to sender tap {o[0]:+.1f}, reflector tap to T2 "
                                       f"{o[1]:+.1f}, T3 to reflector tap {o[2]:+.1f}, sender tap to T4 "
-                                      f"{o[3]:+.1f} µs: the errors below are mostly this constant offset"))
+                                      f"{o[3]:+.1f} µs; T2 and T4 are the capture's own receive "
+                                      "stamp (skb->tstamp), so only T1 and T3 differ"))
         for d in DIRECTIONS:
             e = errs["bpf", cond][d]
             if not e:
