@@ -90,8 +90,3 @@ def load(files, defines, programs, debug=False):
         raise BpfSetupError(f"loading BPF programs {', '.join(programs)} failed: {e}") from None
     return bpf, funcs
 
-
-def percpu_stats(bpf, names):
-    """Sum the per-CPU `stats` array into {name: count}."""
-    table = bpf["stats"]
-    return {name: sum(table[table.Key(i)]) for i, name in enumerate(names)}

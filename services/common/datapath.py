@@ -23,7 +23,7 @@ class Datapath:
     def __init__(self, bpf, ptp):
         self.bpf = bpf
         self.ptp = ptp
-        self._config = bpf["config"]
+        self._config = bpf[b"config"]
         self.socket_cookie = 0      # sender: set before the first configure()
 
     def configure(self, clock_state):
@@ -36,14 +36,14 @@ class Datapath:
 
     def stats(self):
         """{name: count} summed over CPUs."""
-        table = self.bpf["stats"]
+        table = self.bpf[b"stats"]
         return {name: sum(table[table.Key(i)]) for i, name in enumerate(STATS)}
 
     def open_events(self, callback):
         """Call callback(raw bytes) for each ring buffer record on poll()."""
         def _cb(_ctx, data, size):
             callback(ctypes.string_at(data, size))
-        self.bpf["events"].open_ring_buffer(_cb)
+        self.bpf[b"events"].open_ring_buffer(_cb)
 
     def poll(self, timeout_ms):
         """Wait up to timeout_ms for records and hand them to the callback."""

@@ -24,7 +24,7 @@ class ReflectorDatapath(datapath.Datapath):
 
     def set_addresses(self, addrs):
         """Reflect for exactly these IPv4 addresses; returns (added, removed)."""
-        table = self.bpf["local_addrs"]
+        table = self.bpf[b"local_addrs"]
         new = set(addrs)
         for a in new - self._addrs:
             table[table.Key(datapath.ipv4_be32(a))] = table.Leaf(1)

@@ -20,11 +20,11 @@ def load(source_port, dest_port, ptp, debug=False):
 class SenderDatapath(datapath.Datapath):
 
     def add_session(self, reflector):
-        table = self.bpf["sessions"]
+        table = self.bpf[b"sessions"]
         table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(1)
 
     def remove_session(self, reflector):
-        table = self.bpf["sessions"]
+        table = self.bpf[b"sessions"]
         try:
             del table[table.Key(datapath.ipv4_be32(reflector))]
         except KeyError:
