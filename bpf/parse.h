@@ -75,6 +75,10 @@ static __always_inline int parse_udp4(struct __sk_buff *skb, __be16 sport,
 	ulen = bpf_ntohs(udp->len);
 	if (ulen != bpf_ntohs(ip->tot_len) - sizeof(*ip))
 		return -1;
+	/* The frame must hold the whole datagram the headers announce (it may be
+	 * longer: Ethernet padding). IP would drop a truncated one; so do we. */
+	if (skb->len < L3_OFF + bpf_ntohs(ip->tot_len))
+		return -1;
 	if (ulen < sizeof(*udp) + TWAMP_LIGHT_MIN_LEN)
 		return -1;
 
