@@ -61,27 +61,27 @@ def exchange(lab, sends, name, ttl=64):
     return frames, got
 
 
-def split(frames, reflector):
+def split(frames, reflector, port=862):
     """({seq: (ts_ns, Udp4)} requests to the reflector, {sender seq: (ts_ns, Udp4, frame)} replies)."""
     reqs, reps = {}, {}
     for ts, frame in frames:
         u = packets.parse_udp4(frame)
         if u is None or len(u.payload) < 4:
             continue
-        if u.dst == reflector and u.dport == 862:
+        if u.dst == reflector and u.dport == port:
             reqs[struct.unpack_from("!I", u.payload)[0]] = (ts, u)
-        elif u.src == reflector and u.sport == 862 and len(u.payload) >= 28:
+        elif u.src == reflector and u.sport == port and len(u.payload) >= 28:
             reps[struct.unpack_from("!I", u.payload, 24)[0]] = (ts, u, frame)
     return reqs, reps
 
 
-def tshark_replies(pcap, src):
+def tshark_replies(pcap, src, port=862):
     """{sender seq: {field: int}} of the replies from `src`, as tshark decodes them."""
     fields = ["seq_number", "sender_seq_number", "error_estimate", "error_estimate.s",
               "error_estimate.z", "error_estimate.multiplier", "mbz1", "mbz2",
               "sender_error_estimate", "sender_ttl"]
-    argv = ["tshark", "-r", pcap, "-d", "udp.port==862,twamp.test",
-            "-Y", f"ip.src=={src} && udp.srcport==862", "-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"]
+    argv = ["tshark", "-r", pcap, "-d", f"udp.port=={port},twamp.test",
+            "-Y", f"ip.src=={src} && udp.srcport=={port}", "-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"]
     for f in fields:
         argv += ["-e", f"twamp.test.{f}"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -226,23 +226,23 @@ def test_twamp_light_packet_with_random_padding_is_reflected(lab, ntp_reflector,
         "the padding past the base packet did not come back unchanged"
 
 
-def test_ptp_reflector_sets_z_and_writes_tai(tmp_path_factory):
+def test_ptp_reflector_on_another_port_sets_z_and_writes_tai(tmp_path_factory):
+    """-p 8620 --timestamp-format ptp: replies on 8620 only, Z=1, T2/T3 in TAI."""
     lab = stampnet.Lab(tmp_path_factory.mktemp("ptp"))
     try:
-        lab.reflector("--timestamp-format", "ptp")
-        check_ptp(lab)
+        lab.reflector("--timestamp-format", "ptp", "-p", "8620")
+        topo = lab.topo
+        sends = [(request(400 + i), (topo.reflector.addr, 8620), 0) for i in range(3)]
+        sends.append((request(410), (topo.reflector.addr, 862), 0))
+        frames, _ = exchange(lab, sends, "ptp")
+        reqs, reps = split(frames, topo.reflector.addr, port=8620)
+        assert sorted(reps) == [400, 401, 402], f"replies on port 8620 for {sorted(reps)}"
+        for seq in reps:
+            check_reply(reqs[seq][0], reqs[seq][1], reps[seq][0], reps[seq][1], 64, ptp=True)
+        assert split(frames, topo.reflector.addr)[1] == {}, \
+            "a reflector on port 8620 reflected a request to port 862"
+        decoded = tshark_replies(str(lab.workdir / "ptp.pcap"), topo.reflector.addr, port=8620)
+        assert {row["error_estimate.z"] for row in decoded.values()} == {1}, \
+            f"tshark reads Z other than 1 from a PTP reflector: {decoded}"
     finally:
         lab.close()
-
-
-def check_ptp(lab):
-    topo = lab.topo
-    dest = (topo.reflector.addr, 862)
-    frames, _ = exchange(lab, [(request(400 + i), dest, 0) for i in range(3)], "ptp")
-    reqs, reps = split(frames, topo.reflector.addr)
-    assert sorted(reps) == [400, 401, 402], f"replies for {sorted(reps)}"
-    for seq in reps:
-        check_reply(reqs[seq][0], reqs[seq][1], reps[seq][0], reps[seq][1], 64, ptp=True)
-    decoded = tshark_replies(str(lab.workdir / "ptp.pcap"), topo.reflector.addr)
-    assert {row["error_estimate.z"] for row in decoded.values()} == {1}, \
-        f"tshark reads Z other than 1 from a PTP reflector: {decoded}"

@@ -234,26 +234,37 @@ def chain(state, ptp, s_dp, s_fns, r_dp, r_fns):
     assert before - offset <= t4_ns <= after - offset, f"T4 {t4_ns} is outside the run"
 
 
-def test_sender_t1_on_the_wire_decodes_to_the_capture_time(tmp_path_factory):
+@pytest.mark.parametrize("fmt", ["ntp", "ptp"])
+def test_sender_t1_on_the_wire_decodes_to_the_capture_time(tmp_path_factory, fmt):
     """T1 written by a running stamp-sender's TC egress, decoded by Python, is the moment
     the frame left: just before the capture tap (which runs after TC egress), on this
-    host's clock, converted with the kernel's real TAI-UTC offset."""
+    host's clock, converted with the kernel's real TAI-UTC offset. The request itself is
+    a 44-octet Session-Sender packet sent with IP TTL 255 (RFC 5357 4.1.2), sequence
+    numbers from 0, MBZ zero, and an Error Estimate with the right Z and S bits."""
     lab = stampnet.Lab(tmp_path_factory.mktemp("t1"))
     try:
         topo = lab.topo
         with lab.capture(topo.sender, "t1") as frames:
             svc = lab.start(topo.sender, "stamp-sender", topo.sender.ifname, topo.reflector.addr,
-                            "-c", 5, "-i", "0.02", "-w", "0.05", "--late-window", "0.05")
+                            "-c", 5, "-i", "0.02", "-w", "0.05", "--late-window", "0.05",
+                            "--timestamp-format", fmt)
             assert svc.wait_exit() == 0, f"stamp-sender failed:\n{svc.text()[-2000:]}"
     finally:
         lab.close()
     reqs = [(ts, u) for ts, f in frames
             if (u := packets.parse_udp4(f)) and u.dport == 862 and u.src == topo.sender.addr]
     assert len(reqs) == 5, f"captured {len(reqs)} test packets, not 5"
-    for ts, u in reqs:
+    state = clock.read()
+    for i, (ts, u) in enumerate(reqs):
         seq, t1, ee = wire.parse_sender_packet(u.payload)
-        t1_ns = wire.ts_to_ns(t1, ee, clock.read().tai_offset_s)
+        assert seq == i, f"test packet {i} carries sequence number {seq}"
+        assert len(u.payload) == 44 and u.payload[14:] == bytes(30), \
+            f"packet {seq} is not a 44-octet sender packet with MBZ zero: {u.payload.hex()}"
+        assert u.ttl == 255, f"packet {seq} left with IP TTL {u.ttl}, not 255"
+        assert bool(ee & wire.EE_Z) == (fmt == "ptp"), f"{fmt} sender wrote Error Estimate {ee:#06x}"
+        assert bool(ee & wire.EE_S) == state.synchronized, f"S bit of {ee:#06x} vs adjtimex"
+        assert ee & 0xFF, f"packet {seq} has Error Estimate {ee:#06x} with multiplier 0"
+        t1_ns = wire.ts_to_ns(t1, ee, state.tai_offset_s)
         assert ts - 5_000_000 <= t1_ns <= ts, (
             f"T1 of packet {seq} decodes to {t1_ns}, but the frame was captured leaving at {ts} "
             f"({(ts - t1_ns) / 1e3:.1f} us later): T1 must be taken at TC egress, just before")
-        assert ee & 0xFF, f"packet {seq} has Error Estimate {ee:#06x} with multiplier 0"
