@@ -9,6 +9,7 @@ scapy.contrib.stamp and by tshark's TWAMP-Test dissector, not by our code.
 import socket
 import struct
 import subprocess
+import threading
 from decimal import Decimal
 
 import pytest
@@ -200,6 +201,40 @@ def test_not_reflected_to_other_addresses_or_ports(lab, ntp_reflector):
         "only the request to the interface's (secondary) address may be reflected; UDP that came "
         f"back: {[(u.src, u.sport, u.payload[:4].hex()) for u in back]}")
     assert back[0].src == extra, f"the reply came from {back[0].src}, not {extra}"
+
+
+def test_many_senders_at_once(lab, ntp_reflector):
+    """Two threads (so two CPUs can reflect at once), 20 sockets, 400 requests in a burst:
+    every socket gets exactly its own replies, each with T2 and T3 taken (T3 >= T2)."""
+    topo = lab.topo
+    socks = [stampnet.udp_socket(topo.sender, 41000 + i) for i in range(20)]
+    dest = (topo.reflector.addr, 862)
+
+    def blast(mine):
+        for seq in range(20):
+            for k, sock in mine:
+                sock.sendto(request(k * 1000 + seq), dest)
+
+    try:
+        threads = [threading.Thread(target=blast, args=(list(enumerate(socks))[j::2],))
+                   for j in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for k, sock in enumerate(socks):
+            got = stampnet.recv_all(sock, quiet=0.5 if k == 0 else 0.05)
+            seqs = sorted(wire.parse_reflector_packet(d).sender_seq for d, _ in got)
+            assert seqs == [k * 1000 + i for i in range(20)], \
+                f"socket {k} got replies for {seqs}, not its own 20"
+            for d, _ in got:
+                p = wire.parse_reflector_packet(d)
+                t2, t3 = wire.ntp_to_ns(*p.rx_ts), wire.ntp_to_ns(*p.ts)
+                assert p.rx_ts != (0, 0) and p.ts != (0, 0) and t3 >= t2, \
+                    f"reply {p.sender_seq}: T2 {p.rx_ts} and T3 {p.ts} were not both taken in order"
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 @pytest.mark.parametrize("sport", [40862, 862], ids=["ephemeral-port", "port-862"])
