@@ -184,7 +184,8 @@ class HostSupervisor:
         return rc
 
     def leftovers(self):
-        """What the run left on the host: TC filters on its interface, its socket file."""
+        """What the run left on the host: TC filters on its interface, its socket file
+        (reported, then removed: /run outlives the namespaces)."""
         left = []
         for hook in ("ingress", "egress"):
             res = self.topo.run(self.host, ["tc", "filter", "show", "dev", self.host.ifname, hook],
@@ -193,6 +194,7 @@ class HostSupervisor:
                 left.append(f"TC {hook} filters on {self.host.ifname}")
         if os.path.exists(self.socket):
             left.append(f"socket file {self.socket}")
+            os.unlink(self.socket)
         return left
 
 
@@ -291,11 +293,14 @@ def shut_down(hosts, metrics):
     if metrics and len(hosts) == 2 and all(h.proc.poll() is None for h in hosts):
         show_metrics(hosts)
     for h in reversed(hosts):
-        rc = h.stop()
+        try:
+            how = f"exited with status {h.stop()}"
+        except RuntimeError as e:        # it survived SIGKILL: the teardown kills the namespace
+            how = f"did not stop ({e})"
         left = h.leftovers()
-        if rc != 0 or left:
+        if how != "exited with status 0" or left:
             clean = False
-            print(f"demo: the {h.name} host's stamp-bpf run exited with status {rc}"
+            print(f"demo: the {h.name} host's stamp-bpf run {how}"
                   + (f" and left {', '.join(left)}" if left else ""), file=sys.stderr)
     if hosts and clean:
         print("stopped: " + ", ".join(f"{h.name} host" for h in reversed(hosts))
