@@ -139,9 +139,9 @@ def test_python_formats_put_fields_where_the_tables_say():
 
 # -- behaviour: the programs on crafted frames --------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pinned():
-    """One CPU for the module: reflector_ingress hands over to egress in a per-CPU slot."""
+    """One CPU for the test: reflector_ingress hands over to egress in a per-CPU slot."""
     old = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(old)})
     yield
