@@ -122,8 +122,11 @@ class HostSupervisor:
                 log.write(line)
                 log.flush()
                 if self._show:
-                    sys.stdout.buffer.write(line)
-                    sys.stdout.flush()
+                    try:
+                        sys.stdout.buffer.write(line)
+                        sys.stdout.flush()
+                    except (BrokenPipeError, ValueError):   # `| head` went away: log only
+                        self._show = False
                 if line.startswith(b"{"):
                     try:
                         ev = json.loads(line)
@@ -371,4 +374,8 @@ def demo(args, emulator_args):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:              # `| head`: the lab is torn down already; no more output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
