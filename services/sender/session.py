@@ -138,6 +138,8 @@ class Session:
         out = {"reflector": self.reflector, "port": self.port, "sent": self.sent,
                "received": self.received, "lost": self.lost, "late": self.late,
                "duplicates": self.duplicates, "reordered": self.reordered}
+        if self.outstanding:
+            out["outstanding"] = len(self.outstanding)     # fate unknown: stopped before timeout
         if self.invalid:
             out["invalid"] = self.invalid
         for name in DIRECTIONS:

@@ -26,6 +26,7 @@ def totals_line(s):
     rtt = (f" rtt min/avg/max/jitter = {_ms(d.min)}/{_ms(d.avg)}/{_ms(d.max)}/{_ms(d.jitter)} ms"
            if d.count else "")
     loss = 100.0 * s.lost / s.sent if s.sent else 0.0
+    pending = f", {len(s.outstanding)} outstanding" if s.outstanding else ""
     return (f"--- {s.label}: {s.sent} sent, {s.received} received, {s.late} late, "
-            f"{s.lost} lost ({loss:.1f}%), {s.duplicates} duplicates, "
+            f"{s.lost} lost ({loss:.1f}%){pending}, {s.duplicates} duplicates, "
             f"{s.reordered} reordered{rtt}")
