@@ -110,3 +110,31 @@ def test_rfc1071_helper_catches_a_flipped_bit(session_frames):
     stored, correct = stampnet.udp_checksum(bytes(frame))
     assert stored != correct, "the RFC 1071 check did not notice a changed payload bit"
     assert scapy_checksums_ok(bytes(frame))[1] is False
+
+
+def test_request_with_a_wrong_udp_checksum_is_not_reflected(lab, session_frames):
+    """RFC 1122 4.1.3.4: a UDP datagram with a non-zero, invalid checksum MUST be silently
+    discarded. The reflector is the UDP endpoint here: reflecting a corrupted request
+    (its checksum fixed incrementally, so still wrong) answers with corrupted data."""
+    topo = lab.topo
+    s, r = topo.sender, topo.reflector
+
+    def request(seq, chksum=None):
+        return bytes(Ether(src=s.mac, dst=r.mac) / IP(src=s.addr, dst=r.addr)
+                     / UDP(sport=40010, dport=862, chksum=chksum)
+                     / (struct.pack("!I", seq) + bytes(40)))
+
+    good = request(0xC5C5)
+    wrong = stampnet.udp_checksum(request(0xBAD5))[1] ^ 0x0F0F
+    tx = stampnet.frame_socket(s)
+    try:
+        with lab.capture(s, "badsum") as frames:
+            tx.send(request(0xBAD5, chksum=wrong))
+            tx.send(good)
+    finally:
+        tx.close()
+    replies = [struct.unpack_from("!I", u.payload)[0] for f, u in stampnet.udp_frames(frames)
+               if u.src == r.addr]
+    assert replies == [0xC5C5], (
+        f"replies {[hex(x) for x in replies]} to a request with a wrong UDP checksum (0xbad5) and "
+        "a valid one (0xc5c5): a corrupted request must not be reflected (RFC 1122 4.1.3.4)")

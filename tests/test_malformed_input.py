@@ -63,6 +63,9 @@ def to_reflector(topo):
          / UDP(sport=50000, dport=862) / body(BAD + 28)),
         ("TCP to port 862", eth / IP(**ip) / TCP(sport=50000, dport=862) / body(BAD + 29)),
         ("a runt frame", Ether(src=s.mac, dst=r.mac, type=0x0800) / bytes(6)),
+        ("to another host's MAC address (the kernel drops it: PACKET_OTHERHOST)",
+         Ether(src=s.mac, dst="02:11:22:33:44:55") / IP(**ip) / UDP(sport=50000, dport=862)
+         / body(BAD + 32)),
         ("from port 862, with a Receive Timestamp (a reflection)",
          eth / IP(**ip) / UDP(sport=862, dport=862) / (body(BAD + 30)[:16] + b"\x01" * 8 + bytes(20))),
     ]
