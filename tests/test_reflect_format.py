@@ -14,6 +14,8 @@ from decimal import Decimal
 
 import pytest
 from scapy.contrib.stamp import STAMPSessionReflectorTestUnauthenticated as ScapyReflected
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 
 from stamp_bpf.common import clock, wire
 from stamp_bpf.lab import packets
@@ -201,6 +203,32 @@ def test_not_reflected_to_other_addresses_or_ports(lab, ntp_reflector):
         "only the request to the interface's (secondary) address may be reflected; UDP that came "
         f"back: {[(u.src, u.sport, u.payload[:4].hex()) for u in back]}")
     assert back[0].src == extra, f"the reply came from {back[0].src}, not {extra}"
+
+
+def test_reply_ethernet_source_is_the_reflector_interface(lab, ntp_reflector):
+    """A reply leaves with the reflector interface's own MAC address as its source, also
+    when the request came to the broadcast address (a swapped ff:ff:ff:ff:ff:ff source
+    is an invalid frame that switches drop or learn wrongly)."""
+    topo = lab.topo
+    s, r = topo.sender, topo.reflector
+    sock = stampnet.udp_socket(s, 40020)
+    tx = stampnet.frame_socket(s)
+    try:
+        with lab.capture(s, "mac") as frames:
+            sock.sendto(request(700), (r.addr, 862))
+            tx.send(bytes(Ether(src=s.mac, dst="ff:ff:ff:ff:ff:ff") / IP(src=s.addr, dst=r.addr)
+                          / UDP(sport=40020, dport=862) / request(701)))
+            got = stampnet.recv_all(sock)
+    finally:
+        sock.close()
+        tx.close()
+    replies = {struct.unpack_from("!I", u.payload)[0]: f for f, u in stampnet.udp_frames(frames)
+               if u.src == r.addr}
+    assert 700 in replies, f"no reply to the unicast request: {sorted(replies)} ({len(got)} on the socket)"
+    for seq, f in replies.items():
+        assert (f[6:12].hex(":"), f[0:6].hex(":")) == (r.mac, s.mac), (
+            f"the reply to request {seq} went from MAC {f[6:12].hex(':')} to {f[0:6].hex(':')}, "
+            f"not from the reflector's {r.mac} to the sender's {s.mac}")
 
 
 def test_many_senders_at_once(lab, ntp_reflector):
