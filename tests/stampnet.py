@@ -22,7 +22,6 @@ from stamp_bpf.lab.netns import Topology
 from conftest import Service, command, require_root
 
 CLONE_NEWNET = 0x40000000
-ETH_P_ALL = 0x0003
 SO_NO_CHECK = 11             # socket(7): send IPv4/UDP with checksum 0
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -53,12 +52,10 @@ def socket_in(host, family=socket.AF_INET, kind=socket.SOCK_DGRAM, proto=0):
         return socket.socket(family, kind, proto)
 
 
-def udp_socket(host, port=0, addr="0.0.0.0", ttl=None, timeout=2.0):
+def udp_socket(host, port=0, addr="0.0.0.0", timeout=2.0):
     """A bound UDP socket in `host`'s namespace."""
     s = socket_in(host)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if ttl is not None:
-        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
     s.bind((addr, port))
     s.settimeout(timeout)
     return s
@@ -146,13 +143,14 @@ class Lab:
         return svc
 
     def reflector(self, *args, host=None):
+        """A stamp-reflector on `host` (default: the reflector host), attached."""
         host = host or self.topo.reflector
         return self.start(host, "stamp-reflector", host.ifname, *args, ready="reflecting")
 
-    def sender(self, *args, host=None, reflector=None):
-        host = host or self.topo.sender
-        reflector = reflector or self.topo.reflector.addr
-        return self.start(host, "stamp-sender", host.ifname, reflector, *args, ready="sending")
+    def sender(self, *args):
+        """A stamp-sender on the sender host measuring the reflector host, sending."""
+        s, r = self.topo.sender, self.topo.reflector
+        return self.start(s, "stamp-sender", s.ifname, r.addr, *args, ready="sending")
 
     @contextlib.contextmanager
     def capture(self, host, name):
