@@ -100,6 +100,13 @@ def to_sender(topo):
     for i, frag in enumerate(fragment(IP(**ip, flags=0) / UDP(sport=862, dport=862) / reply,
                                       fragsize=24)):
         out.append((f"reply fragment {i}", eth / frag))
+    # A reply to the session's packet 0 with a wrong UDP checksum (RFC 1122 4.1.3.4: discard):
+    # counted, it is either a duplicate or, arriving first, a reply with corrupted timestamps.
+    corrupt = struct.pack("!I", 0) + reply[4:24] + struct.pack("!I", 0) + reply[28:]
+    good = eth / IP(**ip) / UDP(sport=862, dport=862) / corrupt
+    wrong = stampnet.udp_checksum(bytes(good))[1] ^ 0x0F0F
+    out.append(("a reply to packet 0 with a wrong UDP checksum",
+                eth / IP(**ip) / UDP(sport=862, dport=862, chksum=wrong) / corrupt))
     return [(what, bytes(f)) for what, f in out]
 
 
@@ -166,8 +173,10 @@ def test_only_valid_test_packets_are_reflected(burst):
 
 def test_session_is_not_disturbed(burst):
     s = burst["sender"].summary()["sessions"][0]
-    assert (s["sent"], s["received"], s["lost"], s["late"], s["duplicates"]) == (COUNT, COUNT, 0, 0, 0), \
-        f"the session during the burst was disturbed: {s}"
+    counts = (s["sent"], s["received"], s["lost"], s["late"], s["duplicates"])
+    assert counts == (COUNT, COUNT, 0, 0, 0), (
+        "the session during the burst was disturbed (a duplicate or a changed count means a "
+        f"malformed 'reply', such as the one with a wrong UDP checksum, was taken): {s}")
     rt = s["round_trip"]
     assert 0 < rt["min_ns"] <= rt["avg_ns"] <= rt["max_ns"] < 20_000_000, f"insane round trips: {rt}"
     for d in ("near_end", "far_end"):
