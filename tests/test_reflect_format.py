@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -229,6 +230,38 @@ def test_reply_ethernet_source_is_the_reflector_interface(lab, ntp_reflector):
         assert (f[6:12].hex(":"), f[0:6].hex(":")) == (r.mac, s.mac), (
             f"the reply to request {seq} went from MAC {f[6:12].hex(':')} to {f[0:6].hex(':')}, "
             f"not from the reflector's {r.mac} to the sender's {s.mac}")
+
+
+def test_addresses_added_and_removed_while_running(lab, ntp_reflector):
+    """An address added to the interface is reflected for within seconds, and a removed
+    one no longer is (the reflector follows the interface, as pod IPs come and go)."""
+    topo = lab.topo
+    s, r = topo.sender, topo.reflector
+    addr = "198.18.0.50"
+    topo.run(s, ["ip", "neigh", "replace", addr, "lladdr", r.mac, "dev", s.ifname, "nud",
+                 "permanent"], check=True)
+    sock = stampnet.udp_socket(s, 40030)
+
+    def answered(seq):
+        sock.sendto(request(seq), (addr, 862))
+        return len(stampnet.recv_all(sock, quiet=0.2)) == 1
+
+    def within(seconds, want):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if answered(800) == want:
+                return True
+        return False
+
+    try:
+        assert not answered(800), f"{addr} is not on the interface yet, but was reflected for"
+        topo.run(r, ["ip", "addr", "add", f"{addr}/24", "dev", r.ifname], check=True)
+        assert within(5, True), f"{addr} added to {r.ifname} was not reflected for within 5 s"
+        topo.run(r, ["ip", "addr", "del", f"{addr}/24", "dev", r.ifname], check=True)
+        assert within(5, False), f"{addr} removed from {r.ifname} was still reflected for after 5 s"
+    finally:
+        sock.close()
+        topo.run(r, ["ip", "addr", "del", f"{addr}/24", "dev", r.ifname], capture_output=True)
 
 
 def test_many_senders_at_once(lab, ntp_reflector):
