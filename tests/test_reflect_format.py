@@ -6,6 +6,8 @@ interface is captured and the replies are decoded by scapy's
 scapy.contrib.stamp and by tshark's TWAMP-Test dissector, not by our code.
 """
 
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -262,6 +264,31 @@ def test_addresses_added_and_removed_while_running(lab, ntp_reflector):
     finally:
         sock.close()
         topo.run(r, ["ip", "addr", "del", f"{addr}/24", "dev", r.ifname], capture_output=True)
+
+
+def test_reflects_while_user_space_is_frozen(lab, ntp_reflector):
+    """SIGSTOP the reflector process: the kernel keeps reflecting every request, also once
+    the ring buffer of records (64 pages) is full and nothing reads it."""
+    topo = lab.topo
+    n = 8000                       # more records than the ring buffer holds (~5,400)
+    sock = stampnet.udp_socket(topo.sender, 40040)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+    os.killpg(ntp_reflector.proc.pid, signal.SIGSTOP)
+    try:
+        with lab.capture(topo.sender, "frozen") as frames:
+            for seq in range(n):
+                sock.sendto(request(900000 + seq), (topo.reflector.addr, 862))
+                if seq % 64 == 63:
+                    time.sleep(0.001)       # stay under the capture's and socket's buffers
+            stampnet.recv_all(sock, quiet=0.5)
+    finally:
+        os.killpg(ntp_reflector.proc.pid, signal.SIGCONT)
+        sock.close()
+    reqs, reps = split(frames, topo.reflector.addr)
+    assert len(reqs) == n, f"captured {len(reqs)} of {n} requests"
+    assert len(reps) == n, f"{len(reps)} of {n} requests were reflected while user space was stopped"
+    time.sleep(0.5)
+    assert ntp_reflector.proc.poll() is None, "the reflector died after SIGCONT"
 
 
 def test_many_senders_at_once(lab, ntp_reflector):
