@@ -1,7 +1,9 @@
 """BPF_PROG_TEST_RUN through a plain bpf() syscall (bcc does not wrap it).
 
-    from testrun import test_run
-    retval, duration_ns, data_out = test_run(prog_fd, frame, repeat=1_000_000)
+    from testrun import TestRunner
+    runner = TestRunner(frame)
+    retval, ns_per_run = runner.run(prog_fd, repeat=3000)
+    frame_after = runner.output()
 
 The kernel runs the program `repeat` times on one skb built from `frame` and
 reports the mean time per run, harness included (its loop, the program's
@@ -61,10 +63,3 @@ class TestRunner:
     def output(self):
         """The frame as the last run left it."""
         return self._out.raw[:self._attr.data_size_out]
-
-
-def test_run(prog_fd, frame, repeat=1):
-    """(retval, mean ns per run, frame after the runs)."""
-    r = TestRunner(frame)
-    retval, ns = r.run(prog_fd, repeat)
-    return retval, ns, r.output()
