@@ -4,13 +4,14 @@ from . import textformat
 from .sessions import Session, SessionTable, endpoints, render_delays, render_info
 
 DIRECTIONS = ("near_end",)
+COUNTS = ("reflected",)     # record fields
 
 
 class ReflectorSession(Session):
     def __init__(self, key, buckets):
         sender, reflector = endpoints(key)
-        super().__init__({"sender": sender, "reflector": reflector}, DIRECTIONS, buckets)
-        self.reflected = 0
+        super().__init__({"sender": sender, "reflector": reflector}, DIRECTIONS, buckets,
+                         COUNTS)
 
 
 class ReflectorSessions:
@@ -24,7 +25,9 @@ class ReflectorSessions:
         s = self.table.get(rec[0:4], now)
         s.timestamping = rec[4]
         t1, t2 = rec[7:9]
-        s.reflected = rec[10]
+        before = s.counts.update(rec[10:11])
+        if before is not None:
+            self.table.restarted(s, before)
         if t1 and t2:
             s.delays["near_end"].observe(t2 - t1)
 
@@ -33,7 +36,7 @@ class ReflectorSessions:
         name = "stamp_reflector_packets_reflected_total"
         out = [textformat.header(name, "counter", "Test packets the reflector reflected, "
                                                   "per sender session.")]
-        out.extend([f"{name}{s.base} {s.reflected}\n" for s in sessions])
+        out.extend([f"{name}{s.base} {s.counts.totals()[0]}\n" for s in sessions])
         return "".join(out).encode() + render_info(
             "stamp_reflector_session_info", sessions) + render_delays(
             "stamp_reflector_", sessions, DIRECTIONS,

@@ -6,7 +6,7 @@ from . import textformat
 from .sessions import Session, SessionTable, endpoints, render_delays, render_info
 
 DIRECTIONS = ("near_end", "far_end", "round_trip")
-COUNTERS = (  # (family, help); values come from the records' cumulative counters
+COUNTERS = (  # (family, help); values are the records' cumulative counters, over restarts
     ("stamp_packets_sent_total", "Test packets the sender sent."),
     ("stamp_packets_received_total", "Replies received before the timeout."),
     ("stamp_packets_lost_total", "Test packets with no reply by the timeout plus late window."),
@@ -14,13 +14,14 @@ COUNTERS = (  # (family, help); values come from the records' cumulative counter
     ("stamp_packets_duplicate_total", "Duplicated replies."),
     ("stamp_packets_reordered_total", "Replies that arrived out of sequence order."),
 )
+COUNTS = ("sent", "received", "lost", "late", "duplicates", "reordered")   # record fields
 
 
 class SenderSession(Session):
     def __init__(self, key, buckets):
         reflector, sender = endpoints(key)
-        super().__init__({"reflector": reflector, "sender": sender}, DIRECTIONS, buckets)
-        self.counters = (0, 0, 0, 0, 0, 0)
+        super().__init__({"reflector": reflector, "sender": sender}, DIRECTIONS, buckets,
+                         COUNTS)
 
 
 class SenderSessions:
@@ -34,7 +35,15 @@ class SenderSessions:
 
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
-        s.counters = rec[16:22]
+        c = rec[16:22]
+        last = s.counts.last
+        # s.counts.update(c) with its test inlined, on this hot path: about 400 instead of
+        # 2,600 instructions per record (callgrind).
+        if c[0] < last[0] or c[1] < last[1] or c[2] < last[2] or c[3] < last[3] \
+                or c[4] < last[4] or c[5] < last[5]:
+            self.table.restarted(s, s.counts.update(c))
+        else:
+            s.counts.last = c
         s.timestamping = rec[6]
         outcome = rec[4]
         if outcome == records.OUTCOME_LOST or outcome == records.OUTCOME_DUPLICATE:
@@ -48,7 +57,9 @@ class SenderSessions:
 
     def stats(self, rec, now):
         s = self.table.get(rec[0:4], now)
-        s.counters = rec[4:10]
+        before = s.counts.update(rec[4:10])
+        if before is not None:
+            self.table.restarted(s, before)
         if rec[10]:     # ended
             sent, received, lost, late = rec[4:8]
             self.table.log.info("session_ended", side="sender", sent=sent, received=received,
@@ -56,10 +67,11 @@ class SenderSessions:
 
     def render(self):
         sessions = list(self.table.sessions.values())
+        totals = [(s.base, s.counts.totals()) for s in sessions]
         out = []
         for i, (name, help_text) in enumerate(COUNTERS):
             out.append(textformat.header(name, "counter", help_text))
-            out.extend([f"{name}{s.base} {s.counters[i]}\n" for s in sessions])
+            out.extend([f"{name}{base} {t[i]}\n" for base, t in totals])
         delays = render_delays("stamp_", sessions, DIRECTIONS,
                                "STAMP delay per direction: near_end T2-T1, far_end T4-T3, "
                                "round_trip (T4-T1)-(T3-T2)")

@@ -5,56 +5,78 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from stamp_bpf import __version__
 from stamp_bpf.common import records
 
+from .cumulative import CumulativeCounts
+
+PROC_COUNTS = ("dropped_queue", "dropped_ringbuf", "records_sent")  # ServiceStats fields
+
+
+def _role(rec):
+    return records.ROLES.get(rec.role, "unknown")
+
+
+def _add(a, b):
+    return b if a is None else tuple(x + y for x, y in zip(a, b))
+
 
 class ServiceInfo:
     """Latest ServiceStats per process and SupervisorStats per service; a prometheus collector.
 
     With several processes of one role, the clock is reported as synchronized
-    only when all are, and the error is the largest one.
+    only when all are, and the error is the largest one. A process is told apart
+    by role and pid; the counts of one that restarts with the same pid (pid 1 in
+    a container, say) carry on from where the previous one stopped.
     """
 
     def __init__(self, log):
-        self.procs = {}         # (role, pid) -> [ServiceStats, last_seen]
-        self.supervised = {}    # service name -> [SupervisorStats, last_seen]
-        self.retired = [0, 0]   # drop counts of expired processes: queue, ring buffer
-        self.retired_sent = {}  # role name -> records_sent of expired processes
+        self.procs = {}         # (role, pid) -> [ServiceStats, last_seen, CumulativeCounts]
+        self.supervised = {}    # service name -> [SupervisorStats, last_seen, CumulativeCounts]
+        self.retired = {}       # role name -> PROC_COUNTS totals of expired processes
         self._log = log
 
     def service(self, rec, now):
         key = (rec.role, rec.pid)
-        if key not in self.procs:
-            self._log.info("service_seen", role=records.ROLES.get(rec.role, str(rec.role)),
-                           pid=rec.pid)
-        self.procs[key] = [rec, now]
+        role = records.ROLES.get(rec.role, str(rec.role))
+        entry = self.procs.get(key)
+        if entry is None:
+            self._log.info("service_seen", role=role, pid=rec.pid)
+            entry = self.procs[key] = [rec, now, CumulativeCounts(PROC_COUNTS)]
+        entry[0:2] = rec, now
+        counts = (rec.dropped_queue, rec.dropped_ringbuf, rec.records_sent)
+        before = entry[2].update(counts)
+        if before is not None:
+            entry[2].log_restart(self._log, before, role=role, pid=rec.pid)
 
     def supervisor(self, rec, now):
-        self.supervised[rec.service] = [rec, now]
+        entry = self.supervised.get(rec.service)
+        if entry is None:
+            entry = self.supervised[rec.service] = [rec, now, CumulativeCounts(("restarts",))]
+        entry[0:2] = rec, now
+        before = entry[2].update((rec.restarts,))
+        if before is not None:
+            entry[2].log_restart(self._log, before, side="supervisor", child=rec.service)
 
     def expire(self, now, idle):
-        for key in [k for k, (_, seen) in self.procs.items() if now - seen > idle]:
-            rec, _ = self.procs.pop(key)
-            self.retired[0] += rec.dropped_queue
-            self.retired[1] += rec.dropped_ringbuf
-            role = records.ROLES.get(rec.role, "unknown")
-            self.retired_sent[role] = self.retired_sent.get(role, 0) + rec.records_sent
-        for key in [k for k, (_, seen) in self.supervised.items() if now - seen > idle]:
+        for key in [k for k, (_, seen, _) in self.procs.items() if now - seen > idle]:
+            rec, _, counts = self.procs.pop(key)
+            self.retired[_role(rec)] = _add(self.retired.get(_role(rec)), counts.totals())
+        for key in [k for k, (_, seen, _) in self.supervised.items() if now - seen > idle]:
             del self.supervised[key]
+
+    def totals(self):
+        """{role: PROC_COUNTS totals of every process seen}, expired processes included."""
+        out = dict(self.retired)
+        for rec, _, counts in self.procs.values():
+            out[_role(rec)] = _add(out.get(_role(rec)), counts.totals())
+        return out
 
     def dropped(self):
         """(service queue, ring buffer) drops of every process seen, expired ones included."""
-        queue, ring = self.retired
-        for rec, _ in self.procs.values():
-            queue += rec.dropped_queue
-            ring += rec.dropped_ringbuf
-        return queue, ring
+        by_role = self.totals().values()
+        return sum(t[0] for t in by_role), sum(t[1] for t in by_role)
 
     def records_sent(self):
         """{role: records its processes handed to ZeroMQ}, expired processes included."""
-        sent = dict(self.retired_sent)
-        for rec, _ in self.procs.values():
-            role = records.ROLES.get(rec.role, "unknown")
-            sent[role] = sent.get(role, 0) + rec.records_sent
-        return sent
+        return {role: t[2] for role, t in self.totals().items()}
 
     def collect(self):
         info = GaugeMetricFamily("stamp_build_info", "stamp-bpf version of this exporter.",
@@ -68,8 +90,8 @@ class ServiceInfo:
                                   "The kernel's estimated clock error of the service (adjtimex).",
                                   labels=["role"])
         by_role = {}
-        for rec, _ in self.procs.values():
-            by_role.setdefault(records.ROLES.get(rec.role, "unknown"), []).append(rec)
+        for rec, _, _ in self.procs.values():
+            by_role.setdefault(_role(rec), []).append(rec)
         for role, recs in sorted(by_role.items()):
             synced.add_metric([role], int(all(r.clock_synchronized for r in recs)))
             known = [r.clock_error_ns for r in recs if r.clock_error_ns >= 0]
@@ -81,8 +103,8 @@ class ServiceInfo:
                                labels=["service"])
         restarts = CounterMetricFamily("stamp_supervisor_restarts",
                                        "Restarts of the supervised service.", labels=["service"])
-        for name, (rec, _) in sorted(self.supervised.items()):
+        for name, (rec, _, counts) in sorted(self.supervised.items()):
             up.add_metric([name], int(rec.up))
-            restarts.add_metric([name], rec.restarts)
+            restarts.add_metric([name], counts.totals()[0])
         yield up
         yield restarts

@@ -6,6 +6,7 @@ import socket
 from stamp_bpf.common import records
 
 from . import textformat
+from .cumulative import CumulativeCounts
 from .delays import DelayStats
 
 
@@ -16,13 +17,15 @@ def endpoints(key):
 
 
 class Session:
-    """One session's label strings (rendered once) and per-direction delay statistics."""
+    """One session's label strings (rendered once), per-direction delay statistics, and
+    the cumulative counts its records carry (named by `counts`)."""
 
-    def __init__(self, labelkv, directions, buckets):
+    def __init__(self, labelkv, directions, buckets, counts):
         self.labels = labelkv
         self.base = textformat.labels(**labelkv)
         self.by_dir = {d: textformat.labels(**labelkv, direction=d) for d in directions}
         self.delays = {d: DelayStats(buckets) for d in directions}
+        self.counts = CumulativeCounts(counts)
         self.buckets = buckets
         self.timestamping = None    # records.TS_*, from the latest packet record
         self.last_seen = 0.0
@@ -60,6 +63,11 @@ class SessionTable:
             self.log.info("session_added", side=self._side, **s.labels)
         s.last_seen = now
         return s
+
+    def restarted(self, s, before):
+        """Log that the source of session s restarted; `before` is what s.counts.update
+        returned."""
+        s.counts.log_restart(self.log, before, side=self._side, **s.labels)
 
     def expire(self, now, idle):
         """Remove sessions idle for longer than `idle` seconds; returns how many."""
