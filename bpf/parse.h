@@ -9,6 +9,7 @@
 #define STAMP_PARSE_H
 
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/ip.h>
 #include <linux/in.h>
 #include <linux/udp.h>

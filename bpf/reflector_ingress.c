@@ -66,6 +66,10 @@ int reflector_ingress(struct __sk_buff *skb)
 
 	if (parse_udp4(skb, 0, bpf_htons(STAMP_PORT), &p))
 		return TC_ACT_UNSPEC;
+	/* Only frames addressed to this host: not broadcast, multicast or another
+	 * host's MAC seen in promiscuous mode (the stack would drop those). */
+	if (skb->pkt_type != PACKET_HOST)
+		return TC_ACT_UNSPEC;
 	daddr = p.ip->daddr;
 	if (!local_addrs.lookup(&daddr))
 		return TC_ACT_UNSPEC;
@@ -93,12 +97,10 @@ int reflector_ingress(struct __sk_buff *skb)
 		for (int i = TWAMP_LIGHT_MIN_LEN; i < STAMP_BASE_LEN; i++)
 			if (i >= plen)
 				o[i] = 0;
-	} else if (f.udp->source == bpf_htons(STAMP_PORT) &&
-		   (old.rx_ts.sec || old.rx_ts.frac)) {
-		/* Loop guard: a sender's packet has zeros (MBZ) where a reflected
-		 * packet has its Receive Timestamp. Reflecting a reflection from a
-		 * peer's reflector would bounce one packet between two reflectors
-		 * for ever (both on port 862, the peer's sender gone). */
+	} else if (f.udp->source == bpf_htons(STAMP_PORT) && stamp_is_reflection(&old)) {
+		/* Loop guard: reflecting a reflection from a peer's reflector would
+		 * bounce one packet between two reflectors for ever (both on port
+		 * 862, the peer's sender gone). */
 		stat_inc(STAT_LOOP_GUARD);
 		return TC_ACT_UNSPEC;
 	}

@@ -28,7 +28,7 @@ int sender_ingress(struct __sk_buff *skb)
 
 	if (parse_udp4(skb, bpf_htons(SENDER_DST_PORT), bpf_htons(SENDER_SRC_PORT), &p))
 		return TC_ACT_UNSPEC;
-	if (p.payload_len < STAMP_BASE_LEN)
+	if (p.payload_len < STAMP_BASE_LEN || skb->pkt_type != PACKET_HOST)
 		return TC_ACT_UNSPEC;
 	now = bpf_ktime_get_tai_ns();		/* T4 */
 	raddr = p.ip->saddr;
@@ -39,11 +39,10 @@ int sender_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 
 	/* In a mesh the peer's sender uses the same addresses and ports as its
-	 * reflector. Its test packets carry zeros where a reply carries the
-	 * Receive Timestamp (MBZ, RFC 8762 section 4.2.1): leave those to the
-	 * local reflector's filter. */
+	 * reflector: its test packets (MBZ where a reply has its Receive
+	 * Timestamp) are left to the local reflector's filter. */
 	pkt = (struct stamp_reflector_pkt *)f.payload;
-	if (!pkt->rx_ts.sec && !pkt->rx_ts.frac)
+	if (!stamp_is_reflection(pkt))
 		return TC_ACT_UNSPEC;
 
 	ev = events.ringbuf_reserve(sizeof(*ev));

@@ -97,6 +97,21 @@ static __always_inline struct stamp_ts stamp_ts_from_tai(__u64 tai_ns,
 }
 
 /**
+ * stamp_is_reflection() - does a packet have the Session-Reflector format?
+ *
+ * A reflected packet (Figure 5) carries a Receive Timestamp, a non-zero
+ * Session-Sender TTL and zero MBZ octets 38-39 and 41-43. A STAMP sender's
+ * packet has zeros in all of 16..43 (MBZ); a TWAMP-Light sender's padding
+ * may be pseudo-random (RFC 5357 4.1.2) and matches this by chance with odds
+ * of about 2^-48. Octets 14-15 are left out: RFC 8972 puts the SSID there.
+ */
+static __always_inline int stamp_is_reflection(const struct stamp_reflector_pkt *p)
+{
+	return (p->rx_ts.sec || p->rx_ts.frac) && p->sender_ttl && !p->mbz2 &&
+	       !p->mbz3[0] && !p->mbz3[1] && !p->mbz3[2];
+}
+
+/**
  * stamp_rx_tai() - the receive time of a frame at TC ingress, as TAI ns.
  * @skb: the frame
  * @now_tai: bpf_ktime_get_tai_ns() taken on entry to the program

@@ -66,8 +66,9 @@ def to_reflector(topo):
         ("to another host's MAC address (the kernel drops it: PACKET_OTHERHOST)",
          Ether(src=s.mac, dst="02:11:22:33:44:55") / IP(**ip) / UDP(sport=50000, dport=862)
          / body(BAD + 32)),
-        ("from port 862, with a Receive Timestamp (a reflection)",
-         eth / IP(**ip) / UDP(sport=862, dport=862) / (body(BAD + 30)[:16] + b"\x01" * 8 + bytes(20))),
+        ("from port 862, in the reflector format (a reflection: Receive Timestamp, Sender TTL 64)",
+         eth / IP(**ip) / UDP(sport=862, dport=862)
+         / (body(BAD + 30)[:16] + b"\x01" * 8 + bytes(16) + b"\x40" + bytes(3))),
     ]
     for i, frag in enumerate(fragment(IP(**ip, flags=0) / UDP(sport=50000, dport=862)
                                       / body(BAD + 31, 100), fragsize=48)):

@@ -83,6 +83,16 @@ def parse_reflector_packet(buf):
     return ReflectorPacket(seq, (s, f), ee, (rs, rf), sseq, (ss, sf), see, ttl)
 
 
+def is_reflection(buf):
+    """Does a packet have the Session-Reflector format? (stamp_is_reflection in stamp.h)
+
+    A Receive Timestamp, a non-zero Session-Sender TTL and zero MBZ octets
+    38-39 and 41-43; a sender's packet has zeros in 16..43.
+    """
+    return (len(buf) >= BASE_LEN and any(buf[16:24]) and buf[40] != 0
+            and not any(buf[38:40]) and not any(buf[41:44]))
+
+
 # --- timestamps -------------------------------------------------------------
 
 def ntp_to_ns(sec, frac):

@@ -85,7 +85,7 @@ class UserReflector:
         if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
             return None
         # Loop guard, as in reflector_ingress.c: a reflection is not reflected again.
-        if sport == self.port and len(data) >= wire.BASE_LEN and any(data[16:24]):
+        if sport == self.port and wire.is_reflection(data):
             self.counts["loop_guard"] += 1
             return None
         ttl, local = 0, b"\0\0\0\0"

@@ -71,6 +71,8 @@ def parser():
 def parse(argv=None):
     p = parser()
     args = p.parse_args(argv)
+    if args.reflector_dns is not None and not args.reflector_dns.strip():
+        p.error("--reflector-dns needs a DNS name, e.g. stamp-reflector.monitoring.svc.cluster.local")
     if not args.reflectors and not args.reflector_dns:
         p.error("no reflector: give at least one REFLECTOR address, or --reflector-dns NAME")
     if len(set(args.reflectors)) != len(args.reflectors):
