@@ -67,7 +67,9 @@ def prog_test_run(fn, frame):
 
 
 def frame(src, dst, payload, sport=862, dport=862, ttl=64):
-    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    # BPF_PROG_TEST_RUN runs the skb on lo, whose address is all zeros: a frame to
+    # that address is PACKET_HOST, which the ingress programs require.
+    return bytes(Ether(src="02:00:00:00:00:01", dst="00:00:00:00:00:00")
                  / IP(src=src, dst=dst, ttl=ttl, flags="DF") / UDP(sport=sport, dport=dport)
                  / payload)
 
@@ -220,7 +222,8 @@ def chain(state, ptp, s_dp, s_fns, r_dp, r_fns):
 
     # T4: sender_ingress takes the reply and emits the sender's record.
     before = tai_ns()
-    rc, _ = prog_test_run(s_fns[tc.INGRESS], out3)
+    # The reply goes back to the sender's MAC; on lo (the test run's device) that is all zeros.
+    rc, _ = prog_test_run(s_fns[tc.INGRESS], bytes(6) + out3[6:])
     after = tai_ns()
     assert rc == TC_ACT_SHOT, f"sender_ingress returned {rc}, not TC_ACT_SHOT for our reply"
     s_dp.bpf.ring_buffer_consume()

@@ -84,7 +84,7 @@ def load(files, defines, programs, debug=False):
     kernel_headers()
     debug_flags = DEBUG_BPF if debug else 0
     try:
-        bpf = BPF(text=source(files), cflags=cflags(defines), debug=debug_flags)
+        bpf = BPF(text=source(files).encode(), cflags=cflags(defines), debug=debug_flags)
         funcs = {name: bpf.load_func(name, BPF.SCHED_CLS) for name in programs}
     except Exception as e:
         raise BpfSetupError(f"loading BPF programs {', '.join(programs)} failed: {e}") from None
