@@ -74,6 +74,12 @@ int reflector_ingress(struct __sk_buff *skb)
 	if (!local_addrs.lookup(&daddr))
 		return TC_ACT_UNSPEC;
 	now = bpf_ktime_get_tai_ns();		/* T2 */
+	/* NOTE: p's packet pointers are not used after the checksum check. */
+	if (!udp4_csum_ok(skb, p.ip->saddr, daddr, p.payload_len + sizeof(struct udphdr),
+			  p.udp->check)) {
+		stat_inc(STAT_BAD_CSUM);
+		return TC_ACT_UNSPEC;	/* UDP will discard it, silently */
+	}
 	cfg = config.lookup(&key);
 	h = handoff.lookup(&key);
 	if (!cfg || !h)

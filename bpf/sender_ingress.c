@@ -23,7 +23,8 @@ int sender_ingress(struct __sk_buff *skb)
 	struct stamp_frame f;
 	struct udp4 p;
 	__u32 key = 0;
-	__be32 raddr;
+	__be32 raddr, laddr;
+	__u32 ulen;
 	__u64 now;
 
 	if (parse_udp4(skb, bpf_htons(SENDER_DST_PORT), bpf_htons(SENDER_SRC_PORT), &p))
@@ -44,17 +45,29 @@ int sender_ingress(struct __sk_buff *skb)
 	pkt = (struct stamp_reflector_pkt *)f.payload;
 	if (!stamp_is_reflection(pkt))
 		return TC_ACT_UNSPEC;
+	raddr = f.ip->saddr;
+	laddr = f.ip->daddr;
+	ulen = bpf_ntohs(f.udp->len);
+	if (!udp4_csum_ok(skb, raddr, laddr, ulen, f.udp->check)) {
+		stat_inc(STAT_BAD_CSUM);
+		return TC_ACT_UNSPEC;	/* UDP will discard it, silently */
+	}
+	/* NOTE: pointers checked again: nothing above changed the packet, but
+	 * the verifier is told so only by a fresh bounds check. */
+	if (stamp_frame(skb, &f))
+		return TC_ACT_UNSPEC;
+	pkt = (struct stamp_reflector_pkt *)f.payload;
 
 	ev = events.ringbuf_reserve(sizeof(*ev));
 	if (!ev) {
 		stat_inc(STAT_RINGBUF_LOST);
 		return TC_ACT_SHOT;
 	}
-	ev->reflector_addr = f.ip->saddr;
-	ev->local_addr = f.ip->daddr;
+	ev->reflector_addr = raddr;
+	ev->local_addr = laddr;
 	ev->reflector_port = f.udp->source;
 	ev->local_port = f.udp->dest;
-	ev->payload_len = bpf_htons(bpf_ntohs(f.udp->len) - sizeof(struct udphdr));
+	ev->payload_len = bpf_htons(ulen - sizeof(struct udphdr));
 	ev->reply_ttl = f.ip->ttl;
 	ev->pad = 0;
 	ev->t4 = stamp_ts_from_tai(stamp_rx_tai(skb, now, cfg), cfg);

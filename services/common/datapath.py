@@ -9,7 +9,7 @@ import ctypes
 import socket
 import struct
 
-STATS = ("stamped", "received", "ringbuf_lost", "loop_guard", "grown")
+STATS = ("stamped", "received", "ringbuf_lost", "loop_guard", "grown", "bad_checksum")
 
 
 def ipv4_be32(addr):

@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 
-from ..common import events, wire
+from ..common import datapath, events, wire
 
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL_CMSG = getattr(socket, "IP_TTL", 2)
@@ -27,8 +27,7 @@ class UserReflector:
         self.port = port
         self.ptp = ptp
         self.state = None
-        self.counts = {"stamped": 0, "received": 0, "ringbuf_lost": 0, "loop_guard": 0,
-                       "grown": 0}
+        self.counts = dict.fromkeys(datapath.STATS, 0)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)

@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 
-from ..common import events, wire
+from ..common import datapath, events, wire
 
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL_CMSG = getattr(socket, "IP_TTL", 2)
@@ -30,8 +30,7 @@ class UserSenderDatapath:
         self._sessions = set()
         self._state = None
         self._callback = None
-        self._counts = {"stamped": 0, "received": 0, "ringbuf_lost": 0, "loop_guard": 0,
-                        "grown": 0}
+        self._counts = dict.fromkeys(datapath.STATS, 0)
         tx.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         tx.stamp = self._stamp
 
