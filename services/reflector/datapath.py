@@ -3,11 +3,15 @@
 from ..common import bpfprog, datapath, tc
 
 FILES = ["maps.h", "reflector_maps.h", "reflector_ingress.c", "reflector_egress.c"]
+# 2 MiB: about 2 s of records at 10,000 packets/s, so a sender or reflector
+# process that waits for a CPU does not lose records (a lost sender record is
+# a reply counted as lost).
+RINGBUF_PAGES = 512
 PROGRAMS = ["reflector_ingress", "reflector_egress"]
 
 
 def defines(port, ptp):
-    return {"STAMP_PORT": port, "STAMP_TS_PTP": int(ptp)}
+    return {"STAMP_PORT": port, "STAMP_TS_PTP": int(ptp), "RINGBUF_PAGES": RINGBUF_PAGES}
 
 
 def load(port, ptp, debug=False):

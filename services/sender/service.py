@@ -34,6 +34,7 @@ class SenderService:
         self.sessions = {}          # reflector address -> Session
         self.ended = []             # sessions removed by DNS, for the summary
         self.schedule = []          # heap of (next send ns, reflector address)
+        self.deadlines = []         # heap of (give-up ns, reflector address, seq)
         self.pending = []           # raw ring buffer records of this iteration
         self.out = []               # exporter records of this iteration
         self.hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
@@ -161,6 +162,7 @@ class SenderService:
             seq = s.next_seq
             if self.tx.send(seq, s.reflector, s.port):
                 s.on_sent(mono, wall)
+                heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), addr, seq))
             else:
                 s.next_seq += 1     # skip it: the kernel refused, nothing left
                 self.log.warning("send_failed", reflector=s.label, seq=seq, errors=self.tx.errors)
@@ -190,14 +192,18 @@ class SenderService:
             self._on_reply(decode_reply(ev, our_ee, self.state.tai_offset_s), ev)
         self.pending.clear()
         now = time.monotonic_ns()
-        for s in self.sessions.values():
-            for seq, sent in s.expire(now):
-                self.out.append(records.SenderPacket(
-                    s.reflector, s.port, s.local, s.local_port, records.OUTCOME_LOST, False,
-                    self.ts_kind, 0, seq, 0, sent.wall_ns, 0, 0, 0, 0, 0, *s.counters()))
-                if self.live:
-                    print(view.lost_line(s, seq), flush=True)
-                self.log.debug("lost", reflector=s.label, seq=seq)
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, addr, seq = heapq.heappop(self.deadlines)
+            s = self.sessions.get(addr)
+            sent = s.declare_lost(seq) if s else None
+            if sent is None:
+                continue        # answered in time, or its session is gone
+            self.out.append(records.SenderPacket(
+                s.reflector, s.port, s.local, s.local_port, records.OUTCOME_LOST, False,
+                self.ts_kind, 0, seq, 0, sent.wall_ns, 0, 0, 0, 0, 0, *s.counters()))
+            if self.live:
+                print(view.lost_line(s, seq), flush=True)
+            self.log.debug("lost", reflector=s.label, seq=seq)
         if self.out:
             self.pusher.push(self.out)
             self.out = []

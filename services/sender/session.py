@@ -17,8 +17,9 @@ from ..common import records, wire
 from ..common.delaystats import DelayStats
 
 DIRECTIONS = ("near_end", "far_end", "round_trip")
-# Sequence numbers remembered for duplicate detection, per session.
-ANSWERED_WINDOW = 65536
+# Sequence numbers remembered for duplicate detection, per session: enough
+# for every packet that can still be answered (timeout + late window), twice.
+ANSWERED_MIN, ANSWERED_MAX = 1024, 65536
 
 
 class Sent(NamedTuple):
@@ -55,6 +56,8 @@ class Session:
         self.interval_ns = int(interval_s * 1e9)
         self.timeout_ns = int(timeout_s * 1e9)
         self.give_up_ns = int((timeout_s + late_window_s) * 1e9)
+        self.answered_window = min(ANSWERED_MAX, max(
+            ANSWERED_MIN, 2 * -(-self.give_up_ns // max(self.interval_ns, 1))))
         self.start_ns = start_mono_ns
         self.next_seq = 0
         self.local = "0.0.0.0"       # learnt from the first reply
@@ -117,17 +120,19 @@ class Session:
 
     def _remember(self, seq):
         self.answered[seq] = None
-        if len(self.answered) > ANSWERED_WINDOW:
+        if len(self.answered) > self.answered_window:
             del self.answered[next(iter(self.answered))]
 
-    def expire(self, now_mono_ns):
-        """Declare lost what is past timeout + late window; returns [(seq, Sent)]."""
-        gone = [(seq, s) for seq, s in self.outstanding.items()
-                if now_mono_ns - s.mono_ns > self.give_up_ns]
-        for seq, _ in gone:
-            del self.outstanding[seq]
+    def give_up_at(self, sent):
+        """Monotonic time after which a packet with no reply is lost."""
+        return sent.mono_ns + self.give_up_ns
+
+    def declare_lost(self, seq):
+        """The Sent of `seq` if it was still waiting (now counted lost), else None."""
+        sent = self.outstanding.pop(seq, None)
+        if sent is not None:
             self.lost += 1
-        return gone
+        return sent
 
     # --- reporting -----------------------------------------------------------
 
