@@ -9,8 +9,11 @@ import struct
 
 from stamp_bpf.common import wire
 
-SENDER_MAC = bytes.fromhex("020000000001")
-REFLECTOR_MAC = bytes.fromhex("020000000002")
+# BPF_PROG_TEST_RUN runs frames on lo, whose address is all zeros; the ingress
+# programs take only frames addressed to the host (PACKET_HOST), so both ends'
+# MAC addresses are lo's.
+SENDER_MAC = bytes(6)
+REFLECTOR_MAC = bytes(6)
 SENDER_ADDR = "198.18.0.1"
 REFLECTOR_ADDR = "198.18.0.2"
 

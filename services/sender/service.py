@@ -20,6 +20,8 @@ from .transmit import Transmitter
 from .usermode import UserSenderDatapath
 
 MAX_WAIT_MS = 100
+PUSH_BATCH = 256                # records per ZeroMQ message, at most
+PUSH_EVERY_NS = 20_000_000      # and no record waits longer than this
 
 
 class SenderService:
@@ -36,7 +38,8 @@ class SenderService:
         self.schedule = []          # heap of (next send ns, reflector address)
         self.deadlines = []         # heap of (give-up ns, reflector address, seq)
         self.pending = []           # raw ring buffer records of this iteration
-        self.out = []               # exporter records of this iteration
+        self.out = []               # exporter records not pushed yet
+        self.out_since = 0          # monotonic ns of the oldest of them
         self.hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
                                             hist_layout.ceil, log=log)
                      if args.histpath else None)
@@ -50,7 +53,7 @@ class SenderService:
                     a.late_window, time.monotonic_ns() + offset_ns)
         self.sessions[reflector] = s
         self.dp.add_session(reflector)
-        heapq.heappush(self.schedule, (s.next_send_ns(), reflector))
+        self._schedule(s)
         self.log.info("session_started", reflector=s.label, count=a.count, interval_s=a.interval,
                       timeout_s=a.timeout, late_window_s=a.late_window)
 
@@ -67,6 +70,7 @@ class SenderService:
                 del self.sessions[addr]
                 self.dp.remove_session(addr)
                 self.ended.append(s)
+                self._push_records(force=True)
                 self.pusher.push([s.stats_record(ended=True)])
                 self.log.info("session_ended", **s.summary())
 
@@ -79,7 +83,18 @@ class SenderService:
         for addr in set(self.sessions) - wanted:
             self.stop_session(addr)
         for addr in wanted:
-            self.sessions[addr].stopping = False
+            s = self.sessions[addr]
+            if s.stopping:      # back in DNS before its last packets were judged
+                s.stopping = False
+                self.log.info("session_resumed", reflector=s.label)
+                self._schedule(s)
+
+    def _schedule(self, s):
+        """Put a session's next send on the schedule, once."""
+        nxt = s.next_send_ns()
+        if nxt is not None and not s.scheduled:
+            s.scheduled = True
+            heapq.heappush(self.schedule, (nxt, s.reflector))
 
     # --- the loop ----------------------------------------------------------------
 
@@ -94,7 +109,7 @@ class SenderService:
             self.dp.socket_cookie = self.tx.cookie
             attachment = tc.attached(a.interface, programs, tc.SENDER_PRIO, tc.SENDER_HANDLE,
                                      self.log)
-        self.state = runtime.refresh_clock(self.dp, None, self.log)
+        self._set_clock(runtime.refresh_clock(self.dp, None, self.log))
         self.dp.open_events(self.pending.append)
         rx_stamps = runtime.keep_rx_timestamps_on()
         resolver = None
@@ -118,6 +133,7 @@ class SenderService:
                 if resolver:
                     resolver.stop()
                 self._drain()
+                self._push_records(force=True)
                 self.pusher.push([s.stats_record(ended=True) for s in self.sessions.values()])
                 self._push_service_stats()
                 self.tx.close()
@@ -136,19 +152,23 @@ class SenderService:
             self._wait()
             self._drain()
             if every_second.due():
-                self.state = runtime.refresh_clock(self.dp, self.state, self.log)
+                self._set_clock(runtime.refresh_clock(self.dp, self.state, self.log))
                 if resolver:
                     self._apply_dns(resolver.latest())
                 self._end_finished_stopping()
                 if self.hist:
                     self.hist.maybe_flush()
             if every_stats.due():
+                # Records stay in order: the exporter reads a count going down as a restart.
+                self._push_records(force=True)
                 self.pusher.push([s.stats_record() for s in self.sessions.values()])
                 self._push_service_stats()
             if every_summary.due():
                 for s in self.sessions.values():
                     self.log.info("session_stats", **s.summary())
-            if a.count and not a.reflector_dns and all(s.finished() for s in self.sessions.values()):
+            # Every count sent (nothing left on the schedule): done once all are judged.
+            if (a.count and not a.reflector_dns and not self.schedule
+                    and all(s.finished() for s in self.sessions.values())):
                 break
 
     def _send_due(self):
@@ -156,8 +176,11 @@ class SenderService:
         while self.schedule and self.schedule[0][0] <= now:
             _, addr = heapq.heappop(self.schedule)
             s = self.sessions.get(addr)
-            if s is None or s.next_send_ns() is None:
+            if s is None:
                 continue
+            s.scheduled = False
+            if s.next_send_ns() is None:
+                continue        # stopping, or its count is sent
             mono, wall = now_ns()
             seq = s.next_seq
             if self.tx.send(seq, s.reflector, s.port):
@@ -166,9 +189,7 @@ class SenderService:
             else:
                 s.next_seq += 1     # skip it: the kernel refused, nothing left
                 self.log.warning("send_failed", reflector=s.label, seq=seq, errors=self.tx.errors)
-            nxt = s.next_send_ns()
-            if nxt is not None:
-                heapq.heappush(self.schedule, (nxt, addr))
+            self._schedule(s)
 
     def _wait(self):
         """Wait for replies until the next send is due (at most MAX_WAIT_MS)."""
@@ -186,7 +207,7 @@ class SenderService:
     def _drain(self):
         """Turn this iteration's replies and expiries into counts and records."""
         self.dp.poll(0)
-        our_ee = self.state.error_estimate(self.ptp)
+        our_ee = self.our_ee
         for raw in self.pending:
             ev = events.sender_event(raw)
             self._on_reply(decode_reply(ev, our_ee, self.state.tai_offset_s), ev)
@@ -204,9 +225,20 @@ class SenderService:
             if self.live:
                 print(view.lost_line(s, seq), flush=True)
             self.log.debug("lost", reflector=s.label, seq=seq)
-        if self.out:
+        self._push_records(now)
+
+    def _push_records(self, now=None, force=False):
+        """Push the records gathered so far, in batches: one ZeroMQ message per
+        PUSH_BATCH records or per PUSH_EVERY_NS, not one per packet."""
+        if not self.out:
+            return
+        now = time.monotonic_ns() if now is None else now
+        if not self.out_since:
+            self.out_since = now
+        if force or len(self.out) >= PUSH_BATCH or now - self.out_since >= PUSH_EVERY_NS:
             self.pusher.push(self.out)
             self.out = []
+            self.out_since = 0
 
     def _on_reply(self, r, ev):
         s = self.sessions.get(ev.reflector)
@@ -236,6 +268,10 @@ class SenderService:
                            reordered=reordered, t1_ns=r.t1, t2_ns=r.t2, t3_ns=r.t3, t4_ns=r.t4,
                            sender_ttl=r.sender_ttl, reply_ttl=ev.reply_ttl,
                            payload_len=ev.payload_len)
+
+    def _set_clock(self, state):
+        self.state = state
+        self.our_ee = state.error_estimate(self.ptp)
 
     def _push_service_stats(self):
         self.pusher.push([runtime.service_stats(records.ROLE_SENDER, self.state, self.pusher,

@@ -65,6 +65,7 @@ class Session:
         self.answered = {}           # seq -> None, insertion-ordered window
         self.max_answered = -1
         self.stopping = False        # no more sends (DNS removed it)
+        self.scheduled = False       # an entry of the service's send schedule is ours
         self.sent = self.received = self.lost = self.late = 0
         self.duplicates = self.reordered = self.invalid = 0
         self.delays = {d: DelayStats() for d in DIRECTIONS}
