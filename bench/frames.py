@@ -8,6 +8,7 @@ import socket
 import struct
 
 from stamp_bpf.common import wire
+from stamp_bpf.lab import packets
 
 # BPF_PROG_TEST_RUN runs frames on lo, whose address is all zeros; the ingress
 # programs take only frames addressed to the host (PACKET_HOST), so both ends'
@@ -18,14 +19,7 @@ SENDER_ADDR = "198.18.0.1"
 REFLECTOR_ADDR = "198.18.0.2"
 
 
-def checksum(data):
-    """RFC 1071 Internet checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+checksum = packets.rfc1071
 
 
 def eth(payload, proto=0x0800, src=SENDER_MAC, dst=REFLECTOR_MAC):

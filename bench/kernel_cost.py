@@ -31,7 +31,7 @@ from stamp_bpf.sender import datapath as sdp
 
 import frames
 import table
-from testrun import TestRunner
+from stamp_bpf.lab.progtest import TestRunner
 
 PART = "kernel"
 REPEAT = 3000           # runs per syscall: fewer than the smaller ring buffer holds (3,276)

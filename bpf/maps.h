@@ -29,9 +29,7 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 #define CSUM_CHUNK	256		/* octets summed per step */
 #define CSUM_CHUNKS	36		/* datagrams up to 9216 octets (jumbo frames) */
 struct csum_scratch {
-	/* Twice a step, see the bound check below, and one more word: the
-	 * verifier bounds the rounded-up size (len + 3) & ~3 by 514, not 512. */
-	__u32 w[2 * CSUM_CHUNK / 4 + 1];
+	__u32 w[2 * CSUM_CHUNK / 4];	/* twice a step: see the masks below */
 };
 BPF_PERCPU_ARRAY(csum_scratch, struct csum_scratch, 1);
 
@@ -55,7 +53,7 @@ static __always_inline int udp4_csum_ok(struct __sk_buff *skb, __be32 saddr, __b
 {
 	__be32 pseudo[3] = { saddr, daddr, bpf_htonl((IPPROTO_UDP << 16) | ulen) };
 	struct csum_scratch *buf;
-	__u32 key = 0, sum, partial;
+	__u32 key = 0, sum, partial, len, words, tail;
 	__s64 s;
 
 	if (!check || bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) >= 0)
@@ -75,7 +73,7 @@ static __always_inline int udp4_csum_ok(struct __sk_buff *skb, __be32 saddr, __b
 		return 1;		/* offloaded partial checksum */
 	sum = (__u32)s;
 	for (int i = 0; i < CSUM_CHUNKS; i++) {
-		__u32 off = i * CSUM_CHUNK, len;
+		__u32 off = i * CSUM_CHUNK;
 
 		if (off >= ulen)
 			break;
@@ -84,22 +82,31 @@ static __always_inline int udp4_csum_ok(struct __sk_buff *skb, __be32 saddr, __b
 			len = CSUM_CHUNK;
 		/* Verifier workaround: "R4 min value is negative, either use
 		 * unsigned or 'var &= const'": clang turns the bound check above
-		 * into one the verifier cannot follow, so the length is masked
-		 * to the scratch buffer's size (twice a step) after an empty asm
-		 * that stops clang from dropping the mask. */
+		 * into one the verifier cannot follow, so the lengths are masked
+		 * after an empty asm that stops clang from dropping the masks. */
 		asm volatile("" : "+r"(len));
-		len &= 2 * CSUM_CHUNK - 1;
-		if (!len)
-			return 1;
-		/* An odd tail is summed as if padded with zeros (RFC 1071):
-		 * clear the word it ends in, then load over it. */
-		buf->w[(len >> 2) & (2 * CSUM_CHUNK / 4 - 1)] = 0;
-		if (bpf_skb_load_bytes(skb, L4_OFF + off, buf, len))
-			return 1;
-		s = bpf_csum_diff(NULL, 0, (__be32 *)buf, (len + 3) & ~3U, sum);
-		if (s < 0)
-			return 1;
-		sum = (__u32)s;
+		words = len & (2 * CSUM_CHUNK - 4);	/* whole 32-bit words */
+		tail = len & 3;
+		if (words) {
+			if (bpf_skb_load_bytes(skb, L4_OFF + off, buf, words))
+				return 1;
+			s = bpf_csum_diff(NULL, 0, (__be32 *)buf, words, sum);
+			if (s < 0)
+				return 1;
+			sum = (__u32)s;
+		}
+		if (tail) {
+			/* The odd end is summed as if padded with zeros (RFC 1071).
+			 * It goes to a fixed place: a variable offset into a map
+			 * value needs CAP_PERFMON, which the services do without. */
+			buf->w[0] = 0;
+			if (bpf_skb_load_bytes(skb, L4_OFF + off + words, buf, tail))
+				return 1;
+			s = bpf_csum_diff(NULL, 0, (__be32 *)buf, 4, sum);
+			if (s < 0)
+				return 1;
+			sum = (__u32)s;
+		}
 	}
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);

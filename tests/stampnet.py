@@ -87,20 +87,10 @@ def kill(proc):
 
 # -- checksums ----------------------------------------------------------------
 
-def rfc1071(data):
-    """The Internet checksum of `data` (RFC 1071), as stored in a header."""
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def ip_header_ok(frame):
     """True when the IPv4 header of an Ethernet frame sums to zero (valid)."""
     ihl = (frame[14] & 0x0F) * 4
-    return rfc1071(frame[14:14 + ihl]) == 0
+    return packets.rfc1071(frame[14:14 + ihl]) == 0
 
 
 def udp_checksum(frame):
@@ -112,7 +102,7 @@ def udp_checksum(frame):
     stored = struct.unpack_from("!H", segment, 6)[0]
     segment[6:8] = b"\0\0"
     pseudo = frame[26:34] + struct.pack("!BBH", 0, 17, ulen)
-    correct = rfc1071(pseudo + bytes(segment)) or 0xFFFF   # 0 goes on the wire as 0xFFFF
+    correct = packets.rfc1071(pseudo + bytes(segment)) or 0xFFFF   # 0 goes on the wire as 0xFFFF
     return stored, correct
 
 

@@ -25,7 +25,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from stamp_bpf.common import bpfprog, clock, events, tc, wire
-from stamp_bpf.lab import packets
+from stamp_bpf.lab import packets, progtest
 from stamp_bpf.reflector import datapath as reflector_dp
 from stamp_bpf.sender import datapath as sender_dp
 
@@ -35,35 +35,14 @@ pytestmark = pytest.mark.timeout(180)
 
 SENDER_ADDR, REFLECTOR_ADDR = "198.18.0.1", "198.18.0.2"
 TAI_OFFSET_S = 37
-BPF_PROG_TEST_RUN = 10
-SYS_BPF = 321                # x86_64
 TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _TestRunAttr(ctypes.Structure):
-    """union bpf_attr, the `test` member (BPF_PROG_TEST_RUN)."""
-    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
-                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
-                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
-                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
-                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
-                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
-                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
-                ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32 * 8)]
 
 
 def prog_test_run(fn, frame):
     """Run a loaded SCHED_CLS program once on `frame`: (return code as int, frame out)."""
-    data_in = ctypes.create_string_buffer(frame, len(frame))
-    data_out = ctypes.create_string_buffer(4096)
-    attr = _TestRunAttr(prog_fd=fn.fd, data_size_in=len(frame), data_size_out=len(data_out),
-                        data_in=ctypes.addressof(data_in), data_out=ctypes.addressof(data_out),
-                        repeat=1)
-    if _libc.syscall(SYS_BPF, BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)):
-        err = ctypes.get_errno()
-        raise OSError(err, f"BPF_PROG_TEST_RUN of {fn.name.decode()}: {os.strerror(err)}")
-    return ctypes.c_int32(attr.retval).value, data_out.raw[:attr.data_size_out]
+    runner = progtest.TestRunner(frame)
+    retval, _ = runner.run(fn.fd)
+    return progtest.signed(retval), runner.output()
 
 
 def frame(src, dst, payload, sport=862, dport=862, ttl=64):

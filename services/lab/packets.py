@@ -110,3 +110,13 @@ def stamp_seq(udp, port):
     if udp is None or port not in (udp.sport, udp.dport) or len(udp.payload) < 4:
         return None
     return struct.unpack_from("!I", udp.payload)[0]
+
+
+def rfc1071(data):
+    """The Internet checksum of `data` (RFC 1071), as a header stores it."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF

@@ -1,6 +1,6 @@
 """BPF_PROG_TEST_RUN through a plain bpf() syscall (bcc does not wrap it).
 
-    from testrun import TestRunner
+    from stamp_bpf.lab.progtest import TestRunner
     runner = TestRunner(frame)
     retval, ns_per_run = runner.run(prog_fd, repeat=3000)
     frame_after = runner.output()
@@ -9,7 +9,7 @@ The kernel runs the program `repeat` times on one skb built from `frame` and
 reports the mean time per run, harness included (its loop, the program's
 run context, and one clock read spread over the repeats). The packet is NOT
 restored between repeats: a program that rewrites it sees its own output on
-the second run.
+the second run. Used by tests/test_wire_layout.py and bench/kernel_cost.py.
 """
 
 import ctypes
@@ -46,7 +46,11 @@ class TestRunner:
         self._ptr = ctypes.byref(self._attr)
 
     def run(self, prog_fd, repeat=1):
-        """(retval, mean ns per run) of `repeat` runs on a fresh copy of the frame."""
+        """(retval, mean ns per run) of `repeat` runs on a fresh copy of the frame.
+
+        retval is the program's return as an unsigned 32-bit number
+        (TC_ACT_UNSPEC, -1, reads 4294967295); signed() turns it back.
+        """
         a = self._attr
         a.prog_fd = prog_fd
         a.data_in = ctypes.addressof(self._in)
@@ -63,3 +67,8 @@ class TestRunner:
     def output(self):
         """The frame as the last run left it."""
         return self._out.raw[:self._attr.data_size_out]
+
+
+def signed(retval):
+    """A program's 32-bit return value as the int the C returned (-1 for TC_ACT_UNSPEC)."""
+    return ctypes.c_int32(retval).value
