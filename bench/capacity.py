@@ -182,10 +182,12 @@ def _one(mode, tmp, log):
         refl.wait_event("reflecting")
         _drop_ingress(topo, topo.sender, True)
         log(f"capacity: {mode} reflector")
+        # CPU first: after the flat-out search the service is still working
+        # through the records it has queued, which is not the cost of 10,000 pps.
+        total, proc, kernel, at = cpu_at(topo, port, refl.proc.pid, log)
         rcvbuf0 = _udp_rcvbuf_errors(topo, topo.reflector)
         best, generator_bound, flat = highest_rate(topo, port, log)
         rcvbuf = _udp_rcvbuf_errors(topo, topo.reflector) - rcvbuf0
-        total, proc, kernel, at = cpu_at(topo, port, refl.proc.pid, log)
         paused = None
         if mode == "bpf":
             # The datapath alone: the service stopped (SIGSTOP), nothing reads
