@@ -95,9 +95,14 @@ class Node:
             drop += [f"--bounding-set=-all{',' + keep if keep else ''}", "--inh-caps=-all"]
         if sc.get("allowPrivilegeEscalation") is False:
             drop.append("--no-new-privs")
-        argv = [str(VENV_BIN / c["command"][0])] + c["command"][1:] + c["args"]
+        # The pod's emptyDirs (its /tmp among them) may cover the folder this
+        # checkout is in (CI may clone under /tmp): in the container's own mount
+        # namespace the venv is first bound at /mnt, as the image has it at a
+        # fixed path, and the command runs from there.
+        venv = "/mnt"
+        argv = [f"{venv}/bin/python3", f"{venv}/bin/{c['command'][0]}"] + c["command"][1:] + c["args"]
         env = {**image_env(), **{e["name"]: e["value"] for e in c.get("env", [])}}
-        script = " && ".join(mounts + ['exec "$@"'])
+        script = " && ".join([f"mount --bind {VENV_BIN.parent} {venv}"] + mounts + ['exec "$@"'])
         log = self.workdir / f"{self.host.ns}-{label.replace('/', '-')}.log"
         self.logs[label] = log
         with open(log, "wb") as out:
