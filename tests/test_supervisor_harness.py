@@ -259,8 +259,16 @@ def _sandbox_exec(spec):
             sh("mount", "--bind", p, p)
             sh("mount", "-o", "remount,bind,ro", p)
     if yes("ProtectSystem") or yes("DynamicUser"):
+        # This checkout's venv may sit in a folder the sandbox hides (CI may
+        # clone under /tmp); an installed unit's ExecStart= points into /opt.
+        # Keep the venv at its own path: parked on /mnt across the tmpfs mounts.
+        venv = os.path.dirname(os.path.dirname(os.path.abspath(spec["argv"][0])))
+        sh("mount", "--bind", venv, "/mnt")
         for p in ("/tmp", "/var/tmp", "/root", "/home"):
             sh("mount", "-t", "tmpfs", "tmpfs", p)
+        if not os.path.isdir(venv):
+            os.makedirs(venv)
+            sh("mount", "--bind", "/mnt", venv)
         for p in spec["rw"]:
             sh("mount", "--bind", p, p)
         sh("mount", "-o", "remount,bind,ro", "/")
