@@ -1,6 +1,5 @@
 """What the lab parts of the bench share: services in namespaces, their records, /proc figures."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import threading
 import time
 
 from stamp_bpf.common import recordpipe, records
+from stamp_bpf.lab import jsonlog
 
 BIN = os.path.dirname(sys.executable)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -40,33 +40,13 @@ class Service:
                                    stdout=out, stderr=subprocess.STDOUT)
 
     def events(self, name):
-        out = []
-        with open(self.log_path, errors="replace") as f:
-            for line in f:
-                if line.startswith("{"):
-                    try:
-                        e = json.loads(line)
-                    except ValueError:
-                        continue
-                    if e.get("event") == name:
-                        out.append(e)
-        return out
+        return jsonlog.events(self.log_path, name)
 
     def wait_event(self, name, timeout=90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.events(name)
-            if found:
-                return found[-1]
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before logging "
-                                   f"{name!r}: {self.tail()}")
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not log {name!r} within {timeout} s: {self.tail()}")
+        return jsonlog.wait_event(self.proc, self.log_path, name, self.name, timeout)
 
     def tail(self, n=1500):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-n:]
+        return jsonlog.tail(self.log_path, n)
 
     def stop(self):
         return self.topo.stop(self.proc, 10)

@@ -5,14 +5,13 @@ fixtures, also when the test fails. Services are the installed console
 scripts (the same ones a user runs), started inside the namespaces.
 """
 
-import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
+from stamp_bpf.lab import jsonlog
 from stamp_bpf.lab.netns import Topology
 
 BIN = os.path.dirname(sys.executable)
@@ -42,37 +41,21 @@ class Service:
 
     def lines(self):
         """Every JSON log line so far, as dicts (other lines are skipped)."""
-        out = []
-        with open(self.log_path, errors="replace") as f:
-            for line in f:
-                line = line.strip()
-                if line.startswith("{"):
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        pass
-        return out
+        return jsonlog.events(self.log_path)
 
     def events(self, name):
-        return [e for e in self.lines() if e.get("event") == name]
+        return jsonlog.events(self.log_path, name)
 
     def text(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
+        return jsonlog.tail(self.log_path, 1 << 30)
 
     def wait_event(self, name, timeout=120):
         """Wait until the service logs `name`; fail with its log if it exits first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.events(name)
-            if found:
-                return found[-1]
-            if self.proc.poll() is not None:
-                pytest.fail(f"{os.path.basename(self.argv[0])} exited with {self.proc.returncode} "
-                            f"before logging {name!r}:\n{self.text()[-3000:]}")
-            time.sleep(0.1)
-        pytest.fail(f"{os.path.basename(self.argv[0])} did not log {name!r} within {timeout} s:\n"
-                    f"{self.text()[-3000:]}")
+        try:
+            return jsonlog.wait_event(self.proc, self.log_path, name,
+                                      os.path.basename(self.argv[0]), timeout)
+        except RuntimeError as e:
+            pytest.fail(str(e))
 
     def wait_exit(self, timeout=120):
         try:

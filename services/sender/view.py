@@ -1,5 +1,7 @@
 """The live, ping-like view the sender prints on a terminal."""
 
+from .session import delays
+
 
 def _ms(ns):
     return f"{ns / 1e6:.3f}"
@@ -8,7 +10,7 @@ def _ms(ns):
 def reply_line(session, reply, outcome_name, reordered):
     if not reply.valid:
         return f"{session.reflector}: seq={reply.seq} {outcome_name} (a timestamp is missing)"
-    near, far, rtt = reply.t2 - reply.t1, reply.t4 - reply.t3, (reply.t4 - reply.t1) - (reply.t3 - reply.t2)
+    near, far, rtt = delays(reply)
     hops = 255 - reply.sender_ttl
     flags = "".join(f" {w}" for w, on in (("LATE", outcome_name == "late"),
                                           ("DUP", outcome_name == "duplicate"),
