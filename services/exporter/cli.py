@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 
-from stamp_bpf import __version__
-from stamp_bpf.common import histogram, logs, recordpipe
+from .. import __version__
+from ..common import histogram, logs, recordpipe
 
 from . import receiver, server
 from .aggregator import Aggregator

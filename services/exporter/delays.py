@@ -1,9 +1,11 @@
-"""One direction's delay statistics: Prometheus histogram, last value, RFC 3550 jitter."""
+"""One direction's delay histogram for Prometheus, on top of the shared DelayStats."""
 
 import bisect
 import math
 
 from prometheus_client.utils import floatToGoString
+
+from ..common.delaystats import DelayStats
 
 
 class DelayBuckets:
@@ -19,34 +21,24 @@ class DelayBuckets:
         return len(self.le)
 
 
-class DelayStats:
+class DelayHistogram(DelayStats):
     """Signed delays of one direction of one session, in arrival order.
 
     Buckets count a delay d into the first bound with d <= bound (Prometheus `le`),
-    so negative delays land in the first bucket. Jitter is RFC 3550 section 6.4.1:
-    J += (|D| - J) / 16, D being the difference of two consecutive delays.
+    so negative delays land in the first bucket. Last value and jitter are
+    DelayStats'.
     """
 
-    __slots__ = ("buckets", "bounds_ns", "counts", "sum_ns", "count", "last_ns", "jitter_ns",
-                 "negative")
+    __slots__ = ("bounds_ns", "counts", "negative")
 
     def __init__(self, buckets):
-        self.buckets = buckets
+        super().__init__()
         self.bounds_ns = buckets.bounds_ns
         self.counts = [0] * len(buckets)
-        self.sum_ns = 0
-        self.count = 0
-        self.last_ns = None
-        self.jitter_ns = 0.0
         self.negative = 0
 
     def observe(self, delay_ns):
+        self.add(delay_ns)
         self.counts[bisect.bisect_left(self.bounds_ns, delay_ns)] += 1
-        self.sum_ns += delay_ns
-        self.count += 1
-        last = self.last_ns
-        if last is not None:
-            self.jitter_ns += (abs(delay_ns - last) - self.jitter_ns) / 16
-        self.last_ns = delay_ns
         if delay_ns < 0:
             self.negative += 1

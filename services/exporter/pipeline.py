@@ -11,7 +11,7 @@ class Pipeline:
         self.malformed = 0
         self._reasons = set()
         self._info = service_info
-        self._sessions = sessions   # {"sender": SenderSessions, "reflector": ReflectorSessions}
+        self._sessions = sessions   # {"sender": SenderFamilies, "reflector": ReflectorFamilies}
         self._log = log
 
     def bad(self, reason, detail, exc_info=False):

@@ -2,8 +2,8 @@
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from stamp_bpf import __version__
-from stamp_bpf.common import records
+from .. import __version__
+from ..common import records
 
 from .cumulative import CumulativeCounts
 

@@ -3,11 +3,11 @@
 import itertools
 import socket
 
-from stamp_bpf.common import records
+from ..common import records
 
 from . import textformat
 from .cumulative import CumulativeCounts
-from .delays import DelayStats
+from .delays import DelayHistogram
 
 
 def endpoints(key):
@@ -16,7 +16,7 @@ def endpoints(key):
     return f"{socket.inet_ntoa(a)}:{a_port}", f"{socket.inet_ntoa(b)}:{b_port}"
 
 
-class Session:
+class SessionSeries:
     """One session's label strings (rendered once), per-direction delay statistics, and
     the cumulative counts its records carry (named by `counts`)."""
 
@@ -24,7 +24,7 @@ class Session:
         self.labels = labelkv
         self.base = textformat.labels(**labelkv)
         self.by_dir = {d: textformat.labels(**labelkv, direction=d) for d in directions}
-        self.delays = {d: DelayStats(buckets) for d in directions}
+        self.delays = {d: DelayHistogram(buckets) for d in directions}
         self.counts = CumulativeCounts(counts)
         self.buckets = buckets
         self.timestamping = None    # records.TS_*, from the latest packet record
@@ -47,7 +47,7 @@ class Session:
         return t
 
 
-class SessionTable:
+class SeriesTable:
     """Sessions by key; a session with no record for `idle` seconds is removed."""
 
     def __init__(self, make, side, log):
@@ -112,9 +112,9 @@ def render_delays(prefix, sessions, directions, what):
             st = s.delays[d]
             lab = s.by_dir[d]
             hist.append(s.histogram_template(name, d)
-                        % (*accumulate(st.counts), st.sum_ns / 1e9, st.count))
+                        % (*accumulate(st.counts), st.total / 1e9, st.count))
             neg.append(f"{prefix}negative_delay_total{lab} {st.negative}\n")
-            if st.last_ns is not None:
-                last.append(f"{prefix}delay_last_seconds{lab} {st.last_ns / 1e9!r}\n")
+            if st.last is not None:
+                last.append(f"{prefix}delay_last_seconds{lab} {st.last / 1e9!r}\n")
                 jitter.append(f"{prefix}jitter_seconds{lab} {st.jitter_ns / 1e9!r}\n")
     return b"".join(hist) + "".join(last + jitter + neg).encode()

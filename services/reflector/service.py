@@ -8,9 +8,9 @@ ring buffer's records into exporter records, logs, and histograms.
 import contextlib
 import time
 
-from ..common import events as events_mod, histfile, netif, records, recordpipe, runtime, tc, wire
+from ..common import delaystats, events as events_mod, histfile, netif, records, recordpipe, runtime, tc, wire
 from . import datapath
-from .sessions import Sessions
+from .sessions import ReflectorSessions
 from .usermode import UserReflector
 
 # reflector_egress.c does not wake us (a wakeup would delay the packet it
@@ -41,7 +41,7 @@ def run(args, log, hist_layout):
             dp.consume()
     state = runtime.refresh_clock(dp, None, log)
 
-    sessions = Sessions()
+    sessions = ReflectorSessions()
     hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
                                    hist_layout.ceil, log=log) if args.histpath else None)
     rx_stamps = runtime.keep_rx_timestamps_on()
@@ -117,9 +117,10 @@ def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
             log.info("session_started", sender=s.label)
         s.reflected += 1
         if t1_ns:
-            s.forward.add(t2_ns - t1_ns)
+            forward = delaystats.near_end(t1_ns, t2_ns)
+            s.forward.add(forward)
             if hist:
-                hist.observe(s.label, "near_end", t2_ns - t1_ns)
+                hist.observe(s.label, "near_end", forward)
         out.append(records.ReflectorPacket(
             ev.sender, ev.sender_port, ev.local, ev.local_port,
             ts_kind, ev.sender_ttl, ev.seq, t1_ns, t2_ns, t3_ns, s.reflected))

@@ -9,7 +9,9 @@ import time
 from ..common.delaystats import DelayStats
 
 
-class SenderSession:
+class ReflectorSession:
+    """The reflector's session for one sender address and port."""
+
     __slots__ = ("label", "reflected", "forward", "last_seen")
 
     def __init__(self, label):
@@ -19,8 +21,8 @@ class SenderSession:
         self.last_seen = time.monotonic()
 
 
-class Sessions:
-    """Sender sessions by (address, port), forgetting those idle for `idle_s`."""
+class ReflectorSessions:
+    """Reflector sessions by (address, port), forgetting those idle for `idle_s`."""
 
     def __init__(self, idle_s=300.0):
         self.idle_s = idle_s
@@ -32,7 +34,7 @@ class Sessions:
         s = self._by_key.get(key)
         new = s is None
         if new:
-            s = self._by_key[key] = SenderSession(f"{addr}:{port}")
+            s = self._by_key[key] = ReflectorSession(f"{addr}:{port}")
         s.last_seen = time.monotonic()
         return s, new
 

@@ -15,7 +15,8 @@ import time
 from ..common import events, histfile, netif, records, recordpipe, runtime, tc
 from . import datapath, view
 from .resolver import Resolver
-from .session import Session, decode_reply, delays, now_ns, DIRECTIONS
+from ..common.delaystats import DIRECTIONS, delays
+from .session import SenderSession, decode_reply, now_ns
 from .transmit import Transmitter
 from .usermode import UserSenderDatapath
 
@@ -33,7 +34,7 @@ class SenderService:
         self.ts_kind = records.TS_USER if self.user_mode else records.TS_BPF
         # Console logs are for people (a terminal, or the supervisor on one): show the view too.
         self.live = args.log_format == "console" or (args.log_format == "auto" and sys.stdout.isatty())
-        self.sessions = {}          # reflector address -> Session
+        self.sessions = {}          # reflector address -> SenderSession
         self.ended = []             # sessions removed by DNS, for the summary
         self.schedule = []          # heap of (next send ns, reflector address)
         self.deadlines = []         # heap of (give-up ns, reflector address, seq)
@@ -49,7 +50,7 @@ class SenderService:
 
     def add_session(self, reflector, offset_ns=0):
         a = self.args
-        s = Session(reflector, a.dest_port, a.source_port, a.count, a.interval, a.timeout,
+        s = SenderSession(reflector, a.dest_port, a.source_port, a.count, a.interval, a.timeout,
                     a.late_window, time.monotonic_ns() + offset_ns)
         self.sessions[reflector] = s
         self.dp.add_session(reflector)
@@ -255,7 +256,7 @@ class SenderService:
             self.log.warning("timestamp_missing", reflector=s.label, seq=r.seq,
                              hint="a reply without T1, T2, T3 or T4: no delays for it")
         if self.hist and r.valid and outcome != records.OUTCOME_DUPLICATE:
-            for d, value in zip(DIRECTIONS, delays(r)):
+            for d, value in zip(DIRECTIONS, delays(r.t1, r.t2, r.t3, r.t4)):
                 self.hist.observe(s.label, d, value)
         self.out.append(records.SenderPacket(
             s.reflector, s.port, s.local, s.local_port, outcome, reordered, self.ts_kind,

@@ -14,9 +14,7 @@ import time
 from typing import NamedTuple
 
 from ..common import records, wire
-from ..common.delaystats import DelayStats
-
-DIRECTIONS = ("near_end", "far_end", "round_trip")
+from ..common.delaystats import DIRECTIONS, DelayStats, delays
 # Sequence numbers remembered for duplicate detection, per session: enough
 # for every packet that can still be answered (timeout + late window), twice.
 ANSWERED_MIN, ANSWERED_MAX = 1024, 65536
@@ -45,7 +43,9 @@ class Reply(NamedTuple):
     sender_ttl: int
 
 
-class Session:
+class SenderSession:
+    """The sender's session to one reflector: what was sent, what came back, delays."""
+
     def __init__(self, reflector, port, local_port, count, interval_s, timeout_s,
                  late_window_s, start_mono_ns):
         self.reflector = reflector
@@ -113,7 +113,7 @@ class Session:
             self.received += 1
             outcome = records.OUTCOME_RECEIVED
         if r.valid:
-            for name, value in zip(DIRECTIONS, delays(r)):
+            for name, value in zip(DIRECTIONS, delays(r.t1, r.t2, r.t3, r.t4)):
                 self.delays[name].add(value)
         else:
             self.invalid += 1
@@ -155,16 +155,6 @@ class Session:
     def stats_record(self, ended=False):
         return records.SessionStats(self.reflector, self.port, self.local, self.local_port,
                                     *self.counters(), ended)
-
-
-def delays(r):
-    """(near_end, far_end, round_trip) in ns, signed.
-
-    Near end (forward) T2-T1 and far end (backward) T4-T3 compare two clocks
-    and go negative when they disagree; the round trip (T4-T1)-(T3-T2) uses
-    each clock only against itself.
-    """
-    return r.t2 - r.t1, r.t4 - r.t3, (r.t4 - r.t1) - (r.t3 - r.t2)
 
 
 def decode_reply(ev, our_ee, tai_offset_s):
