@@ -188,7 +188,7 @@ class SenderService:
                 s.on_sent(mono, wall)
                 heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), addr, seq))
             else:
-                s.next_seq += 1     # skip it: the kernel refused, nothing left
+                s.skip()            # the kernel refused it: nothing left to wait for
                 self.log.warning("send_failed", reflector=s.label, seq=seq, errors=self.tx.errors)
             self._schedule(s)
 
