@@ -18,7 +18,7 @@ T0 = 1_700_000_000 * 1_000_000_000      # a wall-clock T1, ns
 
 
 def new_session(count=0, interval_s=0.01, timeout_s=1.0, late_window_s=1.0):
-    return SenderSession("10.0.0.2", 862, 862, count, interval_s, timeout_s, late_window_s, 0)
+    return SenderSession("10.0.0.2", 862, "10.0.0.1", 862, count, interval_s, timeout_s, late_window_s, 0)
 
 
 def send(s, n=1):

@@ -17,7 +17,7 @@ from . import datapath, view
 from .resolver import Resolver
 from ..common.delaystats import DIRECTIONS, delays
 from .session import SenderSession, decode_reply, now_ns
-from .transmit import Transmitter
+from .transmit import Transmitter, source_address
 from .usermode import UserSenderDatapath
 
 MAX_WAIT_MS = 100
@@ -50,8 +50,16 @@ class SenderService:
 
     def add_session(self, reflector, offset_ns=0):
         a = self.args
-        s = SenderSession(reflector, a.dest_port, a.source_port, a.count, a.interval, a.timeout,
-                    a.late_window, time.monotonic_ns() + offset_ns)
+        # The series are labelled with our real source address from the first packet,
+        # also when the reflector never answers (replies no longer teach it).
+        local = source_address(a.interface, reflector, a.dest_port)
+        if local is None:
+            local = "0.0.0.0"
+            self.log.warning("no_route", reflector=reflector, interface=a.interface,
+                             hint="no route to the reflector from this interface: its series "
+                                  "are labelled sender=0.0.0.0 until the sender restarts")
+        s = SenderSession(reflector, a.dest_port, local, a.source_port, a.count, a.interval,
+                          a.timeout, a.late_window, time.monotonic_ns() + offset_ns)
         self.sessions[reflector] = s
         self.dp.add_session(reflector)
         self._schedule(s)
@@ -245,7 +253,11 @@ class SenderService:
         s = self.sessions.get(ev.reflector)
         if s is None or ev.reflector_port != s.port:
             return
-        s.local = ev.local
+        if ev.local != s.local and not s.local_mismatch:
+            s.local_mismatch = True
+            self.log.warning("source_address_differs", reflector=s.label, route=s.local,
+                             reply_to=ev.local, hint="the reply came back to another of our "
+                             "addresses; series stay labelled with the route's")
         outcome, reordered = s.on_reply(r)
         if outcome is None:
             self.log.debug("reply_ignored", reflector=s.label, seq=r.seq,

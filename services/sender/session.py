@@ -57,11 +57,13 @@ class Reply(NamedTuple):
 class SenderSession:
     """The sender's session to one reflector: what was sent, what came back, delays."""
 
-    def __init__(self, reflector, port, local_port, count, interval_s, timeout_s,
+    def __init__(self, reflector, port, local, local_port, count, interval_s, timeout_s,
                  late_window_s, start_mono_ns):
         self.reflector = reflector
         self.port = port
+        self.local = local           # our source address toward the reflector (the route's)
         self.local_port = local_port
+        self.local_mismatch = False  # a reply came back to another address (logged once)
         self.label = f"{reflector}:{port}"
         self.count = count
         self.interval_ns = int(interval_s * 1e9)
@@ -71,7 +73,6 @@ class SenderSession:
             ANSWERED_MIN, 2 * -(-self.give_up_ns // max(self.interval_ns, 1))))
         self.start_ns = start_mono_ns
         self.index = 0               # packets handed out so far; never wraps
-        self.local = "0.0.0.0"       # learnt from the first reply
         self.outstanding = {}        # seq -> Sent
         self.answered = {}           # seq -> None, insertion-ordered window
         self.max_answered = None     # the latest sequence number answered
