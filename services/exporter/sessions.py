@@ -96,25 +96,30 @@ def render_info(name, sessions):
 def render_delays(prefix, sessions, directions, what):
     """The delay families of `sessions` as exposition bytes; `prefix` is "stamp_" or similar.
 
-    `what` names the delays ("..., signed, in seconds." is added to the help).
+    `what` names the delays (", in seconds" is added to the help). Delays >= 0 go to
+    `<prefix>delay_seconds`, the magnitudes of negative ones to
+    `<prefix>delay_negative_seconds` (delays.DelayHistogram says why).
     """
     name = f"{prefix}delay_seconds"
-    hist = [textformat.header(name, "histogram", f"{what}, signed, in seconds.").encode()]
+    neg_name = f"{prefix}delay_negative_seconds"
+    hist = [textformat.header(name, "histogram", f"{what}, delays >= 0, in seconds; "
+                              f"negative ones are in {neg_name}.").encode()]
+    neg = [textformat.header(neg_name, "histogram", f"{what}: magnitude |d| of delays below "
+                             "zero (clocks out of step), in seconds.").encode()]
     last = [textformat.header(f"{prefix}delay_last_seconds", "gauge",
-                              f"Last value of {name}, signed, in seconds.")]
+                              "Last delay of the session and direction, signed, in seconds.")]
     jitter = [textformat.header(f"{prefix}jitter_seconds", "gauge",
                                 "Interarrival jitter of the delay (RFC 3550 6.4.1), in seconds.")]
-    neg = [textformat.header(f"{prefix}negative_delay_total", "counter",
-                             "Delays below zero (clocks out of step) per direction.")]
     accumulate = itertools.accumulate
     for s in sessions:
         for d in directions:
             st = s.delays[d]
             lab = s.by_dir[d]
             hist.append(s.histogram_template(name, d)
-                        % (*accumulate(st.counts), st.total / 1e9, st.count))
-            neg.append(f"{prefix}negative_delay_total{lab} {st.negative}\n")
+                        % (*accumulate(st.counts), st.pos_sum_ns / 1e9, st.count - st.negative))
+            neg.append(s.histogram_template(neg_name, d)
+                       % (*accumulate(st.neg_counts), st.neg_sum_ns / 1e9, st.negative))
             if st.last is not None:
                 last.append(f"{prefix}delay_last_seconds{lab} {st.last / 1e9!r}\n")
                 jitter.append(f"{prefix}jitter_seconds{lab} {st.jitter_ns / 1e9!r}\n")
-    return b"".join(hist) + "".join(last + jitter + neg).encode()
+    return b"".join(hist) + b"".join(neg) + "".join(last + jitter).encode()
