@@ -35,6 +35,8 @@ class SenderService:
         # Console logs are for people (a terminal, or the supervisor on one): show the view too.
         self.live = args.log_format == "console" or (args.log_format == "auto" and sys.stdout.isatty())
         self.sessions = {}          # reflector address -> SenderSession
+        # Reflectors given as arguments: DNS answers never stop them (nor add them twice).
+        self.static = frozenset(args.reflectors)
         self.ended = []             # sessions removed by DNS, for the summary
         self.schedule = []          # heap of (next send ns, reflector address)
         self.deadlines = []         # heap of (give-up ns, reflector address, seq)
@@ -84,12 +86,13 @@ class SenderService:
                 self.log.info("session_ended", **s.summary())
 
     def _apply_dns(self, addrs):
+        """Follow a DNS answer: start and stop the discovered sessions, never the static ones."""
         if addrs is None:
             return
-        wanted = set(addrs)
+        wanted = set(addrs) - self.static
         for addr in sorted(wanted - set(self.sessions)):
             self.add_session(addr)
-        for addr in set(self.sessions) - wanted:
+        for addr in set(self.sessions) - self.static - wanted:
             self.stop_session(addr)
         for addr in wanted:
             s = self.sessions[addr]
