@@ -96,16 +96,16 @@ def render_info(name, sessions):
 def render_delays(prefix, sessions, directions, what):
     """The delay families of `sessions` as exposition bytes; `prefix` is "stamp_" or similar.
 
-    `what` names the delays (", in seconds" is added to the help). Delays >= 0 go to
-    `<prefix>delay_seconds`, the magnitudes of negative ones to
-    `<prefix>delay_negative_seconds` (delays.DelayHistogram says why).
+    `what` names the delays. Delays >= 0 go to the histogram `<prefix>delay_seconds`,
+    the magnitudes of negative ones to the summary `<prefix>delay_negative_seconds`
+    (_sum and _count only; delays.DelayHistogram says why).
     """
     name = f"{prefix}delay_seconds"
     neg_name = f"{prefix}delay_negative_seconds"
     hist = [textformat.header(name, "histogram", f"{what}, delays >= 0, in seconds; "
                               f"negative ones are in {neg_name}.").encode()]
-    neg = [textformat.header(neg_name, "histogram", f"{what}: magnitude |d| of delays below "
-                             "zero (clocks out of step), in seconds.").encode()]
+    neg = [textformat.header(neg_name, "summary", f"{what}: magnitude |d| of delays below "
+                             "zero (clocks out of step), in seconds.")]
     last = [textformat.header(f"{prefix}delay_last_seconds", "gauge",
                               "Last delay of the session and direction, signed, in seconds.")]
     jitter = [textformat.header(f"{prefix}jitter_seconds", "gauge",
@@ -117,9 +117,9 @@ def render_delays(prefix, sessions, directions, what):
             lab = s.by_dir[d]
             hist.append(s.histogram_template(name, d)
                         % (*accumulate(st.counts), st.pos_sum_ns / 1e9, st.count - st.negative))
-            neg.append(s.histogram_template(neg_name, d)
-                       % (*accumulate(st.neg_counts), st.neg_sum_ns / 1e9, st.negative))
+            neg.append(f"{neg_name}_sum{lab} {st.neg_sum_ns / 1e9!r}\n"
+                       f"{neg_name}_count{lab} {st.negative}\n")
             if st.last is not None:
                 last.append(f"{prefix}delay_last_seconds{lab} {st.last / 1e9!r}\n")
                 jitter.append(f"{prefix}jitter_seconds{lab} {st.jitter_ns / 1e9!r}\n")
-    return b"".join(hist) + b"".join(neg) + "".join(last + jitter).encode()
+    return b"".join(hist) + "".join(neg + last + jitter).encode()
