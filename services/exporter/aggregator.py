@@ -20,12 +20,12 @@ from .service_info import ServiceInfo
 class Aggregator:
     """Everything the exporter knows; `bounds` are the delay buckets in seconds (+Inf last)."""
 
-    def __init__(self, bounds, log, idle_timeout=300.0):
+    def __init__(self, bounds, log, idle_timeout=300.0, max_reflector_sessions=None):
         buckets = DelayBuckets(bounds)
         self.lock = threading.Lock()
         self.idle_timeout = idle_timeout
         self.sender = SenderFamilies(buckets, log)
-        self.reflector = ReflectorFamilies(buckets, log)
+        self.reflector = ReflectorFamilies(buckets, log, max_reflector_sessions)
         self.info = ServiceInfo(log)
         self.pipeline = Pipeline(self.info, {"sender": self.sender,
                                              "reflector": self.reflector}, log)

@@ -12,6 +12,7 @@ import time
 
 from .. import __version__
 from ..common import histogram, logs, recordpipe
+from ..reflector.sessions import DEFAULT_MAX_SESSIONS
 
 from . import receiver, server
 from .aggregator import Aggregator
@@ -47,6 +48,12 @@ def parse_args(argv=None):
     parser.add_argument("-t", "--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="remove a session's series after this long without a record, "
                              "seconds (default 300)")
+    parser.add_argument("--max-reflector-sessions", type=int, default=DEFAULT_MAX_SESSIONS,
+                        metavar="N",
+                        help="reflector sessions (senders seen by a reflector) kept at most; "
+                             "records of more are dropped and counted in "
+                             "stamp_records_dropped_total{stage=\"session_limit\"} "
+                             f"(default {DEFAULT_MAX_SESSIONS}, as stamp-reflector's --max-sessions)")
     parser.add_argument("-D", "--debug", action="store_true",
                         help="log every malformed message, not only the first of each kind")
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
@@ -56,6 +63,8 @@ def parse_args(argv=None):
     args.host, args.port = parse_listen(parser, args.listen)
     if not args.idle_timeout > 0:
         parser.error(f"--idle-timeout must be a positive number of seconds, got {args.idle_timeout}")
+    if args.max_reflector_sessions < 1:
+        parser.error(f"--max-reflector-sessions must be 1 or more, got {args.max_reflector_sessions}")
     args.layout = histogram.from_args(parser, args)
     return parser, args
 
@@ -64,7 +73,7 @@ def main(argv=None):
     parser, args = parse_args(argv)
     log = logs.configure("exporter", debug=args.debug, fmt=args.log_format)
     bounds = args.layout.prometheus_buckets() if args.layout else histogram.default_buckets()
-    aggregator = Aggregator(bounds, log, args.idle_timeout)
+    aggregator = Aggregator(bounds, log, args.idle_timeout, args.max_reflector_sessions)
     heartbeat = [time.monotonic()]
     try:
         puller = recordpipe.RecordPuller(args.zmq)

@@ -19,11 +19,14 @@ class ReflectorFamilies:
     """Aggregates ReflectorPacket records (records.decode_raw tuples); renders the
     stamp_reflector_ families."""
 
-    def __init__(self, buckets, log):
-        self.table = SeriesTable(lambda key: ReflectorSeries(key, buckets), "reflector", log)
+    def __init__(self, buckets, log, max_sessions=None):
+        self.table = SeriesTable(lambda key: ReflectorSeries(key, buckets), "reflector", log,
+                                 limit=max_sessions)
 
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
+        if s is None:
+            return      # beyond --max-reflector-sessions: counted by the table
         s.timestamping = rec[4]
         t1, t2 = rec[7:9]
         before = s.counts.update(rec[10:11])

@@ -7,7 +7,7 @@ from ..common import records
 
 from .cumulative import CumulativeCounts
 
-PROC_COUNTS = ("dropped_queue", "dropped_ringbuf", "records_sent")  # ServiceStats fields
+PROC_COUNTS = ("dropped_queue", "dropped_ringbuf", "records_sent", "dropped_sessions")  # ServiceStats fields
 
 
 def _role(rec):
@@ -41,7 +41,7 @@ class ServiceInfo:
             self._log.info("service_seen", role=role, pid=rec.pid)
             entry = self.procs[key] = [rec, now, CumulativeCounts(PROC_COUNTS)]
         entry[0:2] = rec, now
-        counts = (rec.dropped_queue, rec.dropped_ringbuf, rec.records_sent)
+        counts = (rec.dropped_queue, rec.dropped_ringbuf, rec.records_sent, rec.dropped_sessions)
         before = entry[2].update(counts)
         if before is not None:
             entry[2].log_restart(self._log, before, role=role, pid=rec.pid)
@@ -70,9 +70,10 @@ class ServiceInfo:
         return out
 
     def dropped(self):
-        """(service queue, ring buffer) drops of every process seen, expired ones included."""
+        """(service queue, ring buffer, session table full) drops of every process seen,
+        expired ones included."""
         by_role = self.totals().values()
-        return sum(t[0] for t in by_role), sum(t[1] for t in by_role)
+        return tuple(sum(t[i] for t in by_role) for i in (0, 1, 3))
 
     def records_sent(self):
         """{role: records its processes handed to ZeroMQ}, expired processes included."""

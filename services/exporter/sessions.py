@@ -48,17 +48,31 @@ class SessionSeries:
 
 
 class SeriesTable:
-    """Sessions by key; a session with no record for `idle` seconds is removed."""
+    """Sessions by key; a session with no record for `idle` seconds is removed.
 
-    def __init__(self, make, side, log):
+    With a `limit`, at most that many sessions are kept: get() returns None for a
+    new key when full, and `overflow` counts those records.
+    """
+
+    def __init__(self, make, side, log, limit=None):
         self.sessions = {}
         self._make = make
         self._side = side
         self.log = log
+        self.limit = limit
+        self.overflow = 0
 
     def get(self, key, now):
         s = self.sessions.get(key)
         if s is None:
+            if self.limit is not None and len(self.sessions) >= self.limit:
+                self.overflow += 1
+                if self.overflow == 1:
+                    self.log.warning("sessions_full", side=self._side, max_sessions=self.limit,
+                                     hint="records of new sessions are dropped (see "
+                                          "stamp_records_dropped_total{stage=\"session_limit\"}); "
+                                          "raise --max-reflector-sessions if they are real")
+                return None
             s = self.sessions[key] = self._make(key)
             self.log.info("session_added", side=self._side, **s.labels)
         s.last_seen = now

@@ -41,7 +41,7 @@ def run(args, log, hist_layout):
             dp.consume()
     state = runtime.refresh_clock(dp, None, log)
 
-    sessions = ReflectorSessions()
+    sessions = ReflectorSessions(max_sessions=args.max_sessions)
     hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
                                    hist_layout.ceil, log=log) if args.histpath else None)
     rx_stamps = runtime.keep_rx_timestamps_on()
@@ -57,7 +57,8 @@ def run(args, log, hist_layout):
 
     def push_service_stats():
         pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
-                                           dp.stats()["ringbuf_lost"], ts_kind)])
+                                           dp.stats()["ringbuf_lost"], ts_kind, ptp,
+                                           sessions.overflow)])
 
     with recordpipe.RecordPusher(args.zmq, log=log) as pusher, attachment:
         log.info("reflecting", interface=args.interface, port=args.port,
@@ -91,6 +92,7 @@ def run(args, log, hist_layout):
     if hist:
         hist.flush()
     log.info("summary", signal=stop.signal, counters=dp.stats(),
+             sessions_overflow=sessions.overflow,
              records_sent=pusher.sent, records_dropped=pusher.dropped,
              sessions=[{"sender": s.label, "reflected": s.reflected,
                         "forward": s.forward.summary()} for s in sessions])
@@ -113,6 +115,13 @@ def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
         t2_ns = wire.ts_to_ns(ev.t2, ev.error_estimate, tai_offset_s)
         t3_ns = wire.ts_to_ns(ev.t3, ev.error_estimate, tai_offset_s)
         s, new = sessions.get(ev.sender, ev.sender_port)
+        if s is None:
+            if sessions.overflow == 1 or sessions.overflow % 100_000 == 0:
+                log.warning("sessions_full", sender=f"{ev.sender}:{ev.sender_port}",
+                            max_sessions=sessions.max_sessions, packets=sessions.overflow,
+                            hint="packets of new senders are reflected but not recorded; "
+                                 "raise --max-sessions if these senders are real")
+            continue
         if new and args.output:
             log.info("session_started", sender=s.label)
         s.reflected += 1

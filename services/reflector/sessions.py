@@ -21,19 +21,34 @@ class ReflectorSession:
         self.last_seen = time.monotonic()
 
 
-class ReflectorSessions:
-    """Reflector sessions by (address, port), forgetting those idle for `idle_s`."""
+DEFAULT_MAX_SESSIONS = 1024    # senders one reflector keeps: a 1,025-node full mesh
 
-    def __init__(self, idle_s=300.0):
+
+class ReflectorSessions:
+    """Reflector sessions by (address, port), forgetting those idle for `idle_s`.
+
+    Any source address and port can send to the reflector's port, spoofed ones
+    included, so at most `max_sessions` are kept: a packet of a new sender
+    beyond that is still reflected (in the kernel), but gets no session, no
+    record and no series; `overflow` counts those packets.
+    """
+
+    def __init__(self, idle_s=300.0, max_sessions=DEFAULT_MAX_SESSIONS):
         self.idle_s = idle_s
+        self.max_sessions = max_sessions
+        self.overflow = 0
         self._by_key = {}
 
     def get(self, addr, port):
-        """(session, is_new), marking the session as seen now."""
+        """(session, is_new), marking the session as seen now; (None, False) when the
+        table is full and this sender is not in it (counted in `overflow`)."""
         key = (addr, port)
         s = self._by_key.get(key)
         new = s is None
         if new:
+            if len(self._by_key) >= self.max_sessions:
+                self.overflow += 1
+                return None, False
             s = self._by_key[key] = ReflectorSession(f"{addr}:{port}")
         s.last_seen = time.monotonic()
         return s, new

@@ -291,7 +291,8 @@ class SenderService:
 
     def _push_service_stats(self):
         self.pusher.push([runtime.service_stats(records.ROLE_SENDER, self.state, self.pusher,
-                                                self.dp.stats()["ringbuf_lost"], self.ts_kind)])
+                                                self.dp.stats()["ringbuf_lost"], self.ts_kind,
+                                                self.ptp)])
 
     def _summary(self):
         every = self.ended + list(self.sessions.values())
