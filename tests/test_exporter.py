@@ -390,3 +390,45 @@ def test_no_counter_or_histogram_sample_ever_decreases_with_negative_delays(expo
     want = sum(3 * MS - k * 250 * US for k in range(32)) / 1e9
     assert count == 32 and math.isclose(total, want, abs_tol=1e-9), \
         f"The documented signed mean's parts: {count} delays summing to {total} s, want {want} s."
+
+
+def status_of(exp, path):
+    try:
+        return exp.get(path)[0]
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_healthz_fails_when_the_service_stops_reporting(exporter_factory):
+    """--service-timeout 6: /healthz and /healthz/service answer 503 once no ServiceStats
+    came for 6 s (a stuck sender), /healthz/exporter stays 200; a new record heals it."""
+    exp = exporter_factory("--service-timeout", "6")
+    stats = [records.ServiceStats(records.ROLE_SENDER, records.TS_BPF, True, 0, 0, 0, 1, 77)]
+    with recordpipe.RecordPusher(exp.endpoint) as pusher:
+        assert [status_of(exp, p) for p in ("/healthz", "/healthz/service")] == [200, 200], \
+            "A just-started exporter gives the service --service-timeout seconds to report."
+        deadline, n = time.monotonic() + 9, 0
+        while time.monotonic() < deadline:         # a live service: a record every 1 s
+            pusher.push(stats)
+            n += 1
+            time.sleep(1)
+            assert status_of(exp, "/healthz") == 200, "A reporting service keeps /healthz at 200."
+        time.sleep(7)                              # the service is stuck: no record for 7 s
+        assert status_of(exp, "/healthz/service") == 503
+        assert status_of(exp, "/healthz") == 503, "/healthz covers the service too."
+        assert status_of(exp, "/healthz/exporter") == 200, \
+            "The exporter itself is fine: its own probe must not restart it."
+        with pytest.raises(urllib.error.HTTPError) as e:
+            exp.get("/healthz")
+        assert b"no health record from the service" in e.value.read()
+        pusher.push(stats)
+        exp.wait_for("stamp_records_received_total", {}, n + 1)
+        assert status_of(exp, "/healthz") == 200, "A record from the service heals /healthz."
+
+
+@pytest.mark.parametrize("value", ["-1", "3", "nan"])
+def test_service_timeout_must_exceed_the_report_interval(folder, value):
+    res = subprocess.run([EXE, "--service-timeout", value, "--zmq", f"ipc://{folder}/x.sock"],
+                         capture_output=True, text=True, timeout=20)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith(
+        "stamp-exporter: error: --service-timeout"), res.stderr

@@ -54,6 +54,8 @@ stamp-reflector's arguments, as YAML list items, from .Values.reflector.
 - {{ $r.interface | quote }}
 - --port
 - {{ int $r.port | quote }}
+- --max-sessions
+- {{ int $r.maxSessions | quote }}
 - --zmq
 - {{ include "stamp-bpf.zmqEndpoint" . | quote }}
 - --log-format

@@ -31,9 +31,11 @@ class ServiceInfo:
         self.procs = {}         # (role, pid) -> [ServiceStats, last_seen, CumulativeCounts]
         self.supervised = {}    # service name -> [SupervisorStats, last_seen, CumulativeCounts]
         self.retired = {}       # role name -> PROC_COUNTS totals of expired processes
+        self.last_seen = None   # monotonic time of the newest ServiceStats (liveness)
         self._log = log
 
     def service(self, rec, now):
+        self.last_seen = now
         key = (rec.role, rec.pid)
         role = records.ROLES.get(rec.role, str(rec.role))
         entry = self.procs.get(key)

@@ -82,14 +82,20 @@ def sender_args(cfg, log_format):
 
 
 def reflector_args(cfg, log_format):
-    args = [cfg["reflector.interface"], "--port", str(cfg["reflector.port"])]
+    args = [cfg["reflector.interface"], "--port", str(cfg["reflector.port"]),
+            "--max-sessions", str(cfg["reflector.maxSessions"])]
     return (args + _pipe(cfg, log_format) + _hist_and_flags(cfg, "reflector")
             + cfg["reflector.extraArgs"])
 
 
 def exporter_args(cfg, log_format):
     args = ["--listen", cfg["monitoring.listen"], "--zmq", cfg["zmq.endpoint"],
-            "--idle-timeout", _num(cfg["exporter.idleTimeout"]), "--log-format", log_format]
+            "--idle-timeout", _num(cfg["exporter.idleTimeout"])]
+    if cfg["exporter.serviceTimeout"]:
+        args += ["--service-timeout", _num(cfg["exporter.serviceTimeout"])]
+    if cfg["reflector.enabled"]:
+        args += ["--max-reflector-sessions", str(cfg["reflector.maxSessions"])]
+    args += ["--log-format", log_format]
     hist = exporter_histogram(cfg)
     if hist:
         args += ["--hist", *map(_num, hist)]
