@@ -100,8 +100,22 @@ class ServiceInfo:
             known = [r.clock_error_ns for r in recs if r.clock_error_ns >= 0]
             if known:
                 error.add_metric([role], max(known) / 1e9)
+        tai = GaugeMetricFamily("stamp_clock_tai_offset_seconds",
+                                "The TAI-UTC offset (adjtimex) the service converts PTP "
+                                "timestamps with; the lowest of the role's processes.",
+                                labels=["role"])
+        missing = GaugeMetricFamily("stamp_ptp_tai_offset_missing",
+                                    "1 when a service writes PTP timestamps while the kernel's "
+                                    "TAI offset is 0: they are about 37 s off (docs/cli.md).",
+                                    labels=["role"])
+        for role, recs in sorted(by_role.items()):
+            tai.add_metric([role], min(r.tai_offset_s for r in recs))
+            missing.add_metric([role], int(any(r.ptp_format and r.tai_offset_s == 0
+                                               for r in recs)))
         yield synced
         yield error
+        yield tai
+        yield missing
         up = GaugeMetricFamily("stamp_supervisor_up", "1 when the supervised service runs.",
                                labels=["service"])
         restarts = CounterMetricFamily("stamp_supervisor_restarts",
