@@ -9,6 +9,9 @@ import pytest
 
 from stamp_bpf.common import recordpipe, records
 
+# The fast layer: no root, no namespaces, no BPF.
+pytestmark = pytest.mark.unit
+
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "records.md")
 
 SAMPLES = [

@@ -11,6 +11,9 @@ import pytest
 from stamp_bpf.supervisor import commands, config
 from test_supervisor_harness import STAMP_BPF
 
+# The fast layer: no root, no namespaces, no BPF.
+pytestmark = pytest.mark.unit
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OK_SENDER = '[sender]\nreflectorIPs = ["192.0.2.1"]\n'
 
