@@ -400,13 +400,14 @@ def status_of(exp, path):
 
 
 def test_healthz_fails_when_the_service_stops_reporting(exporter_factory):
-    """--service-timeout 6: /healthz and /healthz/service answer 503 once no ServiceStats
-    came for 6 s (a stuck sender), /healthz/exporter stays 200; a new record heals it."""
+    """--service-timeout 6: /healthz and /healthz/service answer 503 before the first
+    ServiceStats and once none came for 6 s (a stuck sender), /healthz/exporter stays 200;
+    a new record heals it."""
     exp = exporter_factory("--service-timeout", "6")
     stats = [records.ServiceStats(records.ROLE_SENDER, records.TS_BPF, True, 0, 0, 0, 1, 77)]
     with recordpipe.RecordPusher(exp.endpoint) as pusher:
-        assert [status_of(exp, p) for p in ("/healthz", "/healthz/service")] == [200, 200], \
-            "A just-started exporter gives the service --service-timeout seconds to report."
+        assert [status_of(exp, p) for p in ("/healthz", "/healthz/service", "/healthz/exporter")] \
+            == [503, 503, 200], "Until the service's first record, it is not known to be alive."
         deadline, n = time.monotonic() + 9, 0
         while time.monotonic() < deadline:         # a live service: a record every 1 s
             pusher.push(stats)

@@ -77,8 +77,9 @@ spec:
           {{- end }}
           {{- if $ex.serviceTimeout }}
           # The exporter sidecar answers for this container: /healthz/service fails
-          # once no health record came from it for exporter.serviceTimeout seconds.
-          # The startup probe leaves bcc's compile up to 5 minutes.
+          # until its first health record, then once none came for
+          # exporter.serviceTimeout seconds. The startup probe leaves bcc's compile
+          # up to 5 minutes for the first one.
           startupProbe:
             httpGet:
               path: /healthz/service

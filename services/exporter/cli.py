@@ -49,9 +49,10 @@ def parse_args(argv=None):
                         help="remove a session's series after this long without a record, "
                              "seconds (default 300)")
     parser.add_argument("--service-timeout", type=float, default=0.0, metavar="SECONDS",
-                        help="/healthz and /healthz/service fail when no health record came "
-                             "from a service for this long (they come every 5 s): a liveness "
-                             "signal for a stuck sender or reflector; 0 = off (default)")
+                        help="/healthz and /healthz/service fail until a service's first "
+                             "health record and when none came for this long (they come "
+                             "every 5 s): a liveness signal for a stuck sender or reflector; "
+                             "0 = off (default)")
     parser.add_argument("--max-reflector-sessions", type=int, default=DEFAULT_MAX_SESSIONS,
                         metavar="N",
                         help="reflector sessions (senders seen by a reflector) kept at most; "

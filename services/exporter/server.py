@@ -3,11 +3,14 @@
     /healthz           the pod's liveness: both checks below
     /healthz/exporter  the exporter's own: its receive loop runs
     /healthz/service   the service's (sender or reflector): with --service-timeout N,
-                       a health record (sent every 5 s) arrived within N seconds
+                       a health record (sent every 5 s) came, the last one within N
+                       seconds; 503 until the first one
 
 The chart probes the exporter container on /healthz/exporter and the service
 container on /healthz/service, so a stuck sender or reflector is restarted
-without restarting the exporter, and the other way round.
+without restarting the exporter, and the other way round: the service's startup
+probe waits (minutes: bcc compiles) for its first record, its liveness probe
+then for each next one.
 """
 
 import socket
@@ -49,7 +52,6 @@ class Health:
         self.last_service_stats = last_service_stats
         self.service_timeout = service_timeout
         self.now = now
-        self.started = now()
 
     def exporter(self):
         """None when the receive loop runs, else what is wrong."""
@@ -61,11 +63,12 @@ class Health:
         if not self.service_timeout:
             return None
         last = self.last_service_stats()
-        age = self.now() - (self.started if last is None else last)
+        if last is None:
+            return "no health record from the service yet: it is starting, stuck or gone"
+        age = self.now() - last
         if age < self.service_timeout:
             return None
-        what = "since the exporter started" if last is None else "since the last one"
-        return (f"no health record from the service for {age:.0f} s {what} "
+        return (f"no health record from the service for {age:.0f} s "
                 f"(--service-timeout {self.service_timeout:g}): it is stuck or gone")
 
     def check(self, path):
