@@ -42,3 +42,4 @@ def test_lost_packets_are_labelled_with_the_senders_real_address(topology, servi
             f"Every sender series carries the sender's real address, not 0.0.0.0: {senders}"
     finally:
         exp.stop()
+

@@ -8,7 +8,8 @@ ring buffer's records into exporter records, logs, and histograms.
 import contextlib
 import time
 
-from ..common import delaystats, events as events_mod, histfile, netif, records, recordpipe, runtime, tc, wire
+from ..common import (delaystats, events as events_mod, histfile, netif, records, recordpipe,
+                      runtime, tc, wire)
 from . import datapath
 from .sessions import ReflectorSessions
 from .usermode import UserReflector

@@ -13,14 +13,18 @@ import sys
 import time
 
 from ..common import events, histfile, netif, records, recordpipe, runtime, tc
+from ..common.delaystats import DIRECTIONS, delays
 from . import datapath, view
 from .resolver import Resolver
-from ..common.delaystats import DIRECTIONS, delays
 from .session import SenderSession, decode_reply, now_ns
 from .transmit import Transmitter, source_address
 from .usermode import UserSenderDatapath
 
 MAX_WAIT_MS = 100
+# A session's source address while the kernel finds none for it. Bound to the
+# interface, a socket with no route is sent on-link from the interface's address,
+# so this happens only when the interface has no IPv4 address.
+NO_ROUTE = "0.0.0.0"
 PUSH_BATCH = 256                # records per ZeroMQ message, at most
 PUSH_EVERY_NS = 20_000_000      # and no record waits longer than this
 
@@ -56,10 +60,11 @@ class SenderService:
         # also when the reflector never answers (replies no longer teach it).
         local = source_address(a.interface, reflector, a.dest_port)
         if local is None:
-            local = "0.0.0.0"
+            local = NO_ROUTE
             self.log.warning("no_route", reflector=reflector, interface=a.interface,
-                             hint="no route to the reflector from this interface: its series "
-                                  "are labelled sender=0.0.0.0 until the sender restarts")
+                             hint="no source address toward the reflector on this interface "
+                                  "(has it lost its IPv4 address?): its series are labelled "
+                                  "sender=0.0.0.0 until there is one")
         s = SenderSession(reflector, a.dest_port, local, a.source_port, a.count, a.interval,
                           a.timeout, a.late_window, time.monotonic_ns() + offset_ns)
         self.sessions[reflector] = s
@@ -84,6 +89,15 @@ class SenderService:
                 self._push_records(force=True)
                 self.pusher.push([s.stats_record(ended=True)])
                 self.log.info("session_ended", **s.summary())
+
+    def _find_missing_routes(self):
+        """Once a route appears for a session that had none, label it with its source."""
+        for s in self.sessions.values():
+            if s.local == NO_ROUTE:
+                local = source_address(self.args.interface, s.reflector, s.port)
+                if local is not None:
+                    s.local = local
+                    self.log.info("route_found", reflector=s.label, source=local)
 
     def _apply_dns(self, addrs):
         """Follow a DNS answer: start and stop the discovered sessions, never the static ones."""
@@ -165,6 +179,7 @@ class SenderService:
             self._drain()
             if every_second.due():
                 self._set_clock(runtime.refresh_clock(self.dp, self.state, self.log))
+                self._find_missing_routes()
                 if resolver:
                     self._apply_dns(resolver.latest())
                 self._end_finished_stopping()

@@ -20,7 +20,9 @@ def source_address(ifname, reflector, port):
 
     A UDP connect() on a socket bound to the interface does the route lookup
     that sendto() will do (no packet is sent); getsockname() then names the
-    source address. None when there is no route (yet).
+    source address. Bound to a device, the kernel takes a destination with no
+    route to be on-link, so this is None only when the interface has no IPv4
+    address.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
