@@ -143,3 +143,26 @@ def test_numbers_are_written_as_helm_writes_them_never_rounded(value, text):
     cfg = config.load(None, ["sender.reflectorIPs=10.0.0.9", f"sender.interval={value}"])
     args = commands.sender_args(cfg, "json")
     assert args[args.index("--interval") + 1] == text
+
+
+# --- the health checks (the exporter's /healthz paths) --------------------------------
+
+def test_health_checks_the_loop_and_the_services_reports_apart():
+    from stamp_bpf.exporter.server import Health
+    clock, last = [100.0], [None]
+    heartbeat = [100.0]
+    h = Health(heartbeat, lambda: last[0], service_timeout=60, now=lambda: clock[0])
+    assert h.check("/healthz/exporter") == (True, [])
+    assert not h.check("/healthz/service")[0], "No record from the service yet."
+    last[0] = 101.0
+    clock[0] = 150.0
+    heartbeat[0] = 150.0
+    assert h.check("/healthz") == (True, [])
+    clock[0] = 162.0
+    ok, problems = h.check("/healthz")
+    assert not ok and "for 61 s" in problems[0], problems
+    assert h.check("/healthz/exporter")[0], "The exporter's own check ignores the service."
+    heartbeat[0] = 140.0
+    assert len(h.check("/healthz")[1]) == 2, "Both problems are named."
+    off = Health([clock[0]], lambda: None, service_timeout=0, now=lambda: clock[0])
+    assert off.check("/healthz") == (True, []), "Without --service-timeout only the loop counts."
