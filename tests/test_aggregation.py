@@ -158,11 +158,11 @@ def test_health_checks_the_loop_and_the_services_reports_apart():
     clock[0] = 150.0
     heartbeat[0] = 150.0
     assert h.check("/healthz") == (True, [])
-    clock[0] = 162.0
+    clock[0] = heartbeat[0] = 162.0
     ok, problems = h.check("/healthz")
     assert not ok and "for 61 s" in problems[0], problems
     assert h.check("/healthz/exporter")[0], "The exporter's own check ignores the service."
-    heartbeat[0] = 140.0
+    heartbeat[0] = 150.0
     assert len(h.check("/healthz")[1]) == 2, "Both problems are named."
     off = Health([clock[0]], lambda: None, service_timeout=0, now=lambda: clock[0])
     assert off.check("/healthz") == (True, []), "Without --service-timeout only the loop counts."
