@@ -4,11 +4,41 @@ import socket
 
 from pyroute2 import IPRoute
 
+from . import addr
+
+# include/uapi/linux/if_addr.h: an address the kernel does not deliver to yet
+# (duplicate address detection running or failed, RFC 4862 5.4).
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+
+
+def _index(ipr, ifname):
+    index = ipr.link_lookup(ifname=ifname)
+    if not index:
+        raise LookupError(f"no network interface named {ifname!r}; see `ip link` for the names here")
+    return index[0]
+
 
 def ipv4_addresses(ifname):
     """The IPv4 addresses on `ifname` (all of them: primary and secondary)."""
     with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=ifname)
-        if not index:
-            raise LookupError(f"no network interface named {ifname!r}; see `ip link` for the names here")
-        return sorted(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index[0], family=socket.AF_INET))
+        return sorted(a.get_attr("IFA_ADDRESS")
+                      for a in ipr.get_addr(index=_index(ipr, ifname), family=socket.AF_INET))
+
+
+def ipv6_addresses(ifname):
+    """The IPv6 addresses on `ifname` that receive packets: global, unique-local and
+    link-local, not those still tentative or failed in duplicate address detection."""
+    with IPRoute() as ipr:
+        out = set()
+        for a in ipr.get_addr(index=_index(ipr, ifname), family=socket.AF_INET6):
+            flags = a.get_attr("IFA_FLAGS") or a["flags"]
+            if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                continue
+            out.add(addr.normalize(a.get_attr("IFA_ADDRESS")))
+        return sorted(out)
+
+
+def addresses(ifname):
+    """Both families' addresses on `ifname`, IPv4 first."""
+    return ipv4_addresses(ifname) + ipv6_addresses(ifname)

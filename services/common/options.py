@@ -88,7 +88,7 @@ def run_service(name, args, files, defines, run):
         # stamp_ptp_tai_offset_missing says so for as long as it lasts.
         log.warning("tai_offset_missing", reason=tai_problem)
     try:
-        netif.ipv4_addresses(args.interface)
+        netif.addresses(args.interface)      # the interface exists
         if args.timestamping == "bpf":
             log.info("starting", interface=args.interface, timestamping="bpf",
                      kernel_headers=bpfprog.kernel_headers()[1])

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from ..common import events, histfile, netif, records, recordpipe, runtime, tc
+from ..common import addr, events, histfile, netif, records, recordpipe, runtime, tc
 from ..common.delaystats import DIRECTIONS, delays
 from . import datapath, view
 from .resolver import Resolver
@@ -21,10 +21,11 @@ from .transmit import Transmitter, source_address
 from .usermode import UserSenderDatapath
 
 MAX_WAIT_MS = 100
-# A session's source address while the kernel finds none for it. Bound to the
-# interface, a socket with no route is sent on-link from the interface's address,
-# so this happens only when the interface has no IPv4 address.
-NO_ROUTE = "0.0.0.0"
+# A session's source address while the kernel finds none for it, per family.
+# Bound to the interface, an IPv4 socket with no route is sent on-link from the
+# interface's address, so this happens only when the interface has no address
+# of the reflector's family (or, for IPv6, no route to it).
+NO_ROUTE = {4: "0.0.0.0", 6: "::"}
 PUSH_BATCH = 256                # records per ZeroMQ message, at most
 PUSH_EVERY_NS = 20_000_000      # and no record waits longer than this
 
@@ -58,13 +59,20 @@ class SenderService:
         a = self.args
         # The series are labelled with our real source address from the first packet,
         # also when the reflector never answers (replies no longer teach it).
+        if not self.tx.supports(reflector):
+            self.log.error("no_ipv6", reflector=reflector, interface=a.interface,
+                           hint="this host has no IPv6 (booted with ipv6.disable=1?); the "
+                                "IPv6 reflector is not measured")
+            return
         local = source_address(a.interface, reflector, a.dest_port)
         if local is None:
-            local = NO_ROUTE
+            fam = addr.family(reflector)
+            local = NO_ROUTE[fam]
             self.log.warning("no_route", reflector=reflector, interface=a.interface,
-                             hint="no source address toward the reflector on this interface "
-                                  "(has it lost its IPv4 address?): its series are labelled "
-                                  "sender=0.0.0.0 until there is one")
+                             hint=f"no IPv{fam} source address toward the reflector on this "
+                                  f"interface (has it lost its IPv{fam} address?): its series "
+                                  f"are labelled sender={addr.endpoint(local, a.source_port)} "
+                                  "until there is one")
         s = SenderSession(reflector, a.dest_port, local, a.source_port, a.count, a.interval,
                           a.timeout, a.late_window, time.monotonic_ns() + offset_ns)
         self.sessions[reflector] = s
@@ -81,10 +89,11 @@ class SenderService:
             self.log.info("session_stopping", reflector=s.label, reason="no longer in DNS")
 
     def _end_finished_stopping(self):
-        for addr, s in list(self.sessions.items()):
+        for ip, s in list(self.sessions.items()):
             if s.stopping and not s.outstanding:
-                del self.sessions[addr]
-                self.dp.remove_session(addr)
+                del self.sessions[ip]
+                self.dp.remove_session(ip)
+                self.tx.forget(ip, s.port)
                 self.ended.append(s)
                 self._push_records(force=True)
                 self.pusher.push([s.stats_record(ended=True)])
@@ -93,7 +102,7 @@ class SenderService:
     def _find_missing_routes(self):
         """Once a route appears for a session that had none, label it with its source."""
         for s in self.sessions.values():
-            if s.local == NO_ROUTE:
+            if s.local == NO_ROUTE[addr.family(s.reflector)]:
                 local = source_address(self.args.interface, s.reflector, s.port)
                 if local is not None:
                     s.local = local
@@ -104,13 +113,13 @@ class SenderService:
         if addrs is None:
             return
         wanted = set(addrs) - self.static
-        for addr in sorted(wanted - set(self.sessions)):
-            self.add_session(addr)
-        for addr in set(self.sessions) - self.static - wanted:
-            self.stop_session(addr)
-        for addr in wanted:
-            s = self.sessions[addr]
-            if s.stopping:      # back in DNS before its last packets were judged
+        for ip in sorted(wanted - set(self.sessions)):
+            self.add_session(ip)
+        for ip in set(self.sessions) - self.static - wanted:
+            self.stop_session(ip)
+        for ip in wanted:
+            s = self.sessions.get(ip)
+            if s is not None and s.stopping:      # back in DNS before its last packets were judged
                 s.stopping = False
                 self.log.info("session_resumed", reflector=s.label)
                 self._schedule(s)
@@ -142,7 +151,8 @@ class SenderService:
         with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, attachment:
             self.log.info("sending", interface=a.interface, reflectors=a.reflectors,
                           timestamping=a.timestamping,
-                          reflector_dns=a.reflector_dns, source_port=a.source_port,
+                          reflector_dns=a.reflector_dns, address_family=a.address_family,
+                          dual_stack=self.tx.dual_stack, source_port=a.source_port,
                           dest_port=a.dest_port, timestamp_format=a.timestamp_format,
                           zmq=a.zmq, clock_synchronized=self.state.synchronized,
                           clock_error_s=self.state.error_s, tai_offset_s=self.state.tai_offset_s)
@@ -151,7 +161,7 @@ class SenderService:
             for i, r in enumerate(a.reflectors):
                 self.add_session(r, offset_ns=int(i * a.interval * 1e9 / n))
             if a.reflector_dns:
-                resolver = Resolver(a.reflector_dns, a.dns_interval, self.log)
+                resolver = Resolver(a.reflector_dns, a.dns_interval, self.log, a.address_family)
                 resolver.start()
             try:
                 self._loop(resolver)
@@ -201,8 +211,8 @@ class SenderService:
     def _send_due(self):
         now = time.monotonic_ns()
         while self.schedule and self.schedule[0][0] <= now:
-            _, addr = heapq.heappop(self.schedule)
-            s = self.sessions.get(addr)
+            _, ip = heapq.heappop(self.schedule)
+            s = self.sessions.get(ip)
             if s is None:
                 continue
             s.scheduled = False
@@ -212,7 +222,7 @@ class SenderService:
             seq = s.next_seq
             if self.tx.send(seq, s.reflector, s.port):
                 s.on_sent(mono, wall)
-                heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), addr, seq))
+                heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), ip, seq))
             else:
                 s.skip()            # the kernel refused it: nothing left to wait for
                 self.log.warning("send_failed", reflector=s.label, seq=seq, errors=self.tx.errors)
@@ -241,8 +251,8 @@ class SenderService:
         self.pending.clear()
         now = time.monotonic_ns()
         while self.deadlines and self.deadlines[0][0] <= now:
-            _, addr, seq = heapq.heappop(self.deadlines)
-            s = self.sessions.get(addr)
+            _, ip, seq = heapq.heappop(self.deadlines)
+            s = self.sessions.get(ip)
             sent = s.declare_lost(seq) if s else None
             if sent is None:
                 continue        # answered in time, or its session is gone

@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 
-from ..common import cmsg, datapath, events, wire
+from ..common import addr, cmsg, datapath, events, wire
 
 
 class UserSenderDatapath:
@@ -28,7 +28,7 @@ class UserSenderDatapath:
         self._state = None
         self._callback = None
         self._counts = dict.fromkeys(datapath.STATS, 0)
-        tx.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
+        cmsg.ask_for_ttl(tx.sock)
         tx.stamp = self._stamp
 
     def _now(self):
@@ -63,15 +63,15 @@ class UserSenderDatapath:
         ready, _, _ = select.select([self.tx.sock], [], [], timeout_ms / 1000)
         while ready:
             try:
-                data, anc, _flags, (addr, port) = self.tx.sock.recvmsg(
-                    2048, cmsg.TTL_SPACE)
+                data, anc, _flags, peer = self.tx.sock.recvmsg(2048, cmsg.TTL_SPACE)
             except BlockingIOError:
                 return
+            reflector, port = addr.normalize(peer[0].split("%")[0]), peer[1]
             t4 = self._now()
-            if addr not in self._sessions or len(data) < wire.BASE_LEN:
+            if reflector not in self._sessions or len(data) < wire.BASE_LEN:
                 continue
             ttl = cmsg.received_ttl(anc)
             self._counts["received"] += 1
             self._callback(events.SENDER_EVENT.pack(
-                socket.inet_aton(addr), self.local, port, self.tx.source_port,
+                socket.inet_aton(reflector), self.local, port, self.tx.source_port,
                 len(data), ttl, t4[0], t4[1], data[:wire.BASE_LEN]))
