@@ -16,6 +16,8 @@ supervisor; services/supervisor/commands.py builds the same list (tests/test_com
 - --dns-interval
 - {{ toString $s.dnsInterval | quote }}
 {{- end }}
+- --address-family
+- {{ toString $s.addressFamily | quote }}
 - --source-port
 - {{ int $s.sourcePort | quote }}
 - --dest-port

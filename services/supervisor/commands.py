@@ -72,7 +72,8 @@ def sender_args(cfg, log_format):
     if cfg["sender.reflectorDNS"]:
         args += ["--reflector-dns", cfg["sender.reflectorDNS"],
                  "--dns-interval", _num(cfg["sender.dnsInterval"])]
-    args += ["--source-port", str(cfg["sender.sourcePort"]),
+    args += ["--address-family", cfg["sender.addressFamily"],
+             "--source-port", str(cfg["sender.sourcePort"]),
              "--dest-port", str(cfg["sender.destinationPort"]),
              "--count", str(cfg["sender.count"]),
              "--interval", _num(cfg["sender.interval"]),
