@@ -16,6 +16,7 @@ import json
 
 import pytest
 
+from conftest import FAMILIES
 from stamp_bpf.lab import capture
 
 TOLERANCE_NS = 50_000
@@ -32,33 +33,37 @@ DROPPED_BACK = {9, 30}
 LATE_BACK = 22          # held 450 ms on the way back: after -w 0.3, within the late window
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One measured session through the emulator, with captures on both ends."""
+@pytest.fixture(scope="module", params=FAMILIES)
+def run(request, tmp_path_factory):
+    """One measured session through the emulator, with captures on both ends, over
+    IPv4 or IPv6 (the same bounds for both)."""
     from conftest import Service, command, require_root
     from stamp_bpf.lab.netns import Topology
     require_root()
-    tmp = tmp_path_factory.mktemp("truth")
+    family = request.param
+    tmp = tmp_path_factory.mktemp(f"truth{family}")
     emu = ["--fwd-delay", "3ms", "--back-delay", "7ms", "--jitter", "0.5ms", "--seed", "7",
            "--drop", "fwd:" + ",".join(map(str, sorted(DROPPED_FWD))),
            "--drop", "back:" + ",".join(map(str, sorted(DROPPED_BACK))),
            "--delay-seq", f"back:{LATE_BACK}=450ms"]
     (tmp / "topo").mkdir()
-    with Topology("emulated", emulator_args=emu, workdir=str(tmp / "topo")) as topo:
+    with Topology("emulated", emulator_args=emu, workdir=str(tmp / "topo"),
+                  ipv6=family == 6) as topo:
         refl = Service(topo, topo.reflector, [command("stamp-reflector"), topo.reflector.ifname],
                        str(tmp / "reflector.log"))
         refl.wait_event("reflecting")
         with capture.start(topo, topo.sender, str(tmp / "sender.pcap")) as cap_s, \
                 capture.start(topo, topo.reflector, str(tmp / "reflector.pcap")) as cap_r:
             snd = Service(topo, topo.sender,
-                          [command("stamp-sender"), topo.sender.ifname, topo.reflector.addr,
+                          [command("stamp-sender"), topo.sender.ifname, topo.reflector.ip(family),
                            "-c", str(COUNT), "-i", "0.05", "-w", "0.3", "--debug"],
                           str(tmp / "sender.log"))
             assert snd.wait_exit(120) == 0, f"the sender failed:\n{snd.text()[-3000:]}"
         refl.stop()
         emu_log = [json.loads(line) for line in open(topo.emulator_log)]
     truth = capture.stamp_delays(capture.stamp_packets(capture.read_pcap(str(tmp / "sender.pcap"))),
-                                 capture.stamp_packets(capture.read_pcap(str(tmp / "reflector.pcap"))))
+                                 capture.stamp_packets(capture.read_pcap(str(tmp / "reflector.pcap"))),
+                                 topo.sender.ip(family))
     return {"sender": snd, "truth": {k.seq: v for k, v in truth.items()}, "emulator": emu_log}
 
 

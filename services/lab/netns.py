@@ -96,6 +96,10 @@ class Host:
     addr6: str = None            # ipv6=True: the global IPv6 address
     ll6: str = None              # ipv6=True: the link-local IPv6 address
 
+    def ip(self, family=4):
+        """The host's address of a family: 4 (addr) or 6 (addr6)."""
+        return self.addr6 if family == 6 else self.addr
+
 
 def _ip(*args, ns=None, input=None):
     """Run `ip ARGS` (in namespace `ns`); raise with ip's own message on failure."""

@@ -1,6 +1,6 @@
 """The sender's BPF datapath: sender_egress.c and sender_ingress.c."""
 
-from ..common import bpfprog, datapath, tc
+from ..common import addr, bpfprog, datapath, tc
 
 FILES = ["maps.h", "sender_maps.h", "sender_egress.c", "sender_ingress.c"]
 # 2 MiB: about 2 s of records at 10,000 packets/s, so a sender or reflector
@@ -24,6 +24,10 @@ def load(source_port, dest_port, ptp, debug=False):
 class SenderDatapath(datapath.Datapath):
 
     def add_session(self, reflector):
+        if addr.family(reflector) == 6:
+            # Until the TC programs parse IPv6 (issue 12's kernel side).
+            raise OSError(f"IPv6 reflector {reflector}: these TC programs measure IPv4 only; "
+                          "use --timestamping user for IPv6, or an IPv4 REFLECTOR")
         table = self.bpf[b"sessions"]
         table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(1)
 
