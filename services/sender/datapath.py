@@ -27,7 +27,7 @@ class SenderDatapath(datapath.Datapath):
         if addr.family(reflector) == 6:
             # Until the TC programs parse IPv6 (issue 12's kernel side).
             raise OSError(f"IPv6 reflector {reflector}: these TC programs measure IPv4 only; "
-                          "use --timestamping user for IPv6, or an IPv4 REFLECTOR")
+                          "give its IPv4 address instead")
         table = self.bpf[b"sessions"]
         table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(1)
 
