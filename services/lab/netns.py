@@ -234,8 +234,8 @@ class Topology:
                 _ip("addr", "add", f"{a6}/{PREFIXLEN6}", "dev", host.ifname, "nodad", ns=host.ns)
             _ip("link", "set", host.ifname, "up", ns=host.ns)
             host.mac = json.loads(_ip("-j", "link", "show", host.ifname, ns=host.ns))[0]["address"]
-            if self.ipv6:
-                host.ll6 = _link_local(host)
+        for host in (s, r) if self.ipv6 else ():
+            host.ll6 = _link_local(host)        # the kernel adds it once the link has carrier
         r.extra_addrs = extra_addresses(self.extra_addrs)
         if r.extra_addrs:
             _ip("-batch", "-", ns=r.ns, input="".join(
