@@ -19,6 +19,8 @@ from ..common import addr, cmsg, datapath, events, wire
 class UserSenderDatapath:
     """Duck-types SenderDatapath for a Transmitter's socket."""
 
+    ipv6 = False        # its records (services/common/events.py) hold IPv4 addresses only
+
     def __init__(self, tx, ptp, local_addr):
         self.tx = tx
         self.ptp = ptp
