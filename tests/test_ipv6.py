@@ -255,7 +255,8 @@ def test_valid_ipv6_requests_come_back_as_rfc8762_replies(lab, where):
         stored, correct = udp6_checksum(frame)
         assert stored == correct, f"The reply's UDP checksum is {stored:#x}, it must be {correct:#x}."
         pkt = ScapyReflected(u.payload)
-        assert pkt.ttl == 61, f"Session-Sender TTL is the received Hop Limit 61, not {pkt.ttl}."
+        assert pkt.ttl_sender == 61, \
+            f"Session-Sender TTL is the received Hop Limit 61, not {pkt.ttl_sender}."
         assert pkt.seq == pkt.seq_sender and pkt.seq & 0xFFFF0000 == GOOD
         assert len(u.payload) == max(44, size), "Replies keep the request's size (RFC 8762 4.6)."
 
