@@ -64,11 +64,29 @@ def tcp(size=64):
     return eth(ipv4(6, hdr + bytes(size)))
 
 
+SENDER_ADDR6 = "2001:db8::1"
+REFLECTOR_ADDR6 = "2001:db8::2"
+
+
+def ipv6(next_header, l4, src=SENDER_ADDR6, dst=REFLECTOR_ADDR6, hlim=64):
+    """An Ethernet frame with an IPv6 header (no extension header) and `l4` after it."""
+    hdr = struct.pack("!IHBB16s16s", 6 << 28, len(l4), next_header, hlim,
+                      socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst))
+    return eth(hdr + l4, proto=0x86DD)
+
+
 def ipv6_udp(dport=862, size=wire.BASE_LEN):
-    src, dst = socket.inet_pton(socket.AF_INET6, "2001:db8::1"), socket.inet_pton(socket.AF_INET6, "2001:db8::2")
-    body = struct.pack("!HHHH", 862, dport, 8 + size, 0) + bytes(size)
-    hdr = struct.pack("!IHBB16s16s", 6 << 28, len(body), 17, 64, src, dst)
-    return eth(hdr + body, proto=0x86DD)
+    """IPv6 UDP to port `dport` (checksum left zero: not a packet of ours either way)."""
+    return ipv6(17, struct.pack("!HHHH", 862, dport, 8 + size, 0) + bytes(size))
+
+
+def tcp6(size=64):
+    return ipv6(6, struct.pack("!HHIIBBHHH", 40000, 443, 1, 0, 5 << 4, 0x10, 65535, 0, 0) + bytes(size))
+
+
+def icmpv6_echo(size=56):
+    """An ICMPv6 Echo Request (type 128), the ping6 every host answers."""
+    return ipv6(58, struct.pack("!BBHHH", 128, 0, 0, 1, 1) + bytes(size))
 
 
 def udp_checksum_ok(frame):

@@ -2,7 +2,7 @@
 
 The services' programs are loaded exactly as the services load them
 (bpfprog.load with their FILES and defines) and run on a STAMP packet and on
-packets that are not STAMP (TCP, UDP to port 53, IPv6 UDP to port 862),
+packets that are not STAMP (TCP, UDP to port 53; IPv6: UDP to port 862, TCP, ICMPv6),
 interleaved with an empty TC program, on one CPU. Each figure is the fastest
 of ROUNDS syscalls of REPEAT runs each (the mean per run the kernel reports;
 slower rounds are slower by what else ran on the CPU); ring buffers are drained between
@@ -40,6 +40,9 @@ PORT = 862
 TARGET_NON_STAMP_NS = 5
 TARGET_REFLECT_NS = 150
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC, TC_ACT_REDIRECT = 0, 2, 0xFFFFFFFF, 7
+# Packets that are not STAMP, each program's worst one is its row: IPv4 and IPv6.
+NON_STAMP = {"TCP": frames.tcp, "UDP 53": frames.other_udp, "IPv6 UDP 862": frames.ipv6_udp,
+             "TCP/IPv6": frames.tcp6, "ICMPv6": frames.icmpv6_echo}
 
 BENCH_PRELUDE = r"""
 struct bench_frame { __u8 b[BENCH_LEN]; };
@@ -333,14 +336,15 @@ def run(log=print):
 def _run(log, tmp):
     b = Bench(tmp)
     log(f"kernel: programs loaded, measuring on CPU {b.cpu}")
-    tcp, udp53, v6 = (TestRunner(f) for f in (frames.tcp(), frames.other_udp(), frames.ipv6_udp()))
+    tcp = TestRunner(frames.tcp())
+    foreign = {name: TestRunner(make()) for name, make in NON_STAMP.items()}
     req = TestRunner(b.request)
     refl = TestRunner(b.reflected)
     reply = TestRunner(frames.stamp_reply(sport=PORT, dport=PORT))
     unspec = (None, None, TC_ACT_UNSPEC)
     jobs = {"empty": (b.bench.fd["bench_empty"], tcp, None)}
     for prog, fd in b.prog.items():
-        for pkt, runner in (("TCP", tcp), ("UDP 53", udp53), ("IPv6", v6)):
+        for pkt, runner in foreign.items():
             jobs[f"{prog}, {pkt}"] = (fd, runner, unspec)
     jobs["sender egress, STAMP"] = (b.prog["sender egress"], req, (b.snd, "stamped", TC_ACT_UNSPEC))
     jobs["sender ingress, STAMP"] = (b.prog["sender ingress"], reply, (b.snd, "received", TC_ACT_SHOT))
@@ -411,12 +415,12 @@ def rows(m, one, checks, load_s):
                      note=f"fastest of {ROUNDS} syscalls x {REPEAT:,} runs (mean per run), one CPU, all "
                           f"figures interleaved; bcc compile and load of both services {load_s:.1f} s")]
     for prog in ("sender egress", "sender ingress", "reflector ingress", "reflector egress"):
-        worst = max(("TCP", "UDP 53", "IPv6"), key=lambda p: m[f"{prog}, {p}"])
+        worst = max(NON_STAMP, key=lambda p: m[f"{prog}, {p}"])
         extra = m[f"{prog}, {worst}"] - empty
         out.append(table.row(PART, f"{prog}, non-STAMP: extra over empty", extra, "ns/pkt", "<=",
                              TARGET_NON_STAMP_NS,
-                             note=f"worst of TCP/UDP 53/IPv6 is {worst}: " + ", ".join(
-                                 f"{p} {m[f'{prog}, {p}']:.0f}" for p in ("TCP", "UDP 53", "IPv6"))
+                             note=f"worst of {'/'.join(NON_STAMP)} is {worst}: " + ", ".join(
+                                 f"{p} {m[f'{prog}, {p}']:.0f}" for p in NON_STAMP)
                              + f" ns gross, empty {empty:.0f}"))
     out.append(table.row(PART, "sender egress, STAMP (T1)", m["sender egress, STAMP"] - empty, "ns/pkt",
                          note=f"net of the empty program; gross {m['sender egress, STAMP']:.0f} ns"))
