@@ -73,7 +73,7 @@ def test_build_works_without_the_ca_secret(stamp_image):
     out = proc.stdout + proc.stderr
     if proc.returncode == 0:
         return      # pip reached PyPI with the image's own CA certificates
-    assert "secret" not in out.lower().split("run --mount=type=secret")[-1], (
+    assert not re.search(r"secret.{0,40}(not found|no such|missing|required)", out, re.I), (
         f"The build without the secret should not fail on the secret: {out[-3000:]}")
     assert "CERTIFICATE_VERIFY_FAILED" in out and "setup: created /opt/stamp-bpf/venv" in out, (
         f"Without the secret the build should get as far as pip's TLS check: {out[-3000:]}")
