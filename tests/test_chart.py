@@ -681,3 +681,17 @@ FREE_FORM = {"global.nodeSelector", "global.affinity", "global.updateStrategy", 
              "exporter.securityContext", "security.podSecurityContext",
              "security.containerSecurityContext", "monitoring.additionalLabels",
              "serviceAccount.annotations"}
+
+
+def test_notes_warn_of_seccomp_without_privilege(helm_bin, helm_env, tmp_path):
+    """Not privileged and no seccompProfile: NOTES says the default profile may refuse bpf()."""
+    values = tmp_path / "caps-no-seccomp-values.yaml"
+    values.write_text(yaml.safe_dump({"security": {"containerSecurityContext": {
+        "privileged": False, "capabilities": {"drop": ["ALL"], "add": CAPS_ONLY}}}}))
+    for files, warned in (([values], True), ([scenario_file("capabilities-only")], False), ([], False)):
+        args = ["install", "stamp", str(CHART), "--dry-run=client"]
+        for f in files:
+            args += ["-f", str(f)]
+        out = helm(helm_bin, helm_env, *args).stdout
+        assert ("seccompProfile: {type: Unconfined}" in out) == warned, (
+            f"With {files or 'the defaults'} NOTES should {'' if warned else 'not '}warn about seccomp.")
