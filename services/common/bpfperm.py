@@ -19,13 +19,14 @@ closed at once. Paths and the probe are parameters, so tests can pass their own.
 
 import ctypes
 import os
+import platform
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
 CAP_BPF = 39
 
-SYS_BPF = 321                   # x86-64 syscall number of bpf()
+SYS_BPF = {"x86_64": 321, "aarch64": 280}   # bpf()'s syscall number (asm/unistd.h)
 BPF_MAP_CREATE = 0
 BPF_MAP_TYPE_ARRAY = 2
 SECCOMP_MODE_FILTER = 2         # /proc/<pid>/status "Seccomp:" values: 0 none, 1 strict, 2 filter
@@ -39,9 +40,12 @@ FIX_SECCOMP = ("run it with seccompProfile type Unconfined (the chart's capabili
 
 def probe_bpf():
     """0 when this process may create a BPF map, else the errno bpf() gave."""
+    number = SYS_BPF.get(platform.machine())
+    if number is None:
+        return 0                # unknown here: let bcc try and report
     libc = ctypes.CDLL(None, use_errno=True)
     attr = (ctypes.c_uint32 * 5)(BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0)   # type, key, value, max_entries, flags
-    fd = libc.syscall(SYS_BPF, BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    fd = libc.syscall(number, BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
     if fd < 0:
         return ctypes.get_errno()
     os.close(fd)
