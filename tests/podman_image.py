@@ -48,10 +48,15 @@ def build(tag, *extra, timeout=1500):
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
+_built = []     # the image name once built: test modules importing the fixture share it
+
+
 @pytest.fixture(scope="session")
 def stamp_image():
     """Name of the image built from this checkout (the chart's default name)."""
     require_podman()
+    if _built:
+        return _built[0]
     base = subprocess.run(["bash", str(ROOT / "scripts" / "make-base-image.sh")],
                           capture_output=True, text=True, timeout=900)
     if base.returncode != 0:
@@ -61,4 +66,5 @@ def stamp_image():
     proc = build(name, *secret)
     if proc.returncode != 0:
         pytest.fail(f"podman build of the Dockerfile failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+    _built.append(name)
     return name
