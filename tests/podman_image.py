@@ -62,9 +62,13 @@ def stamp_image():
     if base.returncode != 0:
         pytest.fail(f"scripts/make-base-image.sh failed: {base.stderr.strip()[-2000:]}")
     name = image_name()
+    old = podman("image", "inspect", "--format", "{{.Id}}", name, check=False).stdout.strip()
     secret = ["--secret", f"id=ca-bundle,src={CA_BUNDLE}"] if CA_BUNDLE.exists() else []
     proc = build(name, *secret)
     if proc.returncode != 0:
         pytest.fail(f"podman build of the Dockerfile failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+    new = podman("image", "inspect", "--format", "{{.Id}}", name).stdout.strip()
+    if old and old != new:
+        podman("rmi", old, check=False)     # the previous build, now untagged
     _built.append(name)
     return name
