@@ -1,9 +1,10 @@
 """Ancillary data of the user-space datapaths' UDP sockets (--timestamping user).
 
 The sender and the reflector without BPF read the received IPv4 TTL
-(IP_RECVTTL) or IPv6 Hop Limit (IPV6_RECVHOPLIMIT) and, on the reflector, the local address a packet was sent to
-(IP_PKTINFO) from recvmsg()'s control messages. Python's socket module does
-not name every constant on every build, hence the Linux values as defaults.
+(IP_RECVTTL) or IPv6 Hop Limit (IPV6_RECVHOPLIMIT), and the local address a
+packet was sent to (IP_PKTINFO, IPV6_RECVPKTINFO), from recvmsg()'s control
+messages. Python's socket module does not name every constant on every
+build, hence the Linux values as defaults.
 """
 
 import socket
@@ -34,9 +35,27 @@ def received_ttl(ancdata):
     return 0
 
 
-def local_address(ancdata):
-    """The 4-byte destination address from IP_PKTINFO, or 0.0.0.0 when absent."""
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)      # the cmsg type it delivers
+PKTINFO6_SPACE = socket.CMSG_SPACE(20)                  # struct in6_pktinfo
+# Room for what a dual-stack socket gets with every option above: an IPv4 packet
+# brings IPV6_PKTINFO (mapped) and IP_PKTINFO and IP_TTL; too little space
+# truncates them (MSG_CTRUNC) and the TTL is lost.
+ANCILLARY_SPACE = 2 * PKTINFO6_SPACE + 2 * PKTINFO_SPACE + 2 * TTL_SPACE
+
+
+def ask_for_local_address(sock):
+    """Have recvmsg() report the address a packet was sent to, either family."""
+    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+
+
+def destination(ancdata):
+    """The address a received packet was sent to, as a string ("" when not reported)."""
     for level, kind, data in ancdata:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
-            return data[8:12]       # struct in_pktinfo: ifindex, spec_dst, addr
-    return b"\0\0\0\0"
+            return socket.inet_ntoa(data[8:12])
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO:
+            return socket.inet_ntop(socket.AF_INET6, data[:16])    # in6_pktinfo: addr, ifindex
+    return ""

@@ -1,6 +1,6 @@
 """The reflector's BPF datapath: reflector_ingress.c and reflector_egress.c."""
 
-from ..common import bpfprog, datapath, tc
+from ..common import bpfprog, datapath, events, tc
 
 FILES = ["maps.h", "reflector_maps.h", "reflector_ingress.c", "reflector_egress.c"]
 # 2 MiB: about 2 s of records at 10,000 packets/s, so a sender or reflector
@@ -21,6 +21,7 @@ def load(port, ptp, debug=False):
 
 
 class ReflectorDatapath(datapath.Datapath):
+    event = staticmethod(events.reflector_event)     # a ring buffer record, decoded
 
     def __init__(self, bpf, ptp):
         super().__init__(bpf, ptp)

@@ -8,8 +8,7 @@ ring buffer's records into exporter records, logs, and histograms.
 import contextlib
 import time
 
-from ..common import (delaystats, events as events_mod, histfile, netif, records, recordpipe,
-                      runtime, tc, wire)
+from ..common import addr, delaystats, histfile, netif, records, recordpipe, runtime, tc, wire
 from . import datapath
 from .sessions import ReflectorSessions
 from .usermode import UserReflector
@@ -53,7 +52,8 @@ def run(args, log, hist_layout):
 
     def flush_pending():
         if pending:
-            pusher.push(_records(pending, state.tai_offset_s, sessions, hist, args, log, ts_kind))
+            pusher.push(_records(pending, dp.event, state.tai_offset_s, sessions, hist, args,
+                                 log, ts_kind))
             pending.clear()
 
     def push_service_stats():
@@ -105,11 +105,11 @@ def _sync_addresses(dp, ifname, log):
         log.info("addresses", interface=ifname, added=sorted(added), removed=sorted(removed))
 
 
-def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
-    """Exporter records for a batch of ring buffer events; updates sessions."""
+def _records(events, decode, tai_offset_s, sessions, hist, args, log, ts_kind):
+    """Exporter records for a batch of datapath events (read by `decode`); updates sessions."""
     out = []
     for raw in events:
-        ev = events_mod.reflector_event(raw)
+        ev = decode(raw)
         # A TWAMP-Light sender may leave its timestamp zero: T1 is then unknown.
         t1_ns = (0 if wire.ts_is_zero(ev.t1)
                  else wire.ts_to_ns(ev.t1, ev.sender_error_estimate, tai_offset_s))
@@ -118,7 +118,7 @@ def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
         s, new = sessions.get(ev.sender, ev.sender_port)
         if s is None:
             if sessions.overflow == 1 or sessions.overflow % 100_000 == 0:
-                log.warning("sessions_full", sender=f"{ev.sender}:{ev.sender_port}",
+                log.warning("sessions_full", sender=addr.endpoint(ev.sender, ev.sender_port),
                             max_sessions=sessions.max_sessions, packets=sessions.overflow,
                             hint="packets of new senders are reflected but not recorded; "
                                  "raise --max-sessions if these senders are real")

@@ -1,6 +1,6 @@
 """The sender's BPF datapath: sender_egress.c and sender_ingress.c."""
 
-from ..common import bpfprog, datapath, tc
+from ..common import bpfprog, datapath, events, tc
 
 FILES = ["maps.h", "sender_maps.h", "sender_egress.c", "sender_ingress.c"]
 # 2 MiB: about 2 s of records at 10,000 packets/s, so a sender or reflector
@@ -22,6 +22,7 @@ def load(source_port, dest_port, ptp, debug=False):
 
 
 class SenderDatapath(datapath.Datapath):
+    event = staticmethod(events.sender_event)        # a ring buffer record, decoded
 
     # The TC programs parse IPv4 only until issue 12's kernel side is in:
     # the service does not start IPv6 sessions (and says so) while this is False.

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from ..common import addr, events, histfile, netif, records, recordpipe, runtime, tc
+from ..common import addr, histfile, records, recordpipe, runtime, tc
 from ..common.delaystats import DIRECTIONS, delays
 from . import datapath, view
 from .resolver import Resolver
@@ -142,7 +142,7 @@ class SenderService:
         a = self.args
         self.tx = Transmitter(a.interface, a.source_port)
         if self.user_mode:
-            self.dp = UserSenderDatapath(self.tx, self.ptp, netif.ipv4_addresses(a.interface)[0])
+            self.dp = UserSenderDatapath(self.tx, self.ptp)
             attachment = contextlib.nullcontext()
         else:
             self.dp, programs = datapath.load(a.source_port, a.dest_port, self.ptp, debug=a.debug)
@@ -251,7 +251,7 @@ class SenderService:
         self.dp.poll(0)
         our_ee = self.our_ee
         for raw in self.pending:
-            ev = events.sender_event(raw)
+            ev = self.dp.event(raw)
             self._on_reply(decode_reply(ev, our_ee, self.state.tai_offset_s), ev)
         self.pending.clear()
         now = time.monotonic_ns()

@@ -4,8 +4,9 @@ For hosts where BPF is not allowed, and as the baseline the benchmarks
 compare the TC timestamps with. Same protocol and same statistics: T1 is
 read from CLOCK_REALTIME just before sendto(), T4 just after recvmsg()
 returns, so both include the scheduling noise of this process. Replies are
-handed to the service as the same records the BPF ring buffer carries
-(services/common/events.py), so everything after this point is shared.
+handed to the service as the same decoded records the BPF ring buffer gives
+(events.SenderEvent), so everything after this point is shared. The
+Transmitter's socket serves both families, so IPv6 works here as IPv4.
 """
 
 import select
@@ -19,19 +20,24 @@ from ..common import addr, cmsg, datapath, events, wire
 class UserSenderDatapath:
     """Duck-types SenderDatapath for a Transmitter's socket."""
 
-    ipv6 = False        # its records (services/common/events.py) hold IPv4 addresses only
+    ipv6 = True
 
-    def __init__(self, tx, ptp, local_addr):
+    def __init__(self, tx, ptp):
         self.tx = tx
         self.ptp = ptp
-        self.local = socket.inet_aton(local_addr)
         self.socket_cookie = 0
         self._sessions = set()
         self._state = None
         self._callback = None
         self._counts = dict.fromkeys(datapath.STATS, 0)
         cmsg.ask_for_ttl(tx.sock)
+        cmsg.ask_for_local_address(tx.sock)
         tx.stamp = self._stamp
+
+    @staticmethod
+    def event(ev):
+        """Its records are decoded already."""
+        return ev
 
     def _now(self):
         return wire.encode_ts(time.time_ns(), self.ptp, self._state.tai_offset_s)
@@ -65,15 +71,16 @@ class UserSenderDatapath:
         ready, _, _ = select.select([self.tx.sock], [], [], timeout_ms / 1000)
         while ready:
             try:
-                data, anc, _flags, peer = self.tx.sock.recvmsg(2048, cmsg.TTL_SPACE)
+                data, anc, _flags, peer = self.tx.sock.recvmsg(
+                    2048, cmsg.ANCILLARY_SPACE)
             except BlockingIOError:
                 return
-            reflector, port = addr.normalize(peer[0].split("%")[0]), peer[1]
             t4 = self._now()
+            reflector, port = addr.normalize(peer[0].split("%")[0]), peer[1]
             if reflector not in self._sessions or len(data) < wire.BASE_LEN:
                 continue
-            ttl = cmsg.received_ttl(anc)
+            local = cmsg.destination(anc)
             self._counts["received"] += 1
-            self._callback(events.SENDER_EVENT.pack(
-                socket.inet_aton(reflector), self.local, port, self.tx.source_port,
-                len(data), ttl, t4[0], t4[1], data[:wire.BASE_LEN]))
+            self._callback(events.SenderEvent(
+                reflector, addr.normalize(local) if local else "", port, self.tx.source_port,
+                len(data), cmsg.received_ttl(anc), t4, bytes(data[:wire.BASE_LEN])))
