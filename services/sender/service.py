@@ -66,8 +66,9 @@ class SenderService:
                 self.log.warning("ipv6_not_measured", reflector=reflector, interface=a.interface,
                                  hint="this host has no IPv6 (booted with ipv6.disable=1?)"
                                  if not self.tx.supports(reflector) else
-                                 "this stamp-bpf's TC programs measure IPv4 only; give the "
-                                 "reflector's IPv4 address, or --address-family 4")
+                                 "this stamp-bpf's TC programs measure IPv4 only: give the "
+                                 "reflector's IPv4 address, --address-family 4, or "
+                                 "--timestamping user (IPv6 in user space)")
             return
         local = source_address(a.interface, reflector, a.dest_port)
         if local is None:
