@@ -262,9 +262,19 @@ def test_valid_ipv6_requests_come_back_as_rfc8762_replies(lab, where):
 
 
 def test_the_ipv4_session_was_not_disturbed(lab):
-    """Last: the IPv4 session measured on while all of the above ran."""
+    """The IPv4 session measured on while all of the above ran (stops the sender)."""
     svc = lab.sending
     assert svc.stop() == 0, f"stamp-sender did not exit cleanly:\n{svc.text()[-2000:]}"
     s = svc.summary()["sessions"][0]
     assert s["sent"] > 50 and s["lost"] == 0 and s["duplicates"] == 0, \
         f"The IPv4 session was disturbed by the IPv6 traffic: {s}"
+
+
+@KERNEL_IPV6
+def test_ipv6_checksums_0_and_wrong_were_counted(lab):
+    """Last: the reflector counted the IPv6 requests it refused for their checksum
+    (5 rounds of checksum 0 and of a wrong one in the foreign burst)."""
+    assert lab.refl.stop() == 0
+    counters = lab.refl.summary()["counters"]
+    assert counters["bad_checksum"] >= 10, \
+        f"IPv6 UDP checksum 0 or wrong must be counted as bad_checksum: {counters}"
