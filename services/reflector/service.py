@@ -32,8 +32,7 @@ def run(args, log, hist_layout):
         dp, programs = datapath.load(args.port, ptp, debug=args.debug)
         _sync_addresses(dp, args.interface, log)
         dp.open_events(pending.append)
-        attachment = tc.attached(args.interface, programs, tc.REFLECTOR_PRIO,
-                                 tc.REFLECTOR_HANDLE, log)
+        attachment = tc.attached(args.interface, programs, tc.REFLECTOR, log)
         ts_kind = records.TS_BPF
 
         def collect():

@@ -1,0 +1,160 @@
+"""One live owner per hook: a second service on an interface refuses and names the
+first, which keeps measuring; a killed one leaves nothing of ours behind.
+
+Issue 9, defect 2: a second stamp-reflector used to remove the first one's
+filters as "stale", and when it exited the first reflected nothing. Both
+attach mechanisms are covered: tcx links (the default on this kernel) and
+clsact filters (STAMP_TC_ATTACH=clsact, what kernels before 6.6 get), where a
+killed service does leave filters, which the next one removes.
+"""
+
+import socket
+
+import pytest
+
+from stamp_bpf.common import bpfsys, tc
+
+import stampnet
+from conftest import tc_filters
+
+pytestmark = pytest.mark.timeout(400)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = stampnet.Lab(tmp_path_factory.mktemp("ownership"))
+    yield lab
+    lab.close()
+
+
+def tcx(host):
+    """{hook: [(prog id, link id)]} on `host`'s interface, asked of the kernel."""
+    with stampnet.netns(host.ns):
+        idx = socket.if_nametoindex(host.ifname)
+        return {name: bpfsys.prog_query(idx, hook) for name, hook in
+                (("ingress", bpfsys.TCX_INGRESS), ("egress", bpfsys.TCX_EGRESS))}
+
+
+def nothing_attached(lab, host):
+    """Assert that no tcx program and no bpf filter is left on `host`'s interface."""
+    left = tcx(host)
+    assert left == {"ingress": [], "egress": []}, f"tcx programs left on {host.ifname}: {left}"
+    for hook in ("ingress", "egress"):
+        rows = [r for r in tc_filters(lab.topo, host, hook) if " bpf " in r]
+        assert rows == [], f"clsact filters left on {host.ifname} {hook}: {rows}"
+
+
+def measure(lab, n=5, *args):
+    """Run a sender for `n` packets; its session summary."""
+    s = lab.sender("-c", n, "-i", "0.05", *args)
+    assert s.wait_exit(60) == 0, f"stamp-sender failed:\n{s.text()[-2000:]}"
+    return s.summary()["sessions"][0]
+
+
+def refused(svc, first, what):
+    """Assert that `svc` exited 1 with one `failed` line naming `first`'s pid and command."""
+    rc = svc.wait_exit(120)
+    failed = svc.events("failed")
+    assert rc == 1 and len(failed) == 1, \
+        f"the second {what} did not refuse (exit {rc}):\n{svc.text()[-3000:]}"
+    reason = failed[0]["reason"]
+    assert f"pid {first.proc.pid} " in reason and f"stamp-{what}" in reason, \
+        f"the refusal does not name the first {what} (pid {first.proc.pid}): {reason}"
+    assert not svc.events("stale_filters_removed") and not svc.events("attached"), \
+        f"the refused {what} touched the hooks:\n{svc.text()[-3000:]}"
+    return reason
+
+
+def attach_order(svc):
+    """Assert egress attached before ingress and detached after it (tcx link ids grow)."""
+    att = [(e["hook"], e.get("link_id")) for e in svc.events("attached")]
+    det = [e["hook"] for e in svc.events("detached")]
+    assert [h for h, _ in att] == ["egress", "ingress"], f"attach order: {att}"
+    if att[0][1] is not None:
+        assert att[0][1] < att[1][1], f"the kernel made the ingress link first: {att}"
+    assert det == ["ingress", "egress"], f"detach order: {det}"
+
+
+def test_second_reflector_refuses_and_the_first_keeps_reflecting(lab):
+    r1 = lab.reflector()
+    try:
+        r2 = lab.start(lab.topo.reflector, "stamp-reflector", lab.topo.reflector.ifname)
+        reason = refused(r2, r1, "reflector")
+        assert "tcx link" in reason, f"the refusal does not say what it found: {reason}"
+        s = measure(lab)
+        assert s["received"] == 5, f"the first reflector stopped reflecting: {s}"
+    finally:
+        assert r1.stop() == 0, f"stamp-reflector did not stop cleanly:\n{r1.text()[-2000:]}"
+    attach_order(r1)
+    nothing_attached(lab, lab.topo.reflector)
+
+
+def test_killed_reflector_leaves_nothing_and_a_new_one_reflects(lab):
+    r1 = lab.reflector()
+    assert len(tcx(lab.topo.reflector)["ingress"]) == 1
+    stampnet.kill(r1.proc)
+    nothing_attached(lab, lab.topo.reflector)
+    r2 = lab.reflector()
+    try:
+        s = measure(lab)
+        assert s["received"] == 5, f"the reflector started after a SIGKILL does not reflect: {s}"
+        assert not r2.events("stale_filters_removed")
+    finally:
+        assert r2.stop() == 0
+    nothing_attached(lab, lab.topo.reflector)
+
+
+def test_second_sender_refuses_and_the_first_keeps_measuring(lab):
+    r = lab.reflector()
+    s1 = lab.sender("-i", "0.05")
+    try:
+        host = lab.topo.sender
+        # Same source port: the socket's bind refuses.
+        s2 = lab.start(host, "stamp-sender", host.ifname, lab.topo.reflector.addr, "-c", 5)
+        reason = refused(s2, s1, "sender")
+        assert "port 862" in reason, reason
+        # Another source port: the hook's owner refuses.
+        s3 = lab.start(host, "stamp-sender", host.ifname, lab.topo.reflector.addr, "-c", 5,
+                       "-s", 40862)
+        reason = refused(s3, s1, "sender")
+        assert "tcx link" in reason, reason
+        before = s1.events("session_stats")
+        s1.wait_event("session_stats", 30)
+        assert s1.stop() == 0
+        sess = s1.summary()["sessions"][0]
+        assert sess["received"] >= 10 and sess["lost"] == 0, \
+            f"the first sender was disturbed by the refused ones: {sess} ({len(before)} stats)"
+        attach_order(s1)
+        nothing_attached(lab, host)
+        # SIGKILL: nothing left; the next sender measures.
+        s4 = lab.sender("-i", "0.05")
+        stampnet.kill(s4.proc)
+        nothing_attached(lab, host)
+        sess = measure(lab)
+        assert sess["received"] == 5, f"a sender after a SIGKILL did not measure: {sess}"
+    finally:
+        r.stop()
+    nothing_attached(lab, lab.topo.sender)
+
+
+def test_clsact_fallback_refuses_and_cleans_only_dead_owners(lab, monkeypatch):
+    """Kernels without tcx: filters outlive a killed service; the lock tells."""
+    monkeypatch.setenv(tc.MODE_ENV, "clsact")
+    host = lab.topo.reflector
+    r1 = lab.reflector()
+    r2 = lab.start(host, "stamp-reflector", host.ifname)
+    reason = refused(r2, r1, "reflector")
+    assert measure(lab)["received"] == 5, "the first reflector stopped reflecting"
+    ours = [r for r in tc_filters(lab.topo, host, "ingress") if "reflector_ingress" in r]
+    stampnet.kill(r1.proc)
+    assert [r for r in tc_filters(lab.topo, host, "ingress") if "reflector_ingress" in r], \
+        f"after SIGKILL the clsact filter should still be there ({ours}); refusal was: {reason}"
+    r3 = lab.reflector()
+    try:
+        stale = r3.events("stale_filters_removed")
+        assert stale and stale[0]["count"] == 2, f"stale filters not removed:\n{r3.text()[-2000:]}"
+        assert measure(lab)["received"] == 5
+    finally:
+        assert r3.stop() == 0
+    attach_order(r3)
+    nothing_attached(lab, host)
