@@ -91,7 +91,7 @@ def test_replies_are_never_reflected_again(mesh):
         assert mesh["alive"][k] and mesh["refl_rcs"][k] == 0, f"{k}'s reflector did not run to the end"
         c = r.summary()["counters"]
         want = COUNT + (1 if k == "B" else 0)       # B also reflected the stale-reply request
-        assert c["stamped"] == want, f"{k}'s reflector reflected {c['stamped']} packets, not {want}: {c}"
+        assert c["reflected"] == want, f"{k}'s reflector reflected {c['reflected']} packets, not {want}: {c}"
 
 
 def test_loop_guard_stops_a_stale_reply(mesh):

@@ -16,6 +16,22 @@ LOCK_DIR_ENV = "STAMP_LOCK_DIR"
 LOCK_DIR = "/run/stamp-bpf"     # the systemd units' RuntimeDirectory
 
 
+def locks_dir():
+    return os.environ.get(LOCK_DIR_ENV) or LOCK_DIR
+
+
+def lock_files(netns_ino):
+    """The lock files of one network namespace (by its inode), for cleaning up
+    after a namespace is gone (a killed service leaves its file, unlocked)."""
+    d = locks_dir()
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    return [os.path.join(d, n) for n in names
+            if n.endswith(".lock") and f"-{netns_ino}-" in n]
+
+
 def command_of(pid):
     """A process's command line, space-joined ('' when it is gone)."""
     try:
@@ -66,23 +82,31 @@ class HookLock:
     """
 
     def __init__(self, role, ifindex, lock_dir=None):
-        lock_dir = lock_dir or os.environ.get(LOCK_DIR_ENV) or LOCK_DIR
         netns = os.stat("/proc/thread-self/ns/net").st_ino
-        self.path = os.path.join(lock_dir, f"{role}-{netns}-{ifindex}.lock")
+        self.path = os.path.join(lock_dir or locks_dir(), f"{role}-{netns}-{ifindex}.lock")
         self.fd = None
 
     def acquire(self):
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self._read(fd)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._read(fd)
+                os.close(fd)
+                return holder
+            except OSError:
+                os.close(fd)
+                raise
+            # The holder we waited on may have removed the file on its way
+            # out: a lock on a removed file guards nothing, so start again.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            return holder
-        except OSError:
-            os.close(fd)
-            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command_of(os.getpid())})
                   .encode() + b"\n", 0)
@@ -98,9 +122,13 @@ class HookLock:
             return "a process that holds the lock but has not written its pid yet"
 
     def release(self):
-        """Unlock (the file stays: removing it would let two processes lock
-        two different files of the same name)."""
+        """Remove the file, then unlock (acquire() checks that the file it
+        locked is still the one of that name)."""
         if self.fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
             os.close(self.fd)
             self.fd = None
 

@@ -139,21 +139,20 @@ def _refuse(role, ifname, owner):
 
 # --- start-up checks -----------------------------------------------------------
 
-def _check_tcx(index, ifname, names, role, log):
-    """Refuse when programs of ours already run on a tcx hook of `index`."""
+def _check_tcx(index, ifname, names, role):
+    """Refuse when programs of ours already run on a tcx hook of `index`.
+    Returns False when some program there could not be named (no CAP_SYS_ADMIN)."""
+    named = True
     for hook in ATTACH_ORDER:
         listing = tcx_programs(index, hook)
-        if any(name is None for _, _, name in listing):
-            log.warning("owner_check_limited", interface=ifname, hook=HOOK_NAMES[hook],
-                        hint="without CAP_SYS_ADMIN the programs on the hook cannot be named: "
-                             "a second instance in another PID namespace is not noticed (it "
-                             "still cannot detach this one)")
+        named = named and all(name is not None for _, _, name in listing)
         theirs = [(p, link) for p, link, name in listing if name in names]
         if theirs:
             prog, link = theirs[0]
             where = f"tcx link {link}, program {prog}" if link else f"program {prog}"
             _refuse(role, ifname, _owner_text(owners.holders("link_id", [link]), link)
                     + f" ({where} on {HOOK_NAMES[hook]})")
+    return named
 
 
 def _remove_stale_filters(ipr, index, ifname, role, log):
@@ -259,11 +258,18 @@ def attached(ifname, programs, role, log):
     with IPRoute() as ipr, contextlib.ExitStack() as stack:
         index = ifindex(ipr, ifname)
         how = mode(index)
+        named = True
         if how == "tcx":    # the kernel's word first: it names the link too
             names = {bpfsys.short_name(fn.name.decode()) for fn in programs.values()}
-            _check_tcx(index, ifname, names, role, log)
+            named = _check_tcx(index, ifname, names, role)
         lock = _lock(index, role, ifname, how, log)
         stack.callback(lock.release)
+        if not named and lock.fd is None:
+            log.warning("owner_check_limited", interface=ifname, lock=lock.path,
+                        hint="without CAP_SYS_ADMIN the tcx programs on the interface cannot "
+                             "be named and the lock cannot be taken: a second instance in "
+                             "another PID namespace is not noticed (it still cannot detach "
+                             "this one)")
         _remove_stale_filters(ipr, index, ifname, role, log)
         if how == "tcx":
             _attach_tcx(stack, index, ifname, programs, role, log)

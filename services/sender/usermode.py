@@ -30,7 +30,7 @@ class UserSenderDatapath:
         self._sessions = set()
         self._state = None
         self._callback = None
-        self._counts = dict.fromkeys(datapath.STATS, 0)
+        self._counts = dict.fromkeys(datapath.SENDER_STATS, 0)
         tx.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         tx.stamp = self._stamp
 
@@ -43,7 +43,7 @@ class UserSenderDatapath:
         """Write T1 and the Error Estimate into a packet about to be sent."""
         sec, frac = self._encode(time.time_ns())
         struct.pack_into("!IIH", packet, 4, sec, frac, self._state.error_estimate(self.ptp))
-        self._counts["stamped"] += 1
+        self._counts["t1_stamped"] += 1
 
     def configure(self, clock_state):
         self._state = clock_state
@@ -77,7 +77,7 @@ class UserSenderDatapath:
                 continue
             ttl = next((struct.unpack("=i", d[:4])[0] for lvl, typ, d in anc
                         if lvl == socket.IPPROTO_IP and typ == IP_TTL_CMSG), 0)
-            self._counts["received"] += 1
+            self._counts["replies_taken"] += 1
             self._callback(events.SENDER_EVENT.pack(
                 socket.inet_aton(addr), self.local, port, self.tx.source_port,
                 len(data), ttl, t4[0], t4[1], data[:wire.BASE_LEN]))
