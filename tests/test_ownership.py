@@ -15,7 +15,7 @@ import pytest
 from stamp_bpf.common import bpfsys, tc
 
 import stampnet
-from conftest import tc_filters
+from conftest import Service, command, tc_filters
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -158,3 +158,68 @@ def test_clsact_fallback_refuses_and_cleans_only_dead_owners(lab, monkeypatch):
         assert r3.stop() == 0
     attach_order(r3)
     nothing_attached(lab, host)
+
+
+def start_in_own_pid_namespace(lab, tmp_path, *env, without_sys_admin=False):
+    """A second stamp-reflector in a PID namespace of its own with its own lock
+    directory: how a second pod on the same node sees the first (optionally
+    without CAP_SYS_ADMIN, as in the chart's capabilities-only mode)."""
+    host = lab.topo.reflector
+    drop = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"] \
+        if without_sys_admin else []
+    argv = ["env", f"STAMP_LOCK_DIR={tmp_path}", *env, "unshare", "--pid", "--fork",
+            "--mount-proc", *drop, command("stamp-reflector"), host.ifname, "--zmq", lab.zmq]
+    return Service(lab.topo, host, argv, str(tmp_path / "other-pod.log"))
+
+
+def test_tcx_reflector_in_another_pid_namespace_refuses(lab, tmp_path):
+    r1 = lab.reflector()
+    try:
+        r2 = start_in_own_pid_namespace(lab, tmp_path)
+        rc = r2.wait_exit(120)
+        failed = r2.events("failed")
+        assert rc == 1 and failed and "not visible from here" in failed[0]["reason"] \
+            and "tcx link" in failed[0]["reason"], \
+            f"the reflector of the other PID namespace did not refuse:\n{r2.text()[-2000:]}"
+        assert measure(lab)["received"] == 5, "the first reflector stopped reflecting"
+    finally:
+        assert r1.stop() == 0
+    nothing_attached(lab, lab.topo.reflector)
+
+
+def test_clsact_reflector_leaves_a_filter_it_did_not_attach(lab, tmp_path, monkeypatch):
+    """clsact, and a second instance that cannot see the first (another pod on a
+    kernel before 6.6): it takes the filters over as stale; when the first
+    exits it removes only filters running its own programs, so the second
+    keeps reflecting."""
+    monkeypatch.setenv(tc.MODE_ENV, "clsact")
+    r1 = lab.reflector()
+    r2 = start_in_own_pid_namespace(lab, tmp_path, f"{tc.MODE_ENV}=clsact")
+    try:
+        r2.wait_event("reflecting", 120)
+        assert r2.events("stale_filters_removed"), r2.text()[-2000:]
+        assert r1.stop() == 0
+        replaced = r1.events("filter_replaced")
+        assert len(replaced) == 2 and not r1.events("detached"), \
+            f"the first reflector should have left the second one's filters:\n{r1.text()[-2000:]}"
+        assert measure(lab)["received"] == 5, "the second reflector lost its filters"
+    finally:
+        assert lab.topo.stop(r2.proc) == 0
+    nothing_attached(lab, lab.topo.reflector)
+
+
+def test_unseen_reflector_without_sys_admin_cannot_disarm_the_first(lab, tmp_path):
+    """Capabilities-only pods: the second cannot name the first's programs, so it
+    starts; with tcx it cannot detach them either, and the first keeps reflecting
+    while the second runs and after it stops."""
+    r1 = lab.reflector()
+    try:
+        r2 = start_in_own_pid_namespace(lab, tmp_path, without_sys_admin=True)
+        r2.wait_event("reflecting", 120)
+        assert measure(lab)["received"] == 5, "the first reflector stopped reflecting"
+        assert lab.topo.stop(r2.proc) == 0, r2.text()[-2000:]
+        assert len(tcx(lab.topo.reflector)["ingress"]) == 1, "the second left a program behind"
+        assert measure(lab)["received"] == 5, "the second reflector's exit disarmed the first"
+    finally:
+        assert r1.stop() == 0
+    nothing_attached(lab, lab.topo.reflector)

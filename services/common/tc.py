@@ -26,6 +26,7 @@ import contextlib
 import errno
 import os
 import platform
+import struct
 from collections import namedtuple
 
 from pyroute2 import IPRoute
@@ -120,9 +121,24 @@ def our_filters(ipr, index, role):
             raise
         for msg in msgs:
             if msg["info"] >> 16 == role.prio and msg["handle"] == role.handle:
-                opts = msg.get_attr("TCA_OPTIONS")
-                found.append((parent, opts.get_attr("TCA_BPF_ID") if opts else None))
+                found.append((parent, _filter_prog_id(msg.get_attr("TCA_OPTIONS"))))
     return found
+
+
+TCA_BPF_ID = 11     # include/uapi/linux/pkt_cls.h; pyroute2 0.9 leaves it unnamed
+
+
+def _filter_prog_id(opts):
+    """The program id of a bpf filter (its TCA_BPF_ID attribute), or None."""
+    if opts is None:
+        return None
+    named = opts.get_attr("TCA_BPF_ID")
+    if named is not None:
+        return named
+    for name, nla in opts["attrs"]:
+        if name == "UNKNOWN" and nla["header"]["type"] == TCA_BPF_ID:
+            return struct.unpack_from("=I", nla.data, nla.offset + 4)[0]
+    return None
 
 
 def _owner_text(pids_by_id, some_id):
@@ -216,15 +232,22 @@ def _attach_clsact(stack, ipr, index, ifname, programs, role, log):
                    parent=hook, classid=1, direct_action=True, prio=role.prio)
         except NetlinkError as e:
             raise TcError(f"cannot attach BPF filter to {ifname} {HOOK_NAMES[hook]}: {e}") from None
-        stack.callback(_del_filter, ipr, index, ifname, hook, role, log)
+        prog = bpfsys.prog_id(fn.fd)
+        stack.callback(_del_filter, ipr, index, ifname, hook, role, prog, log)
         log.info("attached", interface=ifname, ifindex=index, program=fn.name.decode(),
-                 hook=HOOK_NAMES[hook], mode="clsact", prio=role.prio, handle=hex(role.handle))
+                 hook=HOOK_NAMES[hook], mode="clsact", prio=role.prio, handle=hex(role.handle),
+                 prog_id=prog)
 
 
-def _del_filter(ipr, index, ifname, hook, role, log):
+def _del_filter(ipr, index, ifname, hook, role, prog, log):
+    """Remove our filter from `hook`, if it is still ours (runs our program)."""
+    if (hook, prog) not in our_filters(ipr, index, role):
+        log.warning("filter_replaced", interface=ifname, hook=HOOK_NAMES[hook], prog_id=prog,
+                    hint="another process replaced our clsact filter; it is left alone")
+        return
     with contextlib.suppress(NetlinkError):
         ipr.tc("del-filter", "bpf", index, role.handle, parent=hook, prio=role.prio)
-    log.info("detached", interface=ifname, hook=HOOK_NAMES[hook], mode="clsact")
+    log.info("detached", interface=ifname, hook=HOOK_NAMES[hook], mode="clsact", prog_id=prog)
 
 
 def _lock(index, role, ifname, how, log):
