@@ -9,6 +9,9 @@ killed service does leave filters, which the next one removes.
 """
 
 import socket
+import struct
+import threading
+import time
 
 import pytest
 
@@ -223,3 +226,52 @@ def test_unseen_reflector_without_sys_admin_cannot_disarm_the_first(lab, tmp_pat
     finally:
         assert r1.stop() == 0
     nothing_attached(lab, lab.topo.reflector)
+
+
+def test_no_reflection_leaves_without_t3_while_the_reflector_attaches(lab):
+    """Issue 9 #8: egress is attached before ingress, so the very first packet
+    reflected already gets T3. Test packets stream (about 20,000/s) at the
+    reflector host from before its start until after; every reply has T3."""
+    s, r = lab.topo.sender, lab.topo.reflector
+    sock = stampnet.udp_socket(s, 40020, addr=s.addr)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    stop = threading.Event()
+    sent = [0]
+
+    def flood():
+        seq = 0
+        while not stop.is_set():
+            for _ in range(20):
+                seq += 1
+                sock.sendto(struct.pack("!I", seq) + bytes(40), (r.addr, 862))
+            time.sleep(0.001)
+        sent[0] = seq
+
+    replies = []
+
+    def receive():
+        sock.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                replies.append(sock.recv(2048))
+            except (TimeoutError, socket.timeout):
+                continue
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (flood, receive)]
+    for t in threads:
+        t.start()
+    try:
+        refl = lab.reflector()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        sock.close()
+    try:
+        assert replies, f"no reply to {sent[0]} test packets"
+        no_t3 = [struct.unpack_from("!I", p)[0] for p in replies if p[4:12] == bytes(8)]
+        assert no_t3 == [], (f"{len(no_t3)} of {len(replies)} replies left without T3 while the "
+                             f"reflector attached (sequence numbers {no_t3[:10]}...)")
+    finally:
+        assert refl.stop() == 0
