@@ -32,13 +32,17 @@ def lock_files(netns_ino):
             if n.endswith(".lock") and f"-{netns_ino}-" in n]
 
 
+COMMAND_MAX = 200     # characters of a command line quoted in a message
+
+
 def command_of(pid):
-    """A process's command line, space-joined ('' when it is gone)."""
+    """A process's command line on one line, cut to COMMAND_MAX ('' when it is gone)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            cmd = " ".join(f.read().decode(errors="replace").replace("\0", " ").split())
     except OSError:
         return ""
+    return cmd if len(cmd) <= COMMAND_MAX else cmd[:COMMAND_MAX - 3] + "..."
 
 
 def holders(key, ids, proc="/proc"):
