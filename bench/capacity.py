@@ -18,8 +18,8 @@ of the reflector's capacity when the generator is the bottleneck.
 CPU at 10,000 pps, per process from /proc (robust to other load on the host):
 reflector process + (generators' CPU with the reflector - generators' CPU
 when a program ahead of the reflector's on its TC ingress drops the test
-packets). softirq runs inside the generators' send calls here (no IRQ time accounting in this
-kernel), so its cost shows in their system time.
+packets). softirq runs inside the generators' send calls here (no IRQ time
+accounting in this kernel), so its cost shows in their system time.
 """
 
 import json
