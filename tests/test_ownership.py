@@ -10,6 +10,7 @@ killed service does leave filters, which the next one removes.
 
 import socket
 import struct
+from datetime import datetime
 import threading
 import time
 
@@ -65,7 +66,18 @@ def refused(svc, first, what):
         f"the refusal does not name the first {what} (pid {first.proc.pid}): {reason}"
     assert not svc.events("stale_filters_removed") and not svc.events("attached"), \
         f"the refused {what} touched the hooks:\n{svc.text()[-3000:]}"
+    # It refuses before compiling: in far less time than the first took to compile and attach.
+    took = seconds_between(svc.events("starting")[0], failed[0])
+    compile_s = seconds_between(first.events("starting")[0], first.events("attached")[0])
+    assert took < compile_s / 2, \
+        f"the second {what} refused after {took:.1f} s; compiling took the first {compile_s:.1f} s"
     return reason
+
+
+def seconds_between(a, b):
+    """Seconds from log event a to log event b (their ISO timestamps)."""
+    return (datetime.fromisoformat(b["timestamp"].rstrip("Z"))
+            - datetime.fromisoformat(a["timestamp"].rstrip("Z"))).total_seconds()
 
 
 def attach_order(svc):

@@ -271,6 +271,25 @@ def _lock(index, role, ifname, how, log):
     return lock
 
 
+def check_free(ifname, role, program_names):
+    """Refuse (TcError) at once when a live process has this role's programs on
+    `ifname`. Called before the programs are compiled, so that a second
+    instance fails in a moment rather than after seconds of CPU; attached()
+    checks again."""
+    with IPRoute() as ipr:
+        index = ifindex(ipr, ifname)
+        if mode(index) == "tcx":
+            _check_tcx(index, ifname, {bpfsys.short_name(n) for n in program_names}, role)
+    lock = owners.HookLock(role.name, index)
+    try:
+        holder = lock.acquire()
+    except OSError:
+        return          # attached() says whether that matters
+    lock.release()
+    if holder:
+        _refuse(role, ifname, holder)
+
+
 @contextlib.contextmanager
 def attached(ifname, programs, role, log):
     """Attach {EGRESS: fn, INGRESS: fn} (bcc functions) to `ifname` for the with block.

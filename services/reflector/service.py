@@ -43,6 +43,7 @@ class ReflectorService:
             self.dp = UserReflector(a.interface, a.port, self.ptp)
             attachment = contextlib.nullcontext()
         else:
+            tc.check_free(a.interface, tc.REFLECTOR, datapath.PROGRAMS)
             self.dp, programs = datapath.load(a.port, self.ptp, debug=a.debug)
             _sync_addresses(self.dp, a.interface, self.log)
             self.dp.open_events(self.pending.append)
