@@ -8,9 +8,10 @@ ring buffer's records into exporter records, logs, and histograms.
 import contextlib
 import time
 
-from ..common import events as events_mod, histfile, netif, records, recordpipe, runtime, tc, wire
+from ..common import (delaystats, events as events_mod, histfile, netif, records, recordpipe,
+                      runtime, tc, wire)
 from . import datapath
-from .sessions import Sessions
+from .sessions import ReflectorSessions
 from .usermode import UserReflector
 
 # reflector_egress.c does not wake us (a wakeup would delay the packet it
@@ -28,7 +29,7 @@ class ReflectorService:
         self.ptp = args.timestamp_format == "ptp"
         self.user_mode = args.timestamping == "user"
         self.ts_kind = records.TS_USER if self.user_mode else records.TS_BPF
-        self.sessions = Sessions()
+        self.sessions = ReflectorSessions(max_sessions=args.max_sessions)
         self.pending = []           # reflection records of this iteration
         self.hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
                                             hist_layout.ceil, log=log)
@@ -109,10 +110,12 @@ class ReflectorService:
 
     def _push_service_stats(self):
         self.pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, self.state, self.pusher,
-                                                self.dp.stats()["ringbuf_lost"], self.ts_kind)])
+                                                self.dp.stats()["ringbuf_lost"], self.ts_kind,
+                                                self.ptp, self.sessions.overflow)])
 
     def _summary(self):
         self.log.info("summary", signal=self.stop.signal, counters=self.dp.stats(),
+                      sessions_overflow=self.sessions.overflow,
                       records_sent=self.pusher.sent, records_dropped=self.pusher.dropped,
                       sessions=[{"sender": s.label, "reflected": s.reflected,
                                  "forward": s.forward.summary()} for s in self.sessions])
@@ -139,13 +142,21 @@ def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
         t2_ns = wire.ts_to_ns(ev.t2, ev.error_estimate, tai_offset_s)
         t3_ns = wire.ts_to_ns(ev.t3, ev.error_estimate, tai_offset_s)
         s, new = sessions.get(ev.sender, ev.sender_port)
+        if s is None:
+            if sessions.overflow == 1 or sessions.overflow % 100_000 == 0:
+                log.warning("sessions_full", sender=f"{ev.sender}:{ev.sender_port}",
+                            max_sessions=sessions.max_sessions, packets=sessions.overflow,
+                            hint="packets of new senders are reflected but not recorded; "
+                                 "raise --max-sessions if these senders are real")
+            continue
         if new and args.output:
             log.info("session_started", sender=s.label)
         s.reflected += 1
         if t1_ns:
-            s.forward.add(t2_ns - t1_ns)
+            forward = delaystats.near_end(t1_ns, t2_ns)
+            s.forward.add(forward)
             if hist:
-                hist.observe(s.label, "near_end", t2_ns - t1_ns)
+                hist.observe(s.label, "near_end", forward)
         out.append(records.ReflectorPacket(
             ev.sender, ev.sender_port, ev.local, ev.local_port,
             ts_kind, ev.sender_ttl, ev.seq, t1_ns, t2_ns, t3_ns, s.reflected))
