@@ -204,12 +204,21 @@ def test_default_install_is_a_full_mesh(helm_bin, helm_env):
     args = args_of(docs, "sender")
     assert args[:5] == ["eth0", "--reflector-dns", dns, "--dns-interval", "30"], (
         f"With no reflectorIPs the sender should resolve the reflector Service {dns}; args are {args}.")
+    assert args[5:7] == ["--max-peers", "16"], (
+        f"By default each sender should measure at most 16 reflectors; args are {args}.")
     for pod in (sender_pod, reflector_pod):
         spec = pod["spec"]
         assert spec["hostNetwork"] is True, "Every pod must use the node's network."
         assert spec["dnsPolicy"] == "ClusterFirstWithHostNet", (
             "Host-network pods need ClusterFirstWithHostNet to resolve the reflector Service.")
         assert [c["name"] for c in spec["containers"]] in (["sender", "exporter"], ["reflector", "exporter"])
+
+
+def test_max_peers_zero_measures_every_reflector(helm_bin, helm_env):
+    args = args_of(render(helm_bin, helm_env, sets=["sender.maxPeers=0"]), "sender")
+    assert "--max-peers" not in args, f"sender.maxPeers=0 should measure every reflector: {args}."
+    args = args_of(render(helm_bin, helm_env, sets=["sender.maxPeers=5"]), "sender")
+    assert args[args.index("--max-peers") + 1] == "5", f"sender.maxPeers should be passed on: {args}."
 
 
 def test_sender_args_carry_exactly_the_values(helm_bin, helm_env):

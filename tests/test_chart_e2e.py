@@ -20,7 +20,6 @@ none for itself, and the other way round.
 
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -122,22 +121,6 @@ class Node:
     def log_tail(self):
         return "\n".join(f"--- {label} ---\n" + "\n".join(p.read_text(errors="replace").splitlines()[-8:])
                          for label, p in self.logs.items())
-
-
-@pytest.fixture
-def resolv_confs():
-    """/etc/netns/<ns>/resolv.conf files (ip netns exec mounts them), removed afterwards."""
-    made = []
-
-    def make(ns, text):
-        d = Path("/etc/netns") / ns
-        d.mkdir(parents=True)
-        made.append(d)
-        (d / "resolv.conf").write_text(text)
-
-    yield make
-    for d in made:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

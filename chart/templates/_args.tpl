@@ -13,6 +13,10 @@ stamp-sender's arguments, as YAML list items, from .Values.sender (flags: docs/c
 - {{ include "stamp-bpf.reflectorDNS" . | quote }}
 - --dns-interval
 - {{ toString $s.dnsInterval | quote }}
+{{- if $s.maxPeers }}
+- --max-peers
+- {{ int $s.maxPeers | quote }}
+{{- end }}
 {{- end }}
 - --source-port
 - {{ int $s.sourcePort | quote }}
