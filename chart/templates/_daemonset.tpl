@@ -93,7 +93,16 @@ spec:
           imagePullPolicy: {{ default $g.image.pullPolicy $ex.image.pullPolicy }}
           command:
             - stamp-exporter
+          env:
+            # The node's name (downward API) names this node's addresses in
+            # stamp_node_address_info: no API rights needed.
+            - name: NODE_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: spec.nodeName
           args:
+            - --node-name
+            - $(NODE_NAME)
             - --listen
             - {{ printf "0.0.0.0:%d" (int $v.metricsPort) | quote }}
             - --zmq

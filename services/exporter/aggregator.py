@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from stamp_bpf.common import records
 
 from .delays import DelayBuckets
+from .node_info import NodeInfo
 from .pipeline import Pipeline
 from .reflector_sessions import ReflectorSessions
 from .sender_sessions import SenderSessions
@@ -18,9 +19,10 @@ from .service_info import ServiceInfo
 
 
 class Aggregator:
-    """Everything the exporter knows; `bounds` are the delay buckets in seconds (+Inf last)."""
+    """Everything the exporter knows; `bounds` are the delay buckets in seconds (+Inf last),
+    `node_name` the node it runs on (stamp_node_info)."""
 
-    def __init__(self, bounds, log, idle_timeout=300.0):
+    def __init__(self, bounds, log, idle_timeout=300.0, node_name=""):
         buckets = DelayBuckets(bounds)
         self.lock = threading.Lock()
         self.idle_timeout = idle_timeout
@@ -36,7 +38,9 @@ class Aggregator:
         self._routes = {records.ServiceStats: self.info.service,
                         records.SupervisorStats: self.info.supervisor}
         self.registry = CollectorRegistry()
-        for collector in (self.pipeline, self.info, ProcessCollector(registry=None)):
+        self.node = NodeInfo(node_name, {self.sender.table: "sender",
+                                         self.reflector.table: "reflector"})
+        for collector in (self.pipeline, self.info, self.node, ProcessCollector(registry=None)):
             self.registry.register(collector)
 
     def handle(self, msg, now):

@@ -6,6 +6,7 @@ USAGE: stamp-exporter [--listen HOST:PORT] [--zmq ENDPOINT] [--hist BINS FLOOR C
 
 import argparse
 import signal
+import socket
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ EXAMPLES = """examples:
     stamp-exporter --zmq tcp://0.0.0.0:5556   # take records from other hosts over TCP
     stamp-exporter --hist 28 25 75            # buckets 316 ns .. 31.6 ms, as the services' bins
     stamp-exporter --idle-timeout 60          # drop a session's series after 60 s of silence
+    stamp-exporter --node-name worker-3       # the node name its addresses are joined to
 """
 
 
@@ -47,6 +49,9 @@ def parse_args(argv=None):
     parser.add_argument("-t", "--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="remove a session's series after this long without a record, "
                              "seconds (default 300)")
+    parser.add_argument("-n", "--node-name", default=socket.gethostname(), metavar="NAME",
+                        help="name of the node this exporter runs on, exported with its "
+                             "addresses as stamp_node_address_info (default: the host name)")
     parser.add_argument("-D", "--debug", action="store_true",
                         help="log every malformed message, not only the first of each kind")
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
@@ -64,7 +69,7 @@ def main(argv=None):
     parser, args = parse_args(argv)
     log = logs.configure("exporter", debug=args.debug, fmt=args.log_format)
     bounds = args.layout.prometheus_buckets() if args.layout else histogram.default_buckets()
-    aggregator = Aggregator(bounds, log, args.idle_timeout)
+    aggregator = Aggregator(bounds, log, args.idle_timeout, args.node_name)
     heartbeat = [time.monotonic()]
     try:
         puller = recordpipe.RecordPuller(args.zmq)
