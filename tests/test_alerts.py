@@ -15,7 +15,7 @@ import pytest
 import yaml
 from cloudcoil.models.prometheus_operator import v1 as promv1
 
-from test_chart import ROOT, helm_bin, helm_env, render  # noqa: F401
+from test_chart import ROOT, _dropped, helm_bin, helm_env, render  # noqa: F401
 
 pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(shutil.which("promtool") is None,
@@ -82,7 +82,10 @@ def test_prometheus_rule_renders_the_values(helm_bin, helm_env):
                          capture_output=True, text=True, env=helm_env, check=True).stdout
     rule = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PrometheusRule"]
     assert len(rule) == 1, "With the API served the chart should render one PrometheusRule."
-    promv1.PrometheusRule.model_validate(rule[0])
+    dumped = promv1.PrometheusRule.model_validate(rule[0]).model_dump(by_alias=True, exclude_none=True,
+                                                                      mode="json")
+    assert not _dropped(rule[0], dumped), (
+        f"Fields prometheus-operator does not know: {_dropped(rule[0], dumped)}.")
     assert rule[0]["metadata"]["labels"]["release"] == "kps"
     loss = alerts(rule[0]["spec"]["groups"])["StampPacketLoss"]
     assert (loss["expr"], loss["for"], loss["labels"]["severity"]) == (

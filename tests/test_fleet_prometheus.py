@@ -7,8 +7,11 @@
 """
 
 import json
+import pathlib
+import re
 import shutil
 import time
+import urllib.parse
 
 import pytest
 
@@ -59,3 +62,47 @@ def test_loss_alert_fires_naming_the_pair(fleet):
     assert fleet.pair.items() <= directional[0]["labels"].items()
     for quiet in ("StampPeerNotAnswering", "StampNoReflectorAnswering", "StampRecordsDropped"):
         assert not firing(fleet.prom, quiet), f"{quiet} should stay silent: the peer answers."
+
+
+DASHBOARDS = sorted((pathlib.Path(__file__).resolve().parent.parent / "chart" / "files" / "dashboards").glob("*.json"))
+
+
+def variable_values(prom, doc):
+    """Each dashboard variable's first value, as Grafana would pick it (label_values queries)."""
+    values = {"__rate_interval": "15s"}
+    for v in doc["templating"]["list"]:
+        if v["type"] != "query":
+            continue
+        m = re.fullmatch(r"label_values\((.*), (\w+)\)", v["query"]["query"])
+        assert m, f"Variable {v['name']} should be a label_values() query."
+        match = substitute(m.group(1), values)
+        got = prom.api(f"label/{m.group(2)}/values?" + urllib.parse.urlencode({"match[]": match}))
+        assert got, f"Variable {v['name']} has no value in Prometheus ({v['query']['query']})."
+        values[v["name"]] = sorted(got)[0]
+    return values
+
+
+def substitute(expr, values):
+    return re.sub(r"\$(\w+)", lambda m: values[m.group(1)], expr)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("src", DASHBOARDS, ids=[s.name for s in DASHBOARDS])
+def test_every_dashboard_query_returns_data(fleet, src):
+    wait_firing(fleet, "StampPacketLoss")     # the recording rules have data by then
+    doc = json.loads(src.read_text())
+    values = variable_values(fleet.prom, doc)
+    assert values["sender_node"] == "node-a" and values["reflector_node"] == "node-b", values
+    empty = []
+    now = time.time()
+    for p in doc["panels"]:
+        for t in p.get("targets", []):
+            expr = substitute(t["expr"], values)
+            if t.get("instant"):
+                got = fleet.prom.api("query?" + urllib.parse.urlencode({"query": expr}))["result"]
+            else:
+                got = fleet.prom.api("query_range?" + urllib.parse.urlencode(
+                    {"query": expr, "start": now - 30, "end": now, "step": 1}))["result"]
+            if not got:
+                empty.append(f"{p['title']!r}: {expr}")
+    assert not empty, "Every panel query should return data; these returned nothing:\n" + "\n".join(empty)
