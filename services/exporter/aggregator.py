@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from stamp_bpf.common import records
 
 from .delays import DelayBuckets
+from .history import INTERVAL_S as HISTORY_INTERVAL_S, History, sender_judged
 from .node_info import NodeInfo
 from .pipeline import Pipeline
 from .reflector_sessions import ReflectorSessions
@@ -20,15 +21,19 @@ from .service_info import ServiceInfo
 
 class Aggregator:
     """Everything the exporter knows; `bounds` are the delay buckets in seconds (+Inf last),
-    `node_name` the node it runs on (stamp_node_info)."""
+    `node_name` the node it runs on (stamp_node_info), `history_interval` the seconds
+    between two points of the / page's graphs."""
 
-    def __init__(self, bounds, log, idle_timeout=300.0, node_name=""):
+    def __init__(self, bounds, log, idle_timeout=300.0, node_name="",
+                 history_interval=HISTORY_INTERVAL_S):
         buckets = DelayBuckets(bounds)
         self.lock = threading.Lock()
         self.idle_timeout = idle_timeout
         self.sender = SenderSessions(buckets, log)
         self.reflector = ReflectorSessions(buckets, log)
         self.info = ServiceInfo(log)
+        self.history = History({"sender": (self.sender.table, sender_judged),
+                                "reflector": (self.reflector.table, None)}, history_interval)
         self.pipeline = Pipeline(self.info, {"sender": self.sender,
                                              "reflector": self.reflector}, log)
         # Session records are aggregated as raw tuples (addresses as bytes, fast); the

@@ -52,6 +52,9 @@ def parse_args(argv=None):
     parser.add_argument("-n", "--node-name", default=socket.gethostname(), metavar="NAME",
                         help="name of the node this exporter runs on, exported with its "
                              "addresses as stamp_node_address_info (default: the host name)")
+    parser.add_argument("--history-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds between two points of the graphs on the / page; "
+                             "it keeps the last 180 (default 10)")
     parser.add_argument("-D", "--debug", action="store_true",
                         help="log every malformed message, not only the first of each kind")
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
@@ -61,6 +64,9 @@ def parse_args(argv=None):
     args.host, args.port = parse_listen(parser, args.listen)
     if not args.idle_timeout > 0:
         parser.error(f"--idle-timeout must be a positive number of seconds, got {args.idle_timeout}")
+    if not args.history_interval >= receiver.SWEEP_SECONDS:
+        parser.error(f"--history-interval must be at least {receiver.SWEEP_SECONDS:g} second "
+                     f"(the receive loop's sweep), got {args.history_interval}")
     args.layout = histogram.from_args(parser, args)
     return parser, args
 
@@ -69,7 +75,8 @@ def main(argv=None):
     parser, args = parse_args(argv)
     log = logs.configure("exporter", debug=args.debug, fmt=args.log_format)
     bounds = args.layout.prometheus_buckets() if args.layout else histogram.default_buckets()
-    aggregator = Aggregator(bounds, log, args.idle_timeout, args.node_name)
+    aggregator = Aggregator(bounds, log, args.idle_timeout, args.node_name,
+                            args.history_interval)
     heartbeat = [time.monotonic()]
     try:
         puller = recordpipe.RecordPuller(args.zmq)
