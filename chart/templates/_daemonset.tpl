@@ -101,8 +101,6 @@ spec:
                 fieldRef:
                   fieldPath: spec.nodeName
           args:
-            - --node-name
-            - $(NODE_NAME)
             - --listen
             - {{ printf "0.0.0.0:%d" (int $v.metricsPort) | quote }}
             - --zmq
@@ -111,6 +109,15 @@ spec:
             - {{ int $ex.idleTimeout | quote }}
             - --log-format
             - json
+            - --node-name
+            - $(NODE_NAME)
+            {{- with $ex.buckets }}
+            - --buckets
+            - {{ join "," . | quote }}
+            {{- end }}
+            {{- if and (eq .component "reflector") (not $v.delayHistogram) }}
+            - --no-reflector-histogram
+            {{- end }}
             {{- if $v.histogram.enabled }}
             {{- include "stamp-bpf.histArgs" (dict "histogram" $v.histogram "component" .component) | nindent 12 }}
             {{- end }}

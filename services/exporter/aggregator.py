@@ -22,15 +22,16 @@ from .service_info import ServiceInfo
 class Aggregator:
     """Everything the exporter knows; `bounds` are the delay buckets in seconds (+Inf last),
     `node_name` the node it runs on (stamp_node_info), `history_interval` the seconds
-    between two points of the / page's graphs."""
+    between two points of the / page's graphs; reflector_histogram False leaves out
+    stamp_reflector_delay_seconds."""
 
     def __init__(self, bounds, log, idle_timeout=300.0, node_name="",
-                 history_interval=HISTORY_INTERVAL_S):
+                 history_interval=HISTORY_INTERVAL_S, reflector_histogram=True):
         buckets = DelayBuckets(bounds)
         self.lock = threading.Lock()
         self.idle_timeout = idle_timeout
         self.sender = SenderSessions(buckets, log)
-        self.reflector = ReflectorSessions(buckets, log)
+        self.reflector = ReflectorSessions(buckets, log, reflector_histogram)
         self.info = ServiceInfo(log)
         self.history = History({"sender": (self.sender.table, sender_judged),
                                 "reflector": (self.reflector.table, None)}, history_interval)

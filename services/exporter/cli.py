@@ -24,6 +24,8 @@ EXAMPLES = """examples:
     stamp-exporter --hist 28 25 75            # buckets 316 ns .. 31.6 ms, as the services' bins
     stamp-exporter --idle-timeout 60          # drop a session's series after 60 s of silence
     stamp-exporter --node-name worker-3       # the node name its addresses are joined to
+    stamp-exporter --buckets 0.0005,0.001,0.002,0.005,0.01,0.05   # 6 buckets + Inf: fewer series
+    stamp-exporter --no-reflector-histogram   # reflector side: counters, last, jitter; no buckets
 """
 
 
@@ -46,6 +48,15 @@ def parse_args(argv=None):
                         help="ZeroMQ endpoint to bind for records; the folder of an ipc:// "
                              f"path is created (default {recordpipe.DEFAULT_ENDPOINT})")
     histogram.add_arguments(parser)
+    parser.add_argument("--buckets", metavar="SECONDS,...",
+                        help="delay histogram bucket bounds in seconds, ascending, comma "
+                             "separated (+Inf is added); instead of --hist; default 10 us "
+                             "doubling to 10.5 s")
+    parser.add_argument("--no-reflector-histogram", dest="reflector_histogram",
+                        action="store_false",
+                        help="leave out stamp_reflector_delay_seconds (buckets, sum, count): it "
+                             "repeats the sender's near_end one; last value, jitter and "
+                             "counters stay")
     parser.add_argument("-t", "--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="remove a session's series after this long without a record, "
                              "seconds (default 300)")
@@ -68,15 +79,24 @@ def parse_args(argv=None):
         parser.error(f"--history-interval must be at least {receiver.SWEEP_SECONDS:g} second "
                      f"(the receive loop's sweep), got {args.history_interval}")
     args.layout = histogram.from_args(parser, args)
+    args.bounds = None
+    if args.buckets is not None:
+        if args.layout:
+            parser.error("--buckets and --hist both set the buckets: give one of them")
+        try:
+            args.bounds = histogram.parse_buckets(args.buckets)
+        except ValueError as e:
+            parser.error(str(e))
     return parser, args
 
 
 def main(argv=None):
     parser, args = parse_args(argv)
     log = logs.configure("exporter", debug=args.debug, fmt=args.log_format)
-    bounds = args.layout.prometheus_buckets() if args.layout else histogram.default_buckets()
+    bounds = (args.bounds or (args.layout.prometheus_buckets() if args.layout
+                              else histogram.default_buckets()))
     aggregator = Aggregator(bounds, log, args.idle_timeout, args.node_name,
-                            args.history_interval)
+                            args.history_interval, args.reflector_histogram)
     heartbeat = [time.monotonic()]
     try:
         puller = recordpipe.RecordPuller(args.zmq)

@@ -18,8 +18,9 @@ class ReflectorSessions:
     """Aggregates ReflectorPacket records (records.decode_raw tuples); renders the
     stamp_reflector_ families."""
 
-    def __init__(self, buckets, log):
+    def __init__(self, buckets, log, histogram=True):
         self.table = SessionTable(lambda key: ReflectorSession(key, buckets), "reflector", log)
+        self.histogram = histogram      # False: no stamp_reflector_delay_seconds family
 
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
@@ -40,4 +41,5 @@ class ReflectorSessions:
         return "".join(out).encode() + render_info(
             "stamp_reflector_session_info", sessions) + render_delays(
             "stamp_reflector_", sessions, DIRECTIONS,
-            "Forward delay T2-T1 seen by the reflector (direction near_end)")
+            "Forward delay T2-T1 seen by the reflector (direction near_end)",
+            histogram=self.histogram)

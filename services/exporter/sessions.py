@@ -93,10 +93,11 @@ def render_info(name, sessions):
     return "".join(out).encode()
 
 
-def render_delays(prefix, sessions, directions, what):
+def render_delays(prefix, sessions, directions, what, histogram=True):
     """The delay families of `sessions` as exposition bytes; `prefix` is "stamp_" or similar.
 
-    `what` names the delays ("..., signed, in seconds." is added to the help).
+    `what` names the delays ("..., signed, in seconds." is added to the help);
+    histogram False leaves the histogram family out (last, jitter, negative stay).
     """
     name = f"{prefix}delay_seconds"
     hist = [textformat.header(name, "histogram", f"{what}, signed, in seconds.").encode()]
@@ -111,10 +112,11 @@ def render_delays(prefix, sessions, directions, what):
         for d in directions:
             st = s.delays[d]
             lab = s.by_dir[d]
-            hist.append(s.histogram_template(name, d)
-                        % (*accumulate(st.counts), st.sum_ns / 1e9, st.count))
+            if histogram:
+                hist.append(s.histogram_template(name, d)
+                            % (*accumulate(st.counts), st.sum_ns / 1e9, st.count))
             neg.append(f"{prefix}negative_delay_total{lab} {st.negative}\n")
             if st.last_ns is not None:
                 last.append(f"{prefix}delay_last_seconds{lab} {st.last_ns / 1e9!r}\n")
                 jitter.append(f"{prefix}jitter_seconds{lab} {st.jitter_ns / 1e9!r}\n")
-    return b"".join(hist) + "".join(last + jitter + neg).encode()
+    return (b"".join(hist) if histogram else b"") + "".join(last + jitter + neg).encode()

@@ -48,11 +48,11 @@ def choose(me, members, k):
     return sorted(ring[(start + i) % len(ring)][1] for i in range(k))
 
 
-def series_per_node(k, members, per_session=(88, 29)):
+def series_per_node(k, members, per_session=(88, 5)):
     """Session series one node exports with --max-peers k in a mesh of `members` nodes.
 
     per_session is (sender side, reflector side) series per session, the figures of
-    chart/README.md for the default buckets. A node sends to min(k, N-1) peers and,
+    chart/README.md for the chart's defaults (default buckets, no reflector histogram). A node sends to min(k, N-1) peers and,
     on the ring, is chosen by as many.
     """
     n = members - 1 if k == ALL else min(k, members - 1)
