@@ -2,7 +2,7 @@
 
 import argparse
 
-from . import bpfprog, clock, logs, netif, recordpipe, tc
+from . import autoif, bpfprog, clock, logs, netif, recordpipe, tc
 
 TIMESTAMP_FORMATS = ("ntp", "ptp")
 
@@ -83,6 +83,9 @@ def run_service(name, args, files, defines, run):
         log.error("refused", reason=problem)
         return 2
     try:
+        if args.interface == autoif.AUTO:
+            args.interface = autoif.resolve(args)
+            log.info("interface_chosen", interface=args.interface, by="route")
         netif.ipv4_addresses(args.interface)
         if args.timestamping == "bpf":
             log.info("starting", interface=args.interface, timestamping="bpf",

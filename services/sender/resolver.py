@@ -10,15 +10,8 @@ import queue
 import socket
 import threading
 
-from pyroute2 import IPRoute
-
+from ..common.netif import all_ipv4_addresses as own_addresses
 from . import peers
-
-
-def own_addresses():
-    """Every IPv4 address on this host (all interfaces)."""
-    with IPRoute() as ipr:
-        return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
 
 
 class Resolver(threading.Thread):
