@@ -7,10 +7,14 @@
 
 The sessions started must be exactly peers.choose() of the members; when the
 hosts file changes (dnsmasq re-reads it on SIGHUP) only the sessions that
-involve the members that left or joined may change.
+involve the members that left or joined may change, and in the sender's real
+exporter (--idle-timeout 4) the series of the session that ended are gone
+within the idle timeout while the new session's appear.
 """
 
 import signal
+import shutil
+import tempfile
 import time
 
 import pytest
@@ -18,6 +22,7 @@ import pytest
 from stamp_bpf.sender import peers
 
 from conftest import reflector
+from test_exporter import ExporterProcess
 
 NAME = "mesh.stamp.test"
 K = 3
@@ -40,8 +45,26 @@ def wait_for(what, check, svc, timeout=30):
     pytest.fail(f"{what} within {timeout} s; the sender logged:\n{svc.text()[-3000:]}")
 
 
+@pytest.fixture
+def exporter():
+    folder = tempfile.mkdtemp(prefix="stp-")
+    exp = ExporterProcess(folder, "--idle-timeout", str(IDLE_S))
+    yield exp
+    exp.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+IDLE_S = 4
+
+
+def reflectors_with_series(exp):
+    return {dict(k[1])["reflector"].split(":")[0] for k in exp.samples()
+            if k[0] == "stamp_packets_sent_total"}
+
+
 @pytest.mark.timeout(240)
-def test_sessions_follow_the_ring_as_members_leave_and_join(topology, service, resolv_confs, tmp_path):
+def test_sessions_follow_the_ring_as_members_leave_and_join(topology, service, resolv_confs, tmp_path,
+                                                            exporter):
     topo = topology("direct", extra_addrs=7)
     me = topo.sender.addr
     members = [topo.reflector.addr, *topo.reflector.extra_addrs]
@@ -58,7 +81,8 @@ def test_sessions_follow_the_ring_as_members_leave_and_join(topology, service, r
         "--pid-file=", "--user=root", f"--addn-hosts={hosts}"])
     reflector(service, topo)
     sender = service(topo, topo.sender, "stamp-sender", topo.sender.ifname, "--reflector-dns", NAME,
-                     "--dns-interval", "1", "--max-peers", K, "--interval", "0.2", ready="sending")
+                     "--dns-interval", "1", "--max-peers", K, "--interval", "0.2", "--zmq", exporter.endpoint,
+                     ready="sending")
 
     first = set(peers.choose(me, members, K))
     wait_for(f"the sender should start the {K} sessions peers.choose picks",
@@ -87,6 +111,8 @@ def test_sessions_follow_the_ring_as_members_leave_and_join(topology, service, r
         f"Only the newly chosen members should get sessions: {started(sender)} "
         f"(expected {first | second}).")
     assert leaving in first - second, "The member that left should have lost its session."
+    wait_for(f"the exporter should drop the ended sessions' series within --idle-timeout {IDLE_S} s",
+             lambda: reflectors_with_series(exporter) == second, sender, timeout=IDLE_S + 10)
     sender.stop()
     summary = sender.summary()
     live = {s["reflector"].split(":")[0]: s for s in summary["sessions"]}
