@@ -141,7 +141,7 @@ def run(log=print):
                 log(f"series: N={n} {label}: {total} series ({out} sessions out, {into} in)")
                 rows.append(table.row(PART, f"series per node, N={n:,}, {label}", total, "series",
                                       note=f"{out} sender sessions, {into} reflector sessions; "
-                                           f"formula min(K, N-1)*93 + exporters' own = "
+                                           f"formula min(K, N-1)*97 + exporters' own = "
                                            f"{peers.series_per_node(k, n)} + "
                                            f"{total - peers.series_per_node(k, n)}"))
                 if k == K and n == 1000:

@@ -9,7 +9,8 @@
 #   2. Kernel headers for bcc: when /lib/modules/$(uname -r)/build is missing,
 #      link build/source to the newest /usr/src/linux-headers-*-amd64 and -common.
 #   3. A virtual environment (.venv, or $STAMP_VENV) made from Debian's python3 with
-#      --system-site-packages, so it can import bcc, with the project installed.
+#      --system-site-packages, so it can import bcc, with the project installed:
+#      editable (imported from this checkout) for development, a copy with --runtime.
 #
 # The Dockerfile runs this same script with --runtime.
 set -euo pipefail
@@ -74,10 +75,15 @@ fi
 "$venv/bin/python" -c 'import bcc' 2>/dev/null \
   || die "$venv cannot import bcc: is python3-bpfcc installed for /usr/bin/python3?"
 
-extras="test"
-[ "$RUNTIME_ONLY" = 1 ] && extras=""
-spec="$here"
-[ -n "$extras" ] && spec="$here[$extras]"
-"$venv/bin/pip" install -q --disable-pip-version-check --no-input --upgrade "$spec" \
+# --runtime (the Dockerfile) installs a copy of the project, as `pip install .`
+# does for a user. A developer's venv gets an editable install instead: the
+# package is imported from this checkout's services/ and bpf/, so tests and the
+# console scripts run the code as it is now, with no setup.sh after each edit.
+if [ "$RUNTIME_ONLY" = 1 ]; then
+  pip_args=(--upgrade "$here")
+else
+  pip_args=(--editable "$here[test]")
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check --no-input "${pip_args[@]}" \
   || die "pip install of the project into $venv failed"
 say "ready: $venv/bin/stamp-sender, stamp-reflector, stamp-exporter"

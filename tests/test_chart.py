@@ -266,7 +266,7 @@ def test_reflector_args_carry_exactly_the_values(helm_bin, helm_env):
         "reflector.histogram.floor=30", "reflector.histogram.ceiling=60",
         "reflector.enforcePTP=true", "reflector.debug=true", "reflector.extraArgs={--timestamping,user}"])
     assert args_of(docs, "reflector") == [
-        "ens5", "--port", "4862", "--zmq", "ipc:///run/stamp-bpf/records.sock",
+        "ens5", "--port", "4862", "--max-sessions", "1024", "--zmq", "ipc:///run/stamp-bpf/records.sock",
         "--log-format", "json", "--hist", "10", "30", "60", "--histpath", "/tmp/reflector-hist",
         "--output", "--enforce-ptp", "--debug", "--timestamping", "user"], (
         "The reflector's arguments should carry exactly the values given.")
@@ -296,8 +296,23 @@ def test_exporters_listen_on_their_metrics_port(helm_bin, helm_env):
             f"The {comp} pod's exporter should listen on its metrics port {port}; args are {ex['args']}.")
         assert ex["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
         for probe in ("livenessProbe", "readinessProbe"):
-            assert ex[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, (
-                f"The exporter's {probe} should ask /healthz on the metrics port.")
+            assert ex[probe]["httpGet"] == {"path": "/healthz/exporter", "port": "metrics"}, (
+                f"The exporter's {probe} should ask /healthz/exporter (its own loop, not the "
+                f"service's) on the metrics port.")
+        svc = container(daemonset(docs, comp), comp)
+        for probe in ("startupProbe", "livenessProbe"):
+            assert svc[probe]["httpGet"] == {"path": "/healthz/service", "port": port}, (
+                f"The {comp} container's {probe} should ask its exporter's /healthz/service.")
+        assert ex["args"][6:8] == ["--service-timeout", "60"], \
+            "The exporter fails /healthz/service after exporter.serviceTimeout seconds."
+
+
+def test_service_timeout_zero_means_no_service_probe(helm_bin, helm_env):
+    docs = render(helm_bin, helm_env, sets=["exporter.serviceTimeout=0"])
+    for comp in ("sender", "reflector"):
+        svc = container(daemonset(docs, comp), comp)
+        assert "livenessProbe" not in svc and "startupProbe" not in svc
+        assert "--service-timeout" not in container(daemonset(docs, comp), "exporter")["args"]
 
 
 def test_exporter_is_unprivileged(helm_bin, helm_env):

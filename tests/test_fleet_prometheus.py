@@ -53,8 +53,14 @@ def test_loss_alert_fires_naming_the_pair(fleet):
     labels = loss[0]["labels"]
     assert fleet.pair.items() <= labels.items(), (
         f"The alert should name the pair {fleet.pair}, it has {labels}.")
+    # The first evaluations see only a few judged packets; over a full window the ratio
+    # settles near the emulator's drop probability.
+    deadline = time.monotonic() + 60
+    while abs(float(loss[0]["value"]) - FORWARD_LOSS) >= 0.15 and time.monotonic() < deadline:
+        time.sleep(2)
+        loss = firing(fleet.prom, "StampPacketLoss") or loss
     assert abs(float(loss[0]["value"]) - FORWARD_LOSS) < 0.15, (
-        f"The loss ratio should be about {FORWARD_LOSS}: {loss[0]['value']}.")
+        f"The loss ratio should settle near {FORWARD_LOSS}: {loss[0]['value']}.")
     assert "node-a -> node-b" in loss[0]["annotations"]["summary"]
     directional = wait_firing(fleet, "StampDirectionalPacketLoss")
     assert [a["labels"]["direction"] for a in directional] == ["near_end"], (

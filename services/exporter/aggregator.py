@@ -8,14 +8,14 @@ import threading
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
-from stamp_bpf.common import records
+from ..common import records
 
 from .delays import DelayBuckets
 from .history import INTERVAL_S as HISTORY_INTERVAL_S, History, sender_judged
 from .node_info import NodeInfo
 from .pipeline import Pipeline
-from .reflector_sessions import ReflectorSessions
-from .sender_sessions import SenderSessions
+from .reflector_sessions import ReflectorFamilies
+from .sender_sessions import SenderFamilies
 from .service_info import ServiceInfo
 
 
@@ -25,13 +25,14 @@ class Aggregator:
     between two points of the / page's graphs; reflector_histogram False leaves out
     stamp_reflector_delay_seconds."""
 
-    def __init__(self, bounds, log, idle_timeout=300.0, node_name="",
-                 history_interval=HISTORY_INTERVAL_S, reflector_histogram=True):
+    def __init__(self, bounds, log, idle_timeout=300.0, max_reflector_sessions=None,
+                 node_name="", history_interval=HISTORY_INTERVAL_S, reflector_histogram=True):
         buckets = DelayBuckets(bounds)
         self.lock = threading.Lock()
         self.idle_timeout = idle_timeout
-        self.sender = SenderSessions(buckets, log)
-        self.reflector = ReflectorSessions(buckets, log, reflector_histogram)
+        self.sender = SenderFamilies(buckets, log)
+        self.reflector = ReflectorFamilies(buckets, log, max_reflector_sessions,
+                                           reflector_histogram)
         self.info = ServiceInfo(log)
         self.history = History({"sender": (self.sender.table, sender_judged),
                                 "reflector": (self.reflector.table, None)}, history_interval)

@@ -11,8 +11,9 @@ import sys
 import threading
 import time
 
-from stamp_bpf import __version__
-from stamp_bpf.common import histogram, logs, recordpipe
+from .. import __version__
+from ..common import histogram, logs, recordpipe
+from ..reflector.sessions import DEFAULT_MAX_SESSIONS
 
 from . import receiver, server
 from .aggregator import Aggregator
@@ -60,6 +61,17 @@ def parse_args(argv=None):
     parser.add_argument("-t", "--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="remove a session's series after this long without a record, "
                              "seconds (default 300)")
+    parser.add_argument("--service-timeout", type=float, default=0.0, metavar="SECONDS",
+                        help="/healthz and /healthz/service fail until a service's first "
+                             "health record and when none came for this long (they come "
+                             "every 5 s): a liveness signal for a stuck sender or reflector; "
+                             "0 = off (default)")
+    parser.add_argument("--max-reflector-sessions", type=int, default=DEFAULT_MAX_SESSIONS,
+                        metavar="N",
+                        help="reflector sessions (senders seen by a reflector) kept at most; "
+                             "records of more are dropped and counted in "
+                             "stamp_records_dropped_total{stage=\"session_limit\"} "
+                             f"(default {DEFAULT_MAX_SESSIONS}, as stamp-reflector's --max-sessions)")
     parser.add_argument("-n", "--node-name", default=socket.gethostname(), metavar="NAME",
                         help="name of the node this exporter runs on, exported with its "
                              "addresses as stamp_node_address_info (default: the host name)")
@@ -78,6 +90,14 @@ def parse_args(argv=None):
     if not args.history_interval >= receiver.SWEEP_SECONDS:
         parser.error(f"--history-interval must be at least {receiver.SWEEP_SECONDS:g} second "
                      f"(the receive loop's sweep), got {args.history_interval}")
+    if args.service_timeout < 0 or args.service_timeout != args.service_timeout:
+        parser.error(f"--service-timeout must be 0 (off) or a number of seconds, "
+                     f"got {args.service_timeout}")
+    if 0 < args.service_timeout <= 5:
+        parser.error(f"--service-timeout {args.service_timeout:g} is not above the 5 s between "
+                     "a service's health records; use more than 5 (e.g. 60) or 0 (off)")
+    if args.max_reflector_sessions < 1:
+        parser.error(f"--max-reflector-sessions must be 1 or more, got {args.max_reflector_sessions}")
     args.layout = histogram.from_args(parser, args)
     args.bounds = None
     if args.buckets is not None:
@@ -95,15 +115,16 @@ def main(argv=None):
     log = logs.configure("exporter", debug=args.debug, fmt=args.log_format)
     bounds = (args.bounds or (args.layout.prometheus_buckets() if args.layout
                               else histogram.default_buckets()))
-    aggregator = Aggregator(bounds, log, args.idle_timeout, args.node_name,
-                            args.history_interval, args.reflector_histogram)
+    aggregator = Aggregator(bounds, log, args.idle_timeout, args.max_reflector_sessions,
+                            args.node_name, args.history_interval, args.reflector_histogram)
     heartbeat = [time.monotonic()]
     try:
         puller = recordpipe.RecordPuller(args.zmq)
     except ValueError as e:
         parser.exit(1, f"stamp-exporter: error: {e}; choose another endpoint with --zmq\n")
     try:
-        httpd = server.serve(args.host, args.port, server.make_app(aggregator, heartbeat))
+        health = server.Health(heartbeat, lambda: aggregator.info.last_seen, args.service_timeout)
+        httpd = server.serve(args.host, args.port, server.make_app(aggregator, health))
     except OSError as e:
         puller.close()
         parser.exit(1, f"stamp-exporter: error: cannot listen on {args.listen}: {e.strerror}; "
@@ -113,7 +134,8 @@ def main(argv=None):
         signal.signal(sig, lambda *_: stop.set())
     host = f"[{args.host}]" if ":" in args.host else args.host
     log.info("started", version=__version__, listen=f"{host}:{httpd.server_port}",
-             zmq=puller.endpoint, buckets=len(bounds), idle_timeout=args.idle_timeout)
+             zmq=puller.endpoint, buckets=len(bounds), idle_timeout=args.idle_timeout,
+             service_timeout=args.service_timeout)
     try:
         receiver.run(puller, aggregator, stop, heartbeat)
     finally:

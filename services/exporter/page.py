@@ -131,7 +131,9 @@ def render(aggregator):
              "h2{font-size:1em;margin:1.2em 0 .2em}.d{display:inline-block;margin-right:1em}"
              "</style></head><body>",
              f"<h1>stamp-exporter on {html.escape(node)}</h1>",
-             '<p><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> &middot; '
+             '<p><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> '
+             '<a href="/healthz/exporter">/healthz/exporter</a> '
+             '<a href="/healthz/service">/healthz/service</a> &middot; '
              f"one point every {interval_s:g} s, the last {hist.POINTS}; line: median, "
              "bands: 25-75% and 5-95%, red: loss</p>"]
     if not tracks:

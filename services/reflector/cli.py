@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from ..common import histogram, options
-from . import datapath, service
+from . import datapath, service, sessions
 
 EXAMPLES = """examples:
   stamp-reflector eth0                  # reflect on UDP 862 of eth0's addresses
@@ -33,6 +33,11 @@ def parser():
                    help="UDP port to reflect on; default 862")
     p.add_argument("--output", action="store_true",
                    help="log per-sender sessions (start, periodic stats, end)")
+    p.add_argument("--max-sessions", type=int, default=sessions.DEFAULT_MAX_SESSIONS,
+                   metavar="N",
+                   help="sender sessions kept at most (anyone can send to the port); packets "
+                        "of more senders are reflected, not recorded, and counted; "
+                        f"default {sessions.DEFAULT_MAX_SESSIONS}")
     histogram.add_arguments(p, histpath=True)
     options.add_common(p)
     return p
@@ -41,6 +46,8 @@ def parser():
 def main(argv=None):
     p = parser()
     args = p.parse_args(argv)
+    if args.max_sessions < 1:
+        p.error(f"--max-sessions must be 1 or more, got {args.max_sessions}")
     hist_layout = histogram.from_args(p, args)
     return options.run_service(
         "reflector", args, datapath.FILES,

@@ -48,7 +48,7 @@ def choose(me, members, k):
     return sorted(ring[(start + i) % len(ring)][1] for i in range(k))
 
 
-def series_per_node(k, members, per_session=(88, 5)):
+def series_per_node(k, members, per_session=(91, 6)):
     """Session series one node exports with --max-peers k in a mesh of `members` nodes.
 
     per_session is (sender side, reflector side) series per session, the figures of
