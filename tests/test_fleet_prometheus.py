@@ -62,9 +62,20 @@ def test_loss_alert_fires_naming_the_pair(fleet):
     assert abs(float(loss[0]["value"]) - FORWARD_LOSS) < 0.15, (
         f"The loss ratio should settle near {FORWARD_LOSS}: {loss[0]['value']}.")
     assert "node-a -> node-b" in loss[0]["annotations"]["summary"]
+    # Per direction compares two exporters' counters, whose series start at different
+    # moments: until both fill the window, rate()'s extrapolation skews the split (seen:
+    # 16 % forward and 11 % backward in the first 15 s). Over full windows it settles.
     directional = wait_firing(fleet, "StampDirectionalPacketLoss")
-    assert [a["labels"]["direction"] for a in directional] == ["near_end"], (
-        f"Only the forward direction loses packets: {directional}.")
+    deadline = time.monotonic() + 60
+
+    def settled(alerts):
+        return ([a["labels"]["direction"] for a in alerts] == ["near_end"]
+                and abs(float(alerts[0]["value"]) - FORWARD_LOSS) < 0.15)
+    while not settled(directional) and time.monotonic() < deadline:
+        time.sleep(2)
+        directional = firing(fleet.prom, "StampDirectionalPacketLoss")
+    assert settled(directional), (
+        f"Only the forward direction loses packets, about {FORWARD_LOSS}: {directional}.")
     assert fleet.pair.items() <= directional[0]["labels"].items()
     for quiet in ("StampPeerNotAnswering", "StampNoReflectorAnswering", "StampRecordsDropped"):
         assert not firing(fleet.prom, quiet), f"{quiet} should stay silent: the peer answers."
