@@ -342,8 +342,8 @@ def _run(log, tmp):
     for prog, fd in b.prog.items():
         for pkt, runner in (("TCP", tcp), ("UDP 53", udp53), ("IPv6", v6)):
             jobs[f"{prog}, {pkt}"] = (fd, runner, unspec)
-    jobs["sender egress, STAMP"] = (b.prog["sender egress"], req, (b.snd, "stamped", TC_ACT_UNSPEC))
-    jobs["sender ingress, STAMP"] = (b.prog["sender ingress"], reply, (b.snd, "received", TC_ACT_SHOT))
+    jobs["sender egress, STAMP"] = (b.prog["sender egress"], req, (b.snd, "t1_stamped", TC_ACT_UNSPEC))
+    jobs["sender ingress, STAMP"] = (b.prog["sender ingress"], reply, (b.snd, "replies_taken", TC_ACT_SHOT))
     for mod, variants in ((b.bench, VARIANTS), (b.proposed, PROPOSALS)):
         tag = "" if mod is b.bench else "p "
         jobs[f"{tag}restore in"] = (mod.fd["bench_restore_in"], req, None)
@@ -352,9 +352,9 @@ def _run(log, tmp):
             # Proof of the STAMP path: the counters, or (without them) the
             # return code and the ring buffer records. Ingress runs first in
             # each round and leaves egress its hand-off; egress re-arms it.
-            jobs[f"in {v}"] = (mod.fd[f"bench_in_{v}"], req, (mod.dp, "stamped", TC_ACT_REDIRECT)
+            jobs[f"in {v}"] = (mod.fd[f"bench_in_{v}"], req, (mod.dp, "reflected", TC_ACT_REDIRECT)
                                if v != "nostats" else (None, None, TC_ACT_REDIRECT))
-            jobs[f"eg {v}"] = (mod.fd[f"bench_eg_{v}"], refl, (mod.dp, "received", TC_ACT_UNSPEC)
+            jobs[f"eg {v}"] = (mod.fd[f"bench_eg_{v}"], refl, (mod.dp, "t3_stamped", TC_ACT_UNSPEC)
                                if v != "nostats" else (mod.dp, "records", TC_ACT_UNSPEC))
     for h in HELPERS:
         jobs[f"helper {h}"] = (b.bench.fd[f"bench_h_{h}"], req, None)
@@ -363,8 +363,8 @@ def _run(log, tmp):
 
     # One packet per syscall: the shipped programs as they are, cold-ish.
     one = b.measure({"empty x1": (b.bench.fd["bench_empty"], tcp, None),
-                     "ingress x1": (b.prog["reflector ingress"], req, (b.refl, "stamped", TC_ACT_REDIRECT)),
-                     "egress x1": (b.prog["reflector egress"], refl, (b.refl, "received", TC_ACT_UNSPEC))},
+                     "ingress x1": (b.prog["reflector ingress"], req, (b.refl, "reflected", TC_ACT_REDIRECT)),
+                     "egress x1": (b.prog["reflector egress"], refl, (b.refl, "t3_stamped", TC_ACT_UNSPEC))},
                     rounds=2000, repeat=1, pick=statistics.median)
     return rows(m, one, checks, b.load_s)
 

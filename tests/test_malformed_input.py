@@ -167,8 +167,8 @@ def test_only_valid_test_packets_are_reflected(burst):
     assert big == [1472] * ROUNDS, \
         f"the oversized valid request should come back {ROUNDS} times with 1472 octets: {big}"
     counters = burst["reflector"].summary()["counters"]
-    assert counters["stamped"] == COUNT + ROUNDS, (
-        f"the reflector reflected {counters['stamped']} packets; the session's {COUNT} and the "
+    assert counters["reflected"] == COUNT + ROUNDS, (
+        f"the reflector reflected {counters['reflected']} packets; the session's {COUNT} and the "
         f"{ROUNDS} oversized requests were the only valid ones")
 
 

@@ -3,15 +3,11 @@
 from ..common import bpfprog, datapath, tc
 
 FILES = ["maps.h", "reflector_maps.h", "reflector_ingress.c", "reflector_egress.c"]
-# 2 MiB: about 2 s of records at 10,000 packets/s, so a sender or reflector
-# process that waits for a CPU does not lose records (a lost sender record is
-# a reply counted as lost).
-RINGBUF_PAGES = 512
 PROGRAMS = ["reflector_ingress", "reflector_egress"]
 
 
 def defines(port, ptp):
-    return {"STAMP_PORT": port, "STAMP_TS_PTP": int(ptp), "RINGBUF_PAGES": RINGBUF_PAGES}
+    return {"STAMP_PORT": port, "STAMP_TS_PTP": int(ptp), "RINGBUF_PAGES": datapath.RINGBUF_PAGES}
 
 
 def load(port, ptp, debug=False):
@@ -21,6 +17,7 @@ def load(port, ptp, debug=False):
 
 
 class ReflectorDatapath(datapath.Datapath):
+    STATS = datapath.REFLECTOR_STATS
 
     def __init__(self, bpf, ptp):
         super().__init__(bpf, ptp)

@@ -19,84 +19,110 @@ from .usermode import UserReflector
 DRAIN_S = 0.05
 
 
-def run(args, log, hist_layout):
-    ptp = args.timestamp_format == "ptp"
-    pending = []
-    if args.timestamping == "user":
-        dp = UserReflector(args.interface, args.port, ptp)
-        attachment = contextlib.nullcontext()
-        ts_kind = records.TS_USER
+class ReflectorService:
+    """Laid out like services/sender/service.py's SenderService: run() sets up
+    and tears down, _loop() repeats, _drain() turns records into exporter records."""
 
-        def collect():
-            dp.serve(DRAIN_S, pending)
-    else:
-        dp, programs = datapath.load(args.port, ptp, debug=args.debug)
-        _sync_addresses(dp, args.interface, log)
-        dp.open_events(pending.append)
-        attachment = tc.attached(args.interface, programs, tc.REFLECTOR_PRIO,
-                                 tc.REFLECTOR_HANDLE, log)
-        ts_kind = records.TS_BPF
+    def __init__(self, args, log, hist_layout):
+        self.args = args
+        self.log = log
+        self.ptp = args.timestamp_format == "ptp"
+        self.user_mode = args.timestamping == "user"
+        self.ts_kind = records.TS_USER if self.user_mode else records.TS_BPF
+        self.sessions = ReflectorSessions(max_sessions=args.max_sessions)
+        self.pending = []           # reflection records of this iteration
+        self.hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
+                                            hist_layout.ceil, log=log)
+                     if args.histpath else None)
+        self.stop = runtime.StopSignals()
 
-        def collect():
-            time.sleep(DRAIN_S)
-            dp.consume()
-    state = runtime.refresh_clock(dp, None, log)
+    # --- the loop ----------------------------------------------------------------
 
-    sessions = ReflectorSessions(max_sessions=args.max_sessions)
-    hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
-                                   hist_layout.ceil, log=log) if args.histpath else None)
-    rx_stamps = runtime.keep_rx_timestamps_on()
-    stop = runtime.StopSignals()
-    every_second = runtime.Every(1.0)
-    every_stats = runtime.Every(5.0)
-    every_summary = runtime.Every(10.0)
+    def run(self):
+        a = self.args
+        if self.user_mode:
+            self.dp = UserReflector(a.interface, a.port, self.ptp)
+            attachment = contextlib.nullcontext()
+        else:
+            tc.check_free(a.interface, tc.REFLECTOR, datapath.PROGRAMS)
+            self.dp, programs = datapath.load(a.port, self.ptp, debug=a.debug)
+            _sync_addresses(self.dp, a.interface, self.log)
+            self.dp.open_events(self.pending.append)
+            attachment = tc.attached(a.interface, programs, tc.REFLECTOR, self.log)
+        self.state = runtime.refresh_clock(self.dp, None, self.log)
+        rx_stamps = runtime.keep_rx_timestamps_on()
+        with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, attachment:
+            self.log.info("reflecting", interface=a.interface, port=a.port,
+                          timestamping=a.timestamping, timestamp_format=a.timestamp_format,
+                          zmq=a.zmq, clock_synchronized=self.state.synchronized,
+                          clock_error_s=self.state.error_s, tai_offset_s=self.state.tai_offset_s)
+            self._loop()
+            if not self.user_mode:
+                self.dp.consume()
+            self._drain()
+            self._push_service_stats()
+        rx_stamps.close()
+        if self.user_mode:
+            self.dp.close()
+        if self.hist:
+            self.hist.flush()
+        self._summary()
 
-    def flush_pending():
-        if pending:
-            pusher.push(_records(pending, state.tai_offset_s, sessions, hist, args, log, ts_kind))
-            pending.clear()
-
-    def push_service_stats():
-        pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
-                                           dp.stats()["ringbuf_lost"], ts_kind, ptp,
-                                           sessions.overflow)])
-
-    with recordpipe.RecordPusher(args.zmq, log=log) as pusher, attachment:
-        log.info("reflecting", interface=args.interface, port=args.port,
-                 timestamping=args.timestamping, timestamp_format=args.timestamp_format,
-                 zmq=args.zmq, clock_synchronized=state.synchronized,
-                 clock_error_s=state.error_s, tai_offset_s=state.tai_offset_s)
-        while not stop.stopped:
-            collect()
-            flush_pending()
+    def _loop(self):
+        a = self.args
+        every_second = runtime.Every(1.0)
+        every_stats = runtime.Every(5.0)
+        every_summary = runtime.Every(10.0)
+        while not self.stop.stopped:
+            self._collect()
+            self._drain()
             if every_second.due():
-                state = runtime.refresh_clock(dp, state, log)
-                if ts_kind == records.TS_BPF:
-                    _sync_addresses(dp, args.interface, log)
-                if hist:
-                    hist.maybe_flush()
-                for s in sessions.expire():
-                    log.info("session_ended", sender=s.label, reflected=s.reflected)
+                self.state = runtime.refresh_clock(self.dp, self.state, self.log)
+                if not self.user_mode:
+                    _sync_addresses(self.dp, a.interface, self.log)
+                if self.hist:
+                    self.hist.maybe_flush()
+                for s in self.sessions.expire():
+                    self.log.info("session_ended", sender=s.label, reflected=s.reflected)
             if every_stats.due():
-                push_service_stats()
-            if args.output and every_summary.due():
-                for s in sessions:
-                    log.info("session_stats", sender=s.label, reflected=s.reflected,
-                             forward=s.forward.summary())
-        if ts_kind == records.TS_BPF:
-            dp.consume()
-        flush_pending()
-        push_service_stats()
-    rx_stamps.close()
-    if ts_kind == records.TS_USER:
-        dp.close()
-    if hist:
-        hist.flush()
-    log.info("summary", signal=stop.signal, counters=dp.stats(),
-             sessions_overflow=sessions.overflow,
-             records_sent=pusher.sent, records_dropped=pusher.dropped,
-             sessions=[{"sender": s.label, "reflected": s.reflected,
-                        "forward": s.forward.summary()} for s in sessions])
+                self._push_service_stats()
+            if a.output and every_summary.due():
+                for s in self.sessions:
+                    self.log.info("session_stats", sender=s.label, reflected=s.reflected,
+                                  forward=s.forward.summary())
+
+    def _collect(self):
+        """Gather this iteration's reflections: user mode reflects them here;
+        with BPF the kernel has reflected them, and the ring is drained on a
+        timer (reflector_egress.c does not wake us)."""
+        if self.user_mode:
+            self.dp.serve(DRAIN_S, self.pending)
+        else:
+            time.sleep(DRAIN_S)
+            self.dp.consume()
+
+    def _drain(self):
+        """Turn this iteration's reflections into exporter records and push them."""
+        if self.pending:
+            self.pusher.push(_records(self.pending, self.state.tai_offset_s, self.sessions,
+                                      self.hist, self.args, self.log, self.ts_kind))
+            self.pending.clear()
+
+    def _push_service_stats(self):
+        self.pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, self.state, self.pusher,
+                                                self.dp.stats()["ringbuf_lost"], self.ts_kind,
+                                                self.ptp, self.sessions.overflow)])
+
+    def _summary(self):
+        self.log.info("summary", signal=self.stop.signal, counters=self.dp.stats(),
+                      sessions_overflow=self.sessions.overflow,
+                      records_sent=self.pusher.sent, records_dropped=self.pusher.dropped,
+                      sessions=[{"sender": s.label, "reflected": s.reflected,
+                                 "forward": s.forward.summary()} for s in self.sessions])
+
+
+def run(args, log, hist_layout):
+    ReflectorService(args, log, hist_layout).run()
 
 
 def _sync_addresses(dp, ifname, log):

@@ -24,7 +24,7 @@ class UserReflector:
         self.port = port
         self.ptp = ptp
         self.state = None
-        self.counts = dict.fromkeys(datapath.STATS, 0)
+        self.counts = dict.fromkeys(datapath.REFLECTOR_STATS, 0)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         self.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
@@ -65,8 +65,8 @@ class UserReflector:
                 self.sock.sendto(packet, (addr, port))
             except OSError:
                 continue
-            self.counts["stamped"] += 1
-            self.counts["received"] += 1
+            self.counts["reflected"] += 1
+            self.counts["t3_stamped"] += 1
             seq, t1, see = wire.parse_sender_packet(data)
             t3 = struct.unpack_from("!II", packet, 4)
             ee = self.state.error_estimate(self.ptp)

@@ -131,10 +131,10 @@ class SenderService:
             self.dp = UserSenderDatapath(self.tx, self.ptp, netif.ipv4_addresses(a.interface)[0])
             attachment = contextlib.nullcontext()
         else:
+            tc.check_free(a.interface, tc.SENDER, datapath.PROGRAMS)
             self.dp, programs = datapath.load(a.source_port, a.dest_port, self.ptp, debug=a.debug)
             self.dp.socket_cookie = self.tx.cookie
-            attachment = tc.attached(a.interface, programs, tc.SENDER_PRIO, tc.SENDER_HANDLE,
-                                     self.log)
+            attachment = tc.attached(a.interface, programs, tc.SENDER, self.log)
         self._set_clock(runtime.refresh_clock(self.dp, None, self.log))
         self.dp.open_events(self.pending.append)
         rx_stamps = runtime.keep_rx_timestamps_on()

@@ -6,10 +6,11 @@ program which packets are ours. IP TTL is 255 (RFC 5357 section 4.1.2), so
 the reflected Session-Sender TTL tells the hop count.
 """
 
+import errno
 import socket
 import struct
 
-from ..common import wire
+from ..common import owners, wire
 
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)
 SEND_TTL = 255
@@ -36,7 +37,8 @@ def source_address(ifname, reflector, port):
 class Transmitter:
     def __init__(self, ifname, source_port, size=wire.BASE_LEN):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # No SO_REUSEADDR: with it a second sender's bind would succeed and
+        # both would take each other's replies.
         # Leave through the interface our TC programs are attached to.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, SEND_TTL)
@@ -44,8 +46,11 @@ class Transmitter:
             self.sock.bind(("0.0.0.0", source_port))
         except OSError as e:
             self.sock.close()
-            raise OSError(e.errno, f"cannot bind UDP source port {source_port}: {e.strerror}; "
-                                   "is another sender running? pick another with -s") from None
+            holders = owners.udp_port_holders(source_port) if e.errno == errno.EADDRINUSE else []
+            who = f" by {owners.describe(holders[0])}" if holders else ""
+            raise OSError(e.errno, f"cannot bind UDP source port {source_port} on {ifname}: "
+                                   f"{e.strerror}{who}; stop another stamp-sender first, or "
+                                   "pick another port with -s") from None
         self.sock.setblocking(False)
         self.source_port = source_port
         self.stamp = None       # user-space timestamping writes T1 here
