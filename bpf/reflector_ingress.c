@@ -61,11 +61,16 @@ int reflector_ingress(struct __sk_buff *skb)
 	__be32 daddr, addr;
 	__be16 port, ttl_word;
 	__u32 key = 0, plen;
+	int rc;
 	__s64 diff;
 	__u64 now;
 
-	if (parse_udp4(skb, 0, bpf_htons(STAMP_PORT), &p))
+	rc = parse_udp4(skb, 0, bpf_htons(STAMP_PORT), &p);
+	if (rc) {
+		if (rc == PARSE_BAD_IP_CSUM && skb->pkt_type == PACKET_HOST)
+			stat_inc(STAT_BAD_CSUM);	/* ip_rcv() will drop it */
 		return TC_ACT_UNSPEC;
+	}
 	/* Only frames addressed to this host: not broadcast, multicast or another
 	 * host's MAC seen in promiscuous mode (the stack would drop those). */
 	if (skb->pkt_type != PACKET_HOST)

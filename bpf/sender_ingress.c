@@ -25,10 +25,15 @@ int sender_ingress(struct __sk_buff *skb)
 	__u32 key = 0;
 	__be32 raddr, laddr;
 	__u32 ulen;
+	int rc;
 	__u64 now;
 
-	if (parse_udp4(skb, bpf_htons(SENDER_DST_PORT), bpf_htons(SENDER_SRC_PORT), &p))
+	rc = parse_udp4(skb, bpf_htons(SENDER_DST_PORT), bpf_htons(SENDER_SRC_PORT), &p);
+	if (rc) {
+		if (rc == PARSE_BAD_IP_CSUM && skb->pkt_type == PACKET_HOST)
+			stat_inc(STAT_BAD_CSUM);	/* ip_rcv() will drop it */
 		return TC_ACT_UNSPEC;
+	}
 	if (p.payload_len < STAMP_BASE_LEN || skb->pkt_type != PACKET_HOST)
 		return TC_ACT_UNSPEC;
 	now = bpf_ktime_get_tai_ns();		/* T4 */

@@ -180,7 +180,8 @@ enum stamp_stat {
 	STAT_RINGBUF_LOST,	/* records the ring buffer had no room for */
 	STAT_LOOP_GUARD,	/* reflector: a reflected packet not reflected again */
 	STAT_GROWN,		/* reflector: short TWAMP-Light packet grown to 44 octets */
-	STAT_BAD_CSUM,		/* test packets or replies with a wrong UDP checksum, ignored */
+	STAT_BAD_CSUM,		/* test packets or replies with a wrong UDP or IPv4
+				 * header checksum, ignored */
 	STAT_MAX,
 };
 
