@@ -9,7 +9,9 @@ import ctypes
 import socket
 import struct
 
-STATS = ("stamped", "received", "ringbuf_lost", "loop_guard", "grown", "bad_checksum")
+# enum stamp_stat in bpf/stamp.h, in order.
+STATS = ("stamped", "received", "ringbuf_lost", "loop_guard", "grown", "bad_checksum",
+         "tlv_unrecognized", "tlv_malformed", "sessions_created", "sessions_expired")
 
 
 def ipv4_be32(addr):
@@ -32,7 +34,11 @@ class Datapath:
         leaf.tai_offset_ns = clock_state.tai_offset_s * 1_000_000_000
         leaf.sock_cookie = self.socket_cookie
         leaf.error_estimate = socket.htons(clock_state.error_estimate(self.ptp))
+        self.fill_config(leaf, clock_state)
         self._config[self._config.Key(0)] = leaf
+
+    def fill_config(self, leaf, clock_state):
+        """Set a service's own fields of struct stamp_config (none here)."""
 
     def stats(self):
         """{name: count} summed over CPUs."""

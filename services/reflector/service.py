@@ -29,7 +29,9 @@ def run(args, log, hist_layout):
         def collect():
             dp.serve(DRAIN_S, pending)
     else:
-        dp, programs = datapath.load(args.port, ptp, debug=args.debug)
+        dp, programs = datapath.load(args.port, ptp, debug=args.debug,
+                                     stateful=args.stateful, max_sessions=args.max_sessions)
+        dp.set_session_policy(args.sync_source, args.session_timeout)
         _sync_addresses(dp, args.interface, log)
         dp.open_events(pending.append)
         attachment = tc.attached(args.interface, programs, tc.REFLECTOR_PRIO,
@@ -62,7 +64,9 @@ def run(args, log, hist_layout):
     with recordpipe.RecordPusher(args.zmq, log=log) as pusher, attachment:
         log.info("reflecting", interface=args.interface, port=args.port,
                  timestamping=args.timestamping, timestamp_format=args.timestamp_format,
-                 zmq=args.zmq, clock_synchronized=state.synchronized,
+                 zmq=args.zmq, stateful=args.stateful,
+                 max_sessions=args.max_sessions if args.stateful else None,
+                 clock_synchronized=state.synchronized,
                  clock_error_s=state.error_s, tai_offset_s=state.tai_offset_s)
         while not stop.stopped:
             collect()
@@ -91,9 +95,24 @@ def run(args, log, hist_layout):
     if hist:
         hist.flush()
     log.info("summary", signal=stop.signal, counters=dp.stats(),
+             kernel_sessions=_kernel_sessions(dp, args),
              records_sent=pusher.sent, records_dropped=pusher.dropped,
              sessions=[{"sender": s.label, "reflected": s.reflected,
                         "forward": s.forward.summary()} for s in sessions])
+
+
+def _kernel_sessions(dp, args):
+    """The stateful map's occupancy and what it evicted; None when stateless.
+
+    The kernel counts sessions created; an LRU map evicts without telling,
+    so evictions are the sessions created that are no longer in it.
+    """
+    if not args.stateful:
+        return None
+    stats, live = dp.stats(), dp.session_count()
+    return {"max": args.max_sessions, "live": live, "created": stats["sessions_created"],
+            "evicted": max(0, stats["sessions_created"] - live),
+            "expired": stats["sessions_expired"]}
 
 
 def _sync_addresses(dp, ifname, log):
