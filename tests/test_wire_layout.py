@@ -64,8 +64,9 @@ def layouts():
     """{struct name: ctypes type} as bcc compiled bpf/stamp.h."""
     from bcc import BPF
     structs = ["stamp_sender_pkt", "stamp_reflector_pkt", "stamp_sender_event",
-               "stamp_reflector_event"]
-    text = '#include "stamp.h"\n' + "".join(
+               "stamp_reflector_event", "stamp_tlv", "stamp_tlv_location",
+               "stamp_tlv_timestamp_info", "stamp_tlv_cos", "stamp_tlv_direct"]
+    text = '#include "stamp.h"\n#include "tlv.h"\n' + "".join(
         f"BPF_ARRAY(t_{name}, struct {name}, 1);\n" for name in structs)
     b = BPF(text=text, cflags=[f"-I{bpfprog.bpf_dir()}"])
     try:
@@ -84,6 +85,11 @@ def c_fields(leaf):
     ("stamp_reflector_pkt", wire.REFLECTOR_FIELDS, wire.REFLECTOR),
     ("stamp_sender_event", events.SENDER_EVENT_FIELDS, events.SENDER_EVENT),
     ("stamp_reflector_event", events.REFLECTOR_EVENT_FIELDS, events.REFLECTOR_EVENT),
+    ("stamp_tlv", wire.TLV_FIELDS, wire.TLV),
+    ("stamp_tlv_location", wire.LOCATION_FIELDS, wire.LOCATION),
+    ("stamp_tlv_timestamp_info", wire.TIMESTAMP_INFO_FIELDS, wire.TIMESTAMP_INFO),
+    ("stamp_tlv_cos", wire.COS_FIELDS, wire.COS),
+    ("stamp_tlv_direct", wire.DIRECT_FIELDS, wire.DIRECT),
 ])
 def test_c_and_python_agree_on_every_field(layouts, name, fields, fmt):
     leaf = layouts[name]
@@ -96,9 +102,25 @@ def test_c_and_python_agree_on_every_field(layouts, name, fields, fmt):
         f"the fields of {name} do not end where the struct does"
 
 
+@pytest.mark.unit
+def test_tlv_constants_are_the_same_in_c_and_python():
+    """Every #define of bpf/tlv.h's TLV, flag, sub-TLV, sync source, method and bound
+    names has a wire.py twin with the same value."""
+    import re
+    with open(os.path.join(bpfprog.bpf_dir(), "tlv.h")) as f:
+        text = f.read()
+    found = dict(re.findall(r"^#define\s+((?:TLV|LOC|SYNC_SRC|TS_METHOD|COS)_\w+)\s+(0x[0-9a-fA-F]+|\d+)",
+                            text, re.M))
+    assert len(found) >= 20, f"found only {sorted(found)} in bpf/tlv.h"
+    for name, value in found.items():
+        assert hasattr(wire, name), f"bpf/tlv.h defines {name}, services/common/wire.py does not"
+        assert getattr(wire, name) == int(value, 0), \
+            f"{name} is {value} in bpf/tlv.h but {getattr(wire, name)} in wire.py"
+
+
 def test_python_formats_put_fields_where_the_tables_say():
     """A packet built by wire.py carries each value at its table's offset (big endian)."""
-    values = dict(seq=0x01020304, ts=(0x11121314, 0x15161718), error_estimate=0x2122,
+    values = dict(seq=0x01020304, ts=(0x11121314, 0x15161718), error_estimate=0x2122, ssid=0x2324,
                   rx_ts=(0x31323334, 0x35363738), sender_seq=0x41424344,
                   sender_ts=(0x51525354, 0x55565758), sender_error_estimate=0x6162,
                   sender_ttl=0x71)
@@ -111,10 +133,12 @@ def test_python_formats_put_fields_where_the_tables_say():
         v = values[field]
         want = (struct.pack("!II", *v) if isinstance(v, tuple) else v.to_bytes(size, "big"))
         assert got == want, f"{field} is at the wrong place in wire.REFLECTOR"
-    sbuf = wire.build_sender_packet(0x01020304, (0x11121314, 0x15161718), 0x2122)
+    sbuf = wire.build_sender_packet(0x01020304, (0x11121314, 0x15161718), 0x2122, ssid=0x2324)
     for field, (off, size) in wire.SENDER_FIELDS.items():
         if field == "mbz":
             assert sbuf[off:off + size] == bytes(size)
+        if field == "ssid":
+            assert sbuf[off:off + size] == b"\x23\x24", "the SSID is at the wrong place"
     assert wire.parse_sender_packet(sbuf) == (0x01020304, (0x11121314, 0x15161718), 0x2122)
 
 

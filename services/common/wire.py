@@ -118,6 +118,12 @@ LOC_MAC_LEN, LOC_IP_LEN = 8, 16
 SYNC_SRC_NTP, SYNC_SRC_PTP, SYNC_SRC_FREE_RUNNING = 1, 2, 5
 TS_METHOD_HW_ASSIST, TS_METHOD_SW_LOCAL, TS_METHOD_CONTROL_PLANE = 1, 2, 3
 
+# The reflector answers this many TLVs, and this many sub-TLVs of a Location
+# TLV; those past them come back as they were sent (bpf/tlv.h says why).
+TLV_WALK_MAX = 16
+LOC_SUB_MAX = 4
+COS_LEN = 4
+
 LOCATION = struct.Struct("!HH")         # Section 4.2: Destination Port, Source Port
 LOCATION_FIELDS = {"dst_port": (0, 2), "src_port": (2, 2)}
 TIMESTAMP_INFO = struct.Struct("!BBBB")  # Figure 11
