@@ -93,7 +93,7 @@ def test_crafted_requests_of_every_size(lab, session_frames, no_check):
     replies = {}
     for frame, u in stampnet.udp_frames(frames):
         if u.src == topo.reflector.addr:
-            replies[struct.unpack_from("!I", u.payload)[0]] = (frame, u)
+            replies[struct.unpack_from("!I", u.payload, 24)[0]] = (frame, u)
         elif no_check:
             assert stampnet.udp_checksum(frame)[0] == 0, "SO_NO_CHECK did not send checksum 0"
     for i, size in enumerate(sizes):
@@ -133,7 +133,7 @@ def test_request_with_a_wrong_udp_checksum_is_not_reflected(lab, session_frames)
             tx.send(good)
     finally:
         tx.close()
-    replies = [struct.unpack_from("!I", u.payload)[0] for f, u in stampnet.udp_frames(frames)
+    replies = [struct.unpack_from("!I", u.payload, 24)[0] for f, u in stampnet.udp_frames(frames)
                if u.src == r.addr]
     assert replies == [0xC5C5], (
         f"replies {[hex(x) for x in replies]} to a request with a wrong UDP checksum (0xbad5) and "
@@ -160,7 +160,7 @@ def test_request_with_a_wrong_ip_header_checksum_is_not_reflected(lab, session_f
             tx.send(request(0xC4C4))
     finally:
         tx.close()
-    replies = [struct.unpack_from("!I", u.payload)[0] for f, u in stampnet.udp_frames(frames)
+    replies = [struct.unpack_from("!I", u.payload, 24)[0] for f, u in stampnet.udp_frames(frames)
                if u.src == r.addr]
     assert replies == [0xC4C4], (
         f"replies {[hex(x) for x in replies]} to a request with a wrong IPv4 header checksum "

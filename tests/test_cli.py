@@ -55,6 +55,14 @@ FLAG_ERRORS = [
     ("stamp-sender", [NOIF, "198.18.0.2", "-i", "0"], ["-i/--interval", "minimum"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "-c", "-1"], ["--count", "-1"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "--timestamp-format", "gps"], ["--timestamp-format", "gps"]),
+    ("stamp-reflector", [NOIF, "--max-sessions", "10"], ["--max-sessions", "--stateful"]),
+    ("stamp-reflector", [NOIF, "--session-timeout", "10"], ["--session-timeout", "--stateful"]),
+    ("stamp-reflector", [NOIF, "--stateful", "--max-sessions", "0"], ["--max-sessions", "1 to"]),
+    ("stamp-reflector", [NOIF, "--stateful", "--session-timeout", "0.5"],
+     ["--session-timeout", "minimum"]),
+    ("stamp-reflector", [NOIF, "--stateful", "--timestamping", "user"],
+     ["--stateful", "--timestamping user"]),
+    ("stamp-reflector", [NOIF, "--sync-source", "gps"], ["--sync-source", "gps"]),
 ]
 
 
