@@ -63,6 +63,8 @@ FLAG_ERRORS = [
     ("stamp-reflector", [NOIF, "--stateful", "--timestamping", "user"],
      ["--stateful", "--timestamping user"]),
     ("stamp-reflector", [NOIF, "--sync-source", "gps"], ["--sync-source", "gps"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "--ssid", "0"], ["--ssid", "1-65535"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "198.18.0.3", "--ssid", "5"], ["--ssid", "one REFLECTOR"]),
 ]
 
 

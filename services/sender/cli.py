@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local
                                              # every address of a DNS name (a mesh)
   stamp-sender eth0 10.0.0.2 --timestamp-format ptp   # PTPv2 timestamps (Z=1)
+  stamp-sender eth0 10.0.0.2 --ssid 100      # SSID 100 (RFC 8972), checked on every reply
   stamp-sender eth0 10.0.0.2 -c 5 | tail -n1 | jq .    # the JSON summary
 """
 
@@ -34,6 +35,17 @@ def ipv4(text):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an IPv4 address; for a DNS name use --reflector-dns") from None
+
+
+def _ssid(text):
+    """argparse type: a non-zero 16-bit SSID."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an SSID (1-65535)") from None
+    if not 1 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{value} is not an SSID: give 1-65535 (0 means none)")
+    return value
 
 
 def parser():
@@ -61,6 +73,9 @@ def parser():
                         "host's), re-resolved every --dns-interval")
     p.add_argument("--dns-interval", type=options.seconds(1.0), default=30.0,
                    help="seconds between --reflector-dns lookups; default 30")
+    p.add_argument("--ssid", type=_ssid, default=None, metavar="N",
+                   help="STAMP Session Identifier (RFC 8972) of the session, 1-65535; one "
+                        "reflector only; default: a random one per session, unique among them")
     p.add_argument("--summary-interval", type=options.seconds(1.0), default=10.0,
                    help="seconds between per-session stats log lines; default 10")
     histogram.add_arguments(p, histpath=True)
@@ -79,6 +94,9 @@ def parse(argv=None):
         p.error("a REFLECTOR is listed twice; each address is one session")
     if args.count < 0:
         p.error(f"--count must be 0 (forever) or more, got {args.count}")
+    if args.ssid is not None and (len(args.reflectors) != 1 or args.reflector_dns):
+        p.error("--ssid fixes the SSID of one session: give exactly one REFLECTOR and no "
+                "--reflector-dns (without --ssid every session gets its own)")
     if args.late_window is None:
         args.late_window = args.timeout
     return p, args, histogram.from_args(p, args)

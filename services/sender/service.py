@@ -12,16 +12,23 @@ import json
 import sys
 import time
 
-from ..common import events, histfile, netif, records, recordpipe, runtime, tc
+from ..common import events, histfile, netif, records, recordpipe, runtime, tc, wire
 from . import datapath, view
 from .resolver import Resolver
 from .session import Session, decode_reply, delays, now_ns, DIRECTIONS
+from .ssid import SsidAllocator, SsidCheck
 from .transmit import Transmitter
 from .usermode import UserSenderDatapath
 
 MAX_WAIT_MS = 100
 PUSH_BATCH = 256                # records per ZeroMQ message, at most
 PUSH_EVERY_NS = 20_000_000      # and no record waits longer than this
+
+
+def reply_ssid(ev):
+    """The SSID a reply carries (RFC 8972 Figure 2: octets 14-15)."""
+    off = wire.REFLECTOR_FIELDS["ssid"][0]
+    return int.from_bytes(ev.pkt[off:off + 2], "big")
 
 
 class SenderService:
@@ -44,6 +51,7 @@ class SenderService:
                                             hist_layout.ceil, log=log)
                      if args.histpath else None)
         self.stop = runtime.StopSignals()
+        self.ssids = SsidAllocator(args.ssid)
 
     # --- sessions ------------------------------------------------------------
 
@@ -51,10 +59,12 @@ class SenderService:
         a = self.args
         s = Session(reflector, a.dest_port, a.source_port, a.count, a.interval, a.timeout,
                     a.late_window, time.monotonic_ns() + offset_ns)
+        s.ssid = SsidCheck(self.ssids.take())
         self.sessions[reflector] = s
         self.dp.add_session(reflector)
         self._schedule(s)
-        self.log.info("session_started", reflector=s.label, count=a.count, interval_s=a.interval,
+        self.log.info("session_started", reflector=s.label, ssid=s.ssid.ssid, count=a.count,
+                      interval_s=a.interval,
                       timeout_s=a.timeout, late_window_s=a.late_window)
 
     def stop_session(self, reflector):
@@ -68,6 +78,7 @@ class SenderService:
         for addr, s in list(self.sessions.items()):
             if s.stopping and not s.outstanding:
                 del self.sessions[addr]
+                self.ssids.release(s.ssid.ssid)
                 self.dp.remove_session(addr)
                 self.ended.append(s)
                 self._push_records(force=True)
@@ -183,7 +194,7 @@ class SenderService:
                 continue        # stopping, or its count is sent
             mono, wall = now_ns()
             seq = s.next_seq
-            if self.tx.send(seq, s.reflector, s.port):
+            if self.tx.send(seq, s.reflector, s.port, s.ssid.ssid):
                 s.on_sent(mono, wall)
                 heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), addr, seq))
             else:
@@ -245,6 +256,17 @@ class SenderService:
         if s is None or ev.reflector_port != s.port:
             return
         s.local = ev.local
+        counted, note = s.ssid.accept(reply_ssid(ev))
+        if note == "zeroed":
+            self.log.info("ssid_not_echoed", reflector=s.label, ssid=s.ssid.ssid,
+                          hint="the reflector zeroes the SSID (RFC 8762 only); replies are "
+                               "still counted")
+        elif note == "mismatch":
+            self.log.warning("ssid_mismatch", reflector=s.label, ssid=s.ssid.ssid,
+                             reply_ssid=reply_ssid(ev), seq=r.seq,
+                             hint="a reply with another session's SSID is not counted")
+        if not counted:
+            return
         outcome, reordered = s.on_reply(r)
         if outcome is None:
             self.log.debug("reply_ignored", reflector=s.label, seq=r.seq,

@@ -69,6 +69,7 @@ class Session:
         self.sent = self.received = self.lost = self.late = 0
         self.duplicates = self.reordered = self.invalid = 0
         self.delays = {d: DelayStats() for d in DIRECTIONS}
+        self.ssid = None             # ssid.SsidCheck, set by the service
 
     # --- sending -------------------------------------------------------------
 
@@ -150,6 +151,8 @@ class Session:
             out["invalid"] = self.invalid
         for name in DIRECTIONS:
             out[name] = self.delays[name].summary()
+        if self.ssid is not None:
+            out.update(self.ssid.summary())
         return out
 
     def stats_record(self, ended=False):

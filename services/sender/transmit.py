@@ -35,9 +35,11 @@ class Transmitter:
         self._packet = bytearray(wire.build_sender_packet(0, size=size))
         self.errors = 0
 
-    def send(self, seq, reflector, port):
-        """Send test packet `seq`; False (and counted) when the kernel refused it."""
+    def send(self, seq, reflector, port, ssid=0):
+        """Send test packet `seq` of session `ssid`; False (and counted) when the kernel
+        refused it."""
         struct.pack_into("!I", self._packet, 0, seq)
+        struct.pack_into("!H", self._packet, wire.SENDER_FIELDS["ssid"][0], ssid)
         if self.stamp:
             self.stamp(self._packet)
         try:
