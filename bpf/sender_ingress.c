@@ -24,7 +24,7 @@ int sender_ingress(struct __sk_buff *skb)
 	struct udp4 p;
 	__u32 key = 0;
 	__be32 raddr, laddr;
-	__u32 ulen;
+	__u32 ulen, tlv_len;
 	int rc;
 	__u64 now;
 
@@ -77,6 +77,17 @@ int sender_ingress(struct __sk_buff *skb)
 	ev->pad = 0;
 	ev->t4 = stamp_ts_from_tai(stamp_rx_tai(skb, now, cfg), cfg);
 	__builtin_memcpy(&ev->pkt, pkt, sizeof(ev->pkt));
+	/* RFC 8972 TLVs, for user space to read what the reflector answered. */
+	__builtin_memset(ev->tlvs, 0, sizeof(ev->tlvs));
+	tlv_len = ulen - sizeof(struct udphdr) - STAMP_BASE_LEN;
+	if (tlv_len > STAMP_EVENT_TLV_LEN)
+		tlv_len = STAMP_EVENT_TLV_LEN;
+	/* Verifier workaround, as in udp4_csum_ok(): clang's bound check above is
+	 * one the verifier cannot follow; the mask after an empty asm is. */
+	asm volatile("" : "+r"(tlv_len));
+	tlv_len &= 0x7f;
+	if (tlv_len && tlv_len <= STAMP_EVENT_TLV_LEN)
+		bpf_skb_load_bytes(skb, PAYLOAD_OFF + STAMP_BASE_LEN, ev->tlvs, tlv_len);
 	events.ringbuf_submit(ev, 0);
 	stat_inc(STAT_RECEIVED);
 	return TC_ACT_SHOT;

@@ -150,7 +150,12 @@ static __always_inline __u64 stamp_rx_tai(struct __sk_buff *skb, __u64 now_tai,
  * twin, checked against this header by tests/test_wire_layout.py.
  */
 
-/* Sender: one per reply taken at TC ingress (services/sender/ringbuf.py). */
+/* The first octets past the base that a sender record carries: room for the
+ * TLVs a sender asks with (Location with its three sub-TLVs 60, Class of
+ * Service 8, Timestamp Information 8, Direct Measurement 16: 92). */
+#define STAMP_EVENT_TLV_LEN	96
+
+/* Sender: one per reply taken at TC ingress (services/common/events.py). */
 struct stamp_sender_event {
 	__be32 reflector_addr;
 	__be32 local_addr;
@@ -161,6 +166,7 @@ struct stamp_sender_event {
 	__u8 pad;
 	struct stamp_ts t4;		/* our receive timestamp, our format */
 	struct stamp_reflector_pkt pkt;	/* the reply's first 44 octets, as on the wire */
+	__u8 tlvs[STAMP_EVENT_TLV_LEN];	/* the octets after them, zero padded */
 } __attribute__((packed));
 
 /* Reflector: one per reflected packet, emitted at TC egress once T3 is known. */

@@ -236,6 +236,7 @@ def chain(state, ptp, s_dp, s_fns, r_dp, r_fns):
             sev.reply_ttl) == (REFLECTOR_ADDR, SENDER_ADDR, 862, 862, 60, 255), \
         f"the sender's record as Python decodes it: {sev}"
     assert sev.pkt == out3[42:42 + 44], "the record's packet is not the reply's first 44 octets"
+    assert sev.tlvs == out3[42 + 44:], "the record's TLV octets are not the reply's octets 44.."
     t4_ns = decode_ts(sev.t4, ptp)
     assert before - offset <= t4_ns <= after - offset, f"T4 {t4_ns} is outside the run"
 
@@ -246,7 +247,7 @@ def test_sender_t1_on_the_wire_decodes_to_the_capture_time(tmp_path_factory, fmt
     the frame left: just before the capture tap (which runs after TC egress), on this
     host's clock, converted with the kernel's real TAI-UTC offset. The request itself is
     a 44-octet Session-Sender packet sent with IP TTL 255 (RFC 5357 4.1.2), sequence
-    numbers from 0, MBZ zero, and an Error Estimate with the right Z and S bits."""
+    numbers from 0, one non-zero SSID (RFC 8972), MBZ zero, and an Error Estimate with the right Z and S bits."""
     lab = stampnet.Lab(tmp_path_factory.mktemp("t1"))
     try:
         topo = lab.topo
@@ -264,8 +265,10 @@ def test_sender_t1_on_the_wire_decodes_to_the_capture_time(tmp_path_factory, fmt
     for i, (ts, u) in enumerate(reqs):
         seq, t1, ee = wire.parse_sender_packet(u.payload)
         assert seq == i, f"test packet {i} carries sequence number {seq}"
-        assert len(u.payload) == 44 and u.payload[14:] == bytes(30), \
+        assert len(u.payload) == 44 and u.payload[16:] == bytes(28), \
             f"packet {seq} is not a 44-octet sender packet with MBZ zero: {u.payload.hex()}"
+        assert u.payload[14:16] == reqs[0][1].payload[14:16] != bytes(2), \
+            f"packet {seq} does not carry the session's non-zero SSID (RFC 8972 section 3)"
         assert u.ttl == 255, f"packet {seq} left with IP TTL {u.ttl}, not 255"
         assert bool(ee & wire.EE_Z) == (fmt == "ptp"), f"{fmt} sender wrote Error Estimate {ee:#06x}"
         assert bool(ee & wire.EE_S) == state.synchronized, f"S bit of {ee:#06x} vs adjtimex"

@@ -76,6 +76,11 @@ def parser():
     p.add_argument("--ssid", type=_ssid, default=None, metavar="N",
                    help="STAMP Session Identifier (RFC 8972) of the session, 1-65535; one "
                         "reflector only; default: a random one per session, unique among them")
+    p.add_argument("--directional-loss", action="store_true",
+                   help="tell loss on the way there from loss on the way back: every test "
+                        "packet carries a Direct Measurement TLV (RFC 8972, 60 octets in all), "
+                        "which a stateful reflector answers with its counts; summary "
+                        "lost_forward/lost_backward (null against a stateless reflector)")
     p.add_argument("--summary-interval", type=options.seconds(1.0), default=10.0,
                    help="seconds between per-session stats log lines; default 10")
     histogram.add_arguments(p, histpath=True)

@@ -16,6 +16,7 @@ from ..common import events, histfile, netif, records, recordpipe, runtime, tc, 
 from . import datapath, view
 from .resolver import Resolver
 from .session import Session, decode_reply, delays, now_ns, DIRECTIONS
+from .direction import DirectionalLoss
 from .ssid import SsidAllocator, SsidCheck
 from .transmit import Transmitter
 from .usermode import UserSenderDatapath
@@ -60,6 +61,8 @@ class SenderService:
         s = Session(reflector, a.dest_port, a.source_port, a.count, a.interval, a.timeout,
                     a.late_window, time.monotonic_ns() + offset_ns)
         s.ssid = SsidCheck(self.ssids.take())
+        if a.directional_loss:
+            s.direction = DirectionalLoss()
         self.sessions[reflector] = s
         self.dp.add_session(reflector)
         self._schedule(s)
@@ -111,7 +114,7 @@ class SenderService:
 
     def run(self):
         a = self.args
-        self.tx = Transmitter(a.interface, a.source_port)
+        self.tx = Transmitter(a.interface, a.source_port, direct_measurement=a.directional_loss)
         if self.user_mode:
             self.dp = UserSenderDatapath(self.tx, self.ptp, netif.ipv4_addresses(a.interface)[0])
             attachment = contextlib.nullcontext()
@@ -230,6 +233,8 @@ class SenderService:
             sent = s.declare_lost(seq) if s else None
             if sent is None:
                 continue        # answered in time, or its session is gone
+            if s.direction is not None:
+                s.direction.on_lost(seq)
             self.out.append(records.SenderPacket(
                 s.reflector, s.port, s.local, s.local_port, records.OUTCOME_LOST, False,
                 self.ts_kind, 0, seq, 0, sent.wall_ns, 0, 0, 0, 0, 0, *s.counters()))
@@ -272,6 +277,8 @@ class SenderService:
             self.log.debug("reply_ignored", reflector=s.label, seq=r.seq,
                            reason="not outstanding (declared lost, or not sent by us)")
             return
+        if s.direction is not None:
+            s.direction.on_reply(r.seq, ev.tlvs)
         name = records.OUTCOMES[outcome]
         if not r.valid and outcome != records.OUTCOME_DUPLICATE and s.invalid == 1:
             self.log.warning("timestamp_missing", reflector=s.label, seq=r.seq,

@@ -70,6 +70,7 @@ class Session:
         self.duplicates = self.reordered = self.invalid = 0
         self.delays = {d: DelayStats() for d in DIRECTIONS}
         self.ssid = None             # ssid.SsidCheck, set by the service
+        self.direction = None        # direction.DirectionalLoss with --directional-loss
 
     # --- sending -------------------------------------------------------------
 
@@ -153,6 +154,8 @@ class Session:
             out[name] = self.delays[name].summary()
         if self.ssid is not None:
             out.update(self.ssid.summary())
+        if self.direction is not None:
+            out.update(self.direction.summary())
         return out
 
     def stats_record(self, ended=False):

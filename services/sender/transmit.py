@@ -10,13 +10,14 @@ import socket
 import struct
 
 from ..common import wire
+from . import direction
 
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)
 SEND_TTL = 255
 
 
 class Transmitter:
-    def __init__(self, ifname, source_port, size=wire.BASE_LEN):
+    def __init__(self, ifname, source_port, size=wire.BASE_LEN, direct_measurement=False):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Leave through the interface our TC programs are attached to.
@@ -32,7 +33,10 @@ class Transmitter:
         self.source_port = source_port
         self.stamp = None       # user-space timestamping writes T1 here
         self.cookie = struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
-        self._packet = bytearray(wire.build_sender_packet(0, size=size))
+        # --directional-loss: a Direct Measurement TLV whose S_TxC counts our packets.
+        tlvs = direction.dm_tlv() if direct_measurement else b""
+        self._s_txc = direction.s_txc_offset() if direct_measurement else None
+        self._packet = bytearray(wire.build_sender_packet(0, size=size, tlvs=tlvs))
         self.errors = 0
 
     def send(self, seq, reflector, port, ssid=0):
@@ -40,6 +44,8 @@ class Transmitter:
         refused it."""
         struct.pack_into("!I", self._packet, 0, seq)
         struct.pack_into("!H", self._packet, wire.SENDER_FIELDS["ssid"][0], ssid)
+        if self._s_txc is not None:
+            struct.pack_into("!I", self._packet, self._s_txc, (seq + 1) & 0xFFFFFFFF)
         if self.stamp:
             self.stamp(self._packet)
         try:
