@@ -74,7 +74,7 @@ int sender_ingress(struct __sk_buff *skb)
 	ev->local_port = f.udp->dest;
 	ev->payload_len = bpf_htons(ulen - sizeof(struct udphdr));
 	ev->reply_ttl = f.ip->ttl;
-	ev->pad = 0;
+	ev->reply_tos = f.ip->tos;
 	ev->t4 = stamp_ts_from_tai(stamp_rx_tai(skb, now, cfg), cfg);
 	__builtin_memcpy(&ev->pkt, pkt, sizeof(ev->pkt));
 	/* RFC 8972 TLVs, for user space to read what the reflector answered. */

@@ -163,7 +163,7 @@ struct stamp_sender_event {
 	__be16 local_port;
 	__be16 payload_len;		/* UDP payload length of the reply */
 	__u8 reply_ttl;			/* IPv4 TTL of the reply as it arrived */
-	__u8 pad;
+	__u8 reply_tos;			/* and its DSCP and ECN (RFC 8972 4.4) */
 	struct stamp_ts t4;		/* our receive timestamp, our format */
 	struct stamp_reflector_pkt pkt;	/* the reply's first 44 octets, as on the wire */
 	__u8 tlvs[STAMP_EVENT_TLV_LEN];	/* the octets after them, zero padded */

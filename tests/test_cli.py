@@ -64,6 +64,8 @@ FLAG_ERRORS = [
      ["--stateful", "--timestamping user"]),
     ("stamp-reflector", [NOIF, "--sync-source", "gps"], ["--sync-source", "gps"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "--ssid", "0"], ["--ssid", "1-65535"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "--dscp", "64"], ["--dscp", "0-63"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "--padding", "x"], ["--padding", "'x'"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "198.18.0.3", "--ssid", "5"], ["--ssid", "one REFLECTOR"]),
 ]
 

@@ -55,3 +55,23 @@ def test_wire_tlv_helpers_round_trip():
     assert found[2].value == b"xy", "a TLV running past the packet keeps what is there"
     assert wire.parse_cos(found[0].value) == (46, 0, 0, 0)
     assert wire.parse_sender_packet(pkt)[0] == 1 and pkt[14:16] == b"\x00\x07"
+
+
+def test_tlv_report_counts_re_marking_and_sees_nat():
+    from stamp_bpf.sender import tlvs
+    import socket as so
+    cos = wire.build_tlv(wire.TLV_CLASS_OF_SERVICE, wire.COS.pack((46 << 10) | (10 << 4) | (1 << 2), 0),
+                         flags=0)
+    loc = wire.build_tlv(wire.TLV_LOCATION, wire.LOCATION.pack(862, 40000) + wire.build_tlv(
+        wire.LOC_SRC_IPV4, so.inet_aton("203.0.113.9") + bytes(12), flags=0), flags=0)
+    r = tlvs.TlvReport(dscp=46)
+    r.on_reply(cos + loc, (12 << 2) | 1, "10.0.0.1", 862, "10.0.0.2", 862)
+    out = r.summary()
+    assert out["cos"]["dscp_at_reflector"] == 10 and out["cos"]["dscp_on_reply"] == 12
+    assert (out["cos"]["remarked_forward"], out["cos"]["remarked_backward"]) == (1, 1)
+    assert out["location"]["src_addr"] == "203.0.113.9" and out["location"]["nat_seen"] is True
+    bad = wire.TLV.pack(wire.TLV_M, wire.TLV_CLASS_OF_SERVICE, 3) + bytes(3) + cos
+    r2 = tlvs.TlvReport(dscp=46)
+    r2.on_reply(bad, 46 << 2, "10.0.0.1", 862, "10.0.0.2", 862)
+    assert r2.summary()["tlvs_unanswered"] == {"4": 1} and "dscp_at_reflector" not in r2.summary()["cos"], \
+        "processing must stop at a TLV flagged M (RFC 8972 section 4)"

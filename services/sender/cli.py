@@ -37,6 +37,19 @@ def ipv4(text):
             f"{text!r} is not an IPv4 address; for a DNS name use --reflector-dns") from None
 
 
+def _ranged(what, lo, hi):
+    """argparse type: a whole number from lo to hi."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what} ({lo}-{hi})") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not a {what}: give {lo}-{hi}")
+        return value
+    return parse
+
+
 def _ssid(text):
     """argparse type: a non-zero 16-bit SSID."""
     try:
@@ -81,6 +94,17 @@ def parser():
                         "packet carries a Direct Measurement TLV (RFC 8972, 60 octets in all), "
                         "which a stateful reflector answers with its counts; summary "
                         "lost_forward/lost_backward (null against a stateless reflector)")
+    p.add_argument("--dscp", type=_ranged("DSCP", 0, 63), default=None, metavar="N",
+                   help="send test packets with DSCP N and a Class of Service TLV asking the "
+                        "reply to use N too; reports re-marking each way")
+    p.add_argument("--location", action="store_true",
+                   help="add a Location TLV: report the addresses, ports and MAC the reflector "
+                        "saw (nat_seen when they differ from ours)")
+    p.add_argument("--timestamp-info", action="store_true",
+                   help="add a Timestamp Information TLV: report the reflector's sync source "
+                        "and timestamping methods")
+    p.add_argument("--padding", type=_ranged("padding", 0, 1400), default=None, metavar="N",
+                   help="add an Extra Padding TLV of N octets (0-1400), for size effects")
     p.add_argument("--summary-interval", type=options.seconds(1.0), default=10.0,
                    help="seconds between per-session stats log lines; default 10")
     histogram.add_arguments(p, histpath=True)

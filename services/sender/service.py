@@ -13,7 +13,7 @@ import sys
 import time
 
 from ..common import events, histfile, netif, records, recordpipe, runtime, tc, wire
-from . import datapath, view
+from . import datapath, tlvs, view
 from .resolver import Resolver
 from .session import Session, decode_reply, delays, now_ns, DIRECTIONS
 from .direction import DirectionalLoss
@@ -63,6 +63,8 @@ class SenderService:
         s.ssid = SsidCheck(self.ssids.take())
         if a.directional_loss:
             s.direction = DirectionalLoss()
+        if tlvs.block(a):
+            s.tlvs = tlvs.TlvReport(a.dscp)
         self.sessions[reflector] = s
         self.dp.add_session(reflector)
         self._schedule(s)
@@ -114,7 +116,7 @@ class SenderService:
 
     def run(self):
         a = self.args
-        self.tx = Transmitter(a.interface, a.source_port, direct_measurement=a.directional_loss)
+        self.tx = Transmitter(a.interface, a.source_port, tlvs=tlvs.block(a), dscp=a.dscp)
         if self.user_mode:
             self.dp = UserSenderDatapath(self.tx, self.ptp, netif.ipv4_addresses(a.interface)[0])
             attachment = contextlib.nullcontext()
@@ -279,6 +281,8 @@ class SenderService:
             return
         if s.direction is not None:
             s.direction.on_reply(r.seq, ev.tlvs)
+        if s.tlvs is not None and outcome != records.OUTCOME_DUPLICATE:
+            s.tlvs.on_reply(ev.tlvs, ev.reply_tos, ev.local, ev.local_port, s.reflector, s.port)
         name = records.OUTCOMES[outcome]
         if not r.valid and outcome != records.OUTCOME_DUPLICATE and s.invalid == 1:
             self.log.warning("timestamp_missing", reflector=s.label, seq=r.seq,

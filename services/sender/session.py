@@ -71,6 +71,7 @@ class Session:
         self.delays = {d: DelayStats() for d in DIRECTIONS}
         self.ssid = None             # ssid.SsidCheck, set by the service
         self.direction = None        # direction.DirectionalLoss with --directional-loss
+        self.tlvs = None             # tlvs.TlvReport when we send TLVs
 
     # --- sending -------------------------------------------------------------
 
@@ -156,6 +157,8 @@ class Session:
             out.update(self.ssid.summary())
         if self.direction is not None:
             out.update(self.direction.summary())
+        if self.tlvs is not None:
+            out.update(self.tlvs.summary())
         return out
 
     def stats_record(self, ended=False):

@@ -17,7 +17,7 @@ SEND_TTL = 255
 
 
 class Transmitter:
-    def __init__(self, ifname, source_port, size=wire.BASE_LEN, direct_measurement=False):
+    def __init__(self, ifname, source_port, size=wire.BASE_LEN, tlvs=b"", dscp=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Leave through the interface our TC programs are attached to.
@@ -33,9 +33,11 @@ class Transmitter:
         self.source_port = source_port
         self.stamp = None       # user-space timestamping writes T1 here
         self.cookie = struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
-        # --directional-loss: a Direct Measurement TLV whose S_TxC counts our packets.
-        tlvs = direction.dm_tlv() if direct_measurement else b""
-        self._s_txc = direction.s_txc_offset() if direct_measurement else None
+        if dscp is not None:        # --dscp: ECN left 0 (Not-ECT)
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+        # --directional-loss: a Direct Measurement TLV first, whose S_TxC counts our packets.
+        self._s_txc = (direction.s_txc_offset()
+                       if tlvs[1:2] == bytes([wire.TLV_DIRECT_MEASUREMENT]) else None)
         self._packet = bytearray(wire.build_sender_packet(0, size=size, tlvs=tlvs))
         self.errors = 0
 
