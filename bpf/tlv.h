@@ -20,8 +20,9 @@
  *   anything else            U=1, left as it came (HMAC, 8, included)
  * A TLV whose length runs past the packet or is wrong for its type gets M=1
  * and ends the walk: it and the rest are left as they came (section 4).
- * Octets past the base are taken for TLVs only when the first has the flags
- * every sender must send (U=1, M=0, I=0); otherwise they are padding.
+ * Octets past the base are taken for TLVs when the first has the flags
+ * every sender must send (U=1, M=0, I=0), or a non-zero type and a length
+ * that fits; otherwise they are padding (zeros from RFC 8762 senders).
  */
 #ifndef STAMP_TLV_H
 #define STAMP_TLV_H
@@ -321,13 +322,25 @@ static __always_inline int tlv_walk(struct __sk_buff *skb, struct tlv_ctx *c)
 	int flags;
 
 	/* TLVs or padding? Section 4: a Session-Sender MUST send every TLV with
-	 * U=1, M=0 and I=0. Octets past the base that do not start so are the
-	 * padding of an RFC 8762 or TWAMP-Light sender (zeros, most often) and
-	 * go back as they came (RFC 8762 4.6). */
-	if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, &first, 1))
-		return -1;
-	if ((first & (TLV_U | TLV_M | TLV_I)) != TLV_U)
-		return 0;
+	 * U=1, M=0 and I=0; so octets past the base that start so are TLVs.
+	 * So are those whose first TLV has a type other than 0 (Reserved) and
+	 * fits in the packet: senders that leave the flags 0 (scapy's default)
+	 * are answered too. Anything else is the padding of an RFC 8762 or
+	 * TWAMP-Light sender (zeros, most often) and goes back as it came (RFC
+	 * 8762 4.6). */
+	if (c->plen - off >= sizeof(h)) {
+		if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, &h, sizeof(h)))
+			return -1;
+		first = h.flags;
+		if ((first & (TLV_U | TLV_M | TLV_I)) != TLV_U &&
+		    (!h.type || bpf_ntohs(h.len) > c->plen - off - sizeof(h)))
+			return 0;
+	} else {
+		if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, &first, 1))
+			return -1;
+		if ((first & (TLV_U | TLV_M | TLV_I)) != TLV_U)
+			return 0;
+	}
 	for (int i = 0; i < TLV_WALK_MAX; i++) {
 		if (off >= c->plen)
 			return 0;

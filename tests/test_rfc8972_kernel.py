@@ -192,6 +192,20 @@ def test_a_list_longer_than_the_walk_bound_is_answered_up_to_the_bound(refl):
     assert [v for _, _, v in got] == [bytes([i]) for i in range(n)], "a padding Value changed"
 
 
+def test_a_scapy_built_request_with_default_tlv_flags_is_answered(refl):
+    """scapy's STAMPTestTLV sends flags 0 by default (RFC 8972 wants U=1 from senders): a
+    first TLV of a known type that fits the packet is taken for TLVs all the same."""
+    from scapy.contrib.stamp import STAMPSessionSenderTestUnauthenticated, STAMPTestTLV
+    req_payload = bytes(STAMPSessionSenderTestUnauthenticated(seq=3, ssid=77, tlv_objects=[
+        STAMPTestTLV(type=wire.TLV_TIMESTAMP_INFO, len=4, value=bytes(4)),
+        STAMPTestTLV(type=wire.TLV_CLASS_OF_SERVICE, len=4, value=wire.build_cos(8)),
+        STAMPTestTLV(type=241, len=2, value=b"hi")]))
+    req = frame(req_payload)
+    p = checked(req, refl.reflect(req))
+    assert p.ssid == 77
+    assert [(f, t) for f, t, _ in scapy_tlvs(p)] == [(0, 3), (0, 4), (U, 241)], scapy_tlvs(p)
+
+
 def test_padding_that_is_not_tlvs_comes_back_unchanged(refl):
     """An RFC 8762 or TWAMP-Light sender's padding (zeros, or octets whose first does not
     carry the U=1 M=0 I=0 every RFC 8972 sender sets) is not taken for TLVs."""
