@@ -20,9 +20,9 @@
  *   anything else            U=1, left as it came (HMAC, 8, included)
  * A TLV whose length runs past the packet or is wrong for its type gets M=1
  * and ends the walk: it and the rest are left as they came (section 4).
- * Octets past the base are taken for TLVs when the first has the flags
- * every sender must send (U=1, M=0, I=0), or a non-zero type and a length
- * that fits; otherwise they are padding (zeros from RFC 8762 senders).
+ * Octets past the base are taken for TLVs when the first has a non-zero type
+ * and the flags every sender must send (0x80) or a length that fits;
+ * otherwise they are padding (zeros from RFC 8762 senders).
  */
 #ifndef STAMP_TLV_H
 #define STAMP_TLV_H
@@ -321,24 +321,22 @@ static __always_inline int tlv_walk(struct __sk_buff *skb, struct tlv_ctx *c)
 	__u8 first;
 	int flags;
 
-	/* TLVs or padding? Section 4: a Session-Sender MUST send every TLV with
-	 * U=1, M=0 and I=0; so octets past the base that start so are TLVs.
-	 * So are those whose first TLV has a type other than 0 (Reserved) and
-	 * fits in the packet: senders that leave the flags 0 (scapy's default)
-	 * are answered too. Anything else is the padding of an RFC 8762 or
-	 * TWAMP-Light sender (zeros, most often) and goes back as it came (RFC
-	 * 8762 4.6). */
+	/* TLVs or padding? The first TLV's type is not 0 (Reserved), and it
+	 * has the flags a Session-Sender MUST send (section 4: U=1, M=0, I=0,
+	 * reserved bits 0), or it fits in the packet (senders that leave the
+	 * flags 0, scapy's default, are answered too). Anything else is the
+	 * padding of an RFC 8762 or TWAMP-Light sender (zeros, most often) and
+	 * goes back as it came (RFC 8762 4.6). */
 	if (c->plen - off >= sizeof(h)) {
 		if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, &h, sizeof(h)))
 			return -1;
-		first = h.flags;
-		if ((first & (TLV_U | TLV_M | TLV_I)) != TLV_U &&
-		    (!h.type || bpf_ntohs(h.len) > c->plen - off - sizeof(h)))
+		if (!h.type || (h.flags != TLV_U &&
+				bpf_ntohs(h.len) > c->plen - off - sizeof(h)))
 			return 0;
 	} else {
 		if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, &first, 1))
 			return -1;
-		if ((first & (TLV_U | TLV_M | TLV_I)) != TLV_U)
+		if (first != TLV_U)
 			return 0;
 	}
 	for (int i = 0; i < TLV_WALK_MAX; i++) {

@@ -207,9 +207,11 @@ def test_a_scapy_built_request_with_default_tlv_flags_is_answered(refl):
 
 
 def test_padding_that_is_not_tlvs_comes_back_unchanged(refl):
-    """An RFC 8762 or TWAMP-Light sender's padding (zeros, or octets whose first does not
-    carry the U=1 M=0 I=0 every RFC 8972 sender sets) is not taken for TLVs."""
-    for pad in (bytes(56), bytes((37 * i + 11) & 0x7F or 1 for i in range(56))):
+    """An RFC 8762 or TWAMP-Light sender's padding (zeros; octets whose first "TLV" has
+    type 0, or flags other than a sender's 0x80 and a length past the packet) is not
+    taken for TLVs."""
+    for pad in (bytes(56), bytes((37 * i + 11) & 0x7F or 1 for i in range(56)),
+                b"\x80\x00" + bytes(range(1, 55)), b"\x01\x05\xff\xff" + bytes(52)):
         req = frame(request() + pad)
         out = checked(req, refl.reflect(req))
         assert bytes(out)[44:] == pad, "padding past the base packet was changed"
