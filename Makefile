@@ -1,14 +1,15 @@
 # stamp-bpf: the two commands of the README, and a few more.
 #   make demo   install everything, then a live demo in network namespaces
 #   make test   install everything, then the whole test suite
+#   make unit   the fast tests only (pytest -m unit): no root, no setup, seconds
 #   make bench  install everything, then the benchmarks (prints one table)
-# Everything needs root: namespaces, BPF, TC and apt-get.
+# Everything but `make unit` needs root: namespaces, BPF, TC and apt-get.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all setup demo test bench ebpf clean
+.PHONY: all setup demo test unit bench ebpf clean
 
 all: test
 
@@ -20,6 +21,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# No setup: the venv's editable install already runs this checkout's code.
+unit:
+	$(PY) -m pytest tests -m unit -q $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)

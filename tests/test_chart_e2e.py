@@ -20,6 +20,7 @@ none for itself, and the other way round.
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -29,6 +30,8 @@ from pathlib import Path
 import pytest
 
 from stamp_bpf.lab.netns import Topology
+
+import installtree
 from test_chart import CHART, container, daemonset, helm_bin, helm_env, render, scenario_file  # noqa: F401
 from test_chart_image import env_of_image
 
@@ -97,12 +100,14 @@ class Node:
             drop.append("--no-new-privs")
         # The pod's emptyDirs (its /tmp among them) may cover the folder this
         # checkout is in (CI may clone under /tmp): in the container's own mount
-        # namespace the venv is first bound at /mnt, as the image has it at a
-        # fixed path, and the command runs from there.
-        venv = "/mnt"
+        # namespace the venv (and the checkout, for an editable install) is
+        # parked on /mnt across those mounts and put back at its own path.
+        keep = installtree.install_dirs(VENV_BIN.parent)
+        venv = VENV_BIN.parent
         argv = [f"{venv}/bin/python3", f"{venv}/bin/{c['command'][0]}"] + c["command"][1:] + c["args"]
         env = {**image_env(), **{e["name"]: e["value"] for e in c.get("env", [])}}
-        script = " && ".join([f"mount --bind {VENV_BIN.parent} {venv}"] + mounts + ['exec "$@"'])
+        script = " && ".join([shlex.join(cmd) for cmd in installtree.park(keep)] + mounts
+                             + installtree.restore(keep) + ['exec "$@"'])
         log = self.workdir / f"{self.host.ns}-{label.replace('/', '-')}.log"
         self.logs[label] = log
         with open(log, "wb") as out:

@@ -14,6 +14,9 @@ import pytest
 
 from stamp_bpf.common import clock, wire
 
+# The fast layer: no root, no namespaces, no BPF.
+pytestmark = pytest.mark.unit
+
 NSEC = 1_000_000_000
 # 2036-02-07T06:28:16Z: NTP era 0 ends, the 32-bit seconds wrap to 0.
 ERA1_UNIX = (1 << 32) - wire.NTP_UNIX_OFFSET

@@ -188,16 +188,21 @@ def test_synthetic_stream_gives_exact_metrics(exporter_factory):
         "The session's timestamping (bpf or user) must be exported as a label."
     # Received and late packets, as in the sender's summary; not lost ones, not duplicates:
     # near 3, 3.5, -0.2, 900 ms; far 7, 6.5, 13.2, 900 ms; round trip 10, 10, 13, 1800 ms.
-    for d, total, n_neg, last, jitter_us in (
-            ("near_end", 0.9063, 1, 0.9, 56506.7626953125),
-            ("far_end", 0.9267, 0, 0.9, 55845.0439453125),
-            ("round_trip", 1.833, 0, 1.8, 111863.28125)):
+    # Delays >= 0 in stamp_delay_seconds, |d| of negative ones in stamp_delay_negative_seconds.
+    for d, total, n_neg, neg_sum, last, jitter_us in (
+            ("near_end", 0.9063, 1, 0.0002, 0.9, 56506.7626953125),
+            ("far_end", 0.9267, 0, 0.0, 0.9, 55845.0439453125),
+            ("round_trip", 1.833, 0, 0.0, 1.8, 111863.28125)):
         lab = dict(A, direction=d)
-        assert val("stamp_delay_seconds_count", **lab) == 4, \
-            f"{d}: the 3 received packets and the late one count, the duplicate does not."
-        assert math.isclose(val("stamp_delay_seconds_sum", **lab), total, abs_tol=1e-9), \
-            f"{d}: the sum must be {total} s, signed."
-        assert val("stamp_negative_delay_total", **lab) == n_neg, f"{d}: {n_neg} negative delays."
+        pos_n, neg_n = (val("stamp_delay_seconds_count", **lab),
+                        val("stamp_delay_negative_seconds_count", **lab))
+        assert (pos_n, neg_n) == (4 - n_neg, n_neg), \
+            f"{d}: the 3 received packets and the late one count, the duplicate does not; " \
+            f"{n_neg} of them negative."
+        pos_sum = val("stamp_delay_seconds_sum", **lab)
+        assert math.isclose(val("stamp_delay_negative_seconds_sum", **lab), neg_sum, abs_tol=1e-12)
+        assert math.isclose(pos_sum - neg_sum, total, abs_tol=1e-9), \
+            f"{d}: the signed sum (positive sum minus negative magnitudes) must be {total} s."
         assert math.isclose(val("stamp_delay_last_seconds", **lab), last, abs_tol=1e-12), \
             f"{d}: the last delay is {last} s."
         assert math.isclose(val("stamp_jitter_seconds", **lab), jitter_us * 1e-6, rel_tol=1e-9), \
@@ -205,8 +210,8 @@ def test_synthetic_stream_gives_exact_metrics(exporter_factory):
     near = dict(A, direction="near_end")
     buckets = [(le, val("stamp_delay_seconds_bucket", **near, le=le))
                for le in ("1e-05", "0.00256", "0.00512", "+Inf")]
-    assert buckets == [("1e-05", 1), ("0.00256", 1), ("0.00512", 3), ("+Inf", 4)], \
-        f"near_end buckets: the negative delay in the first, 3 and 3.5 ms at le=0.00512; got {buckets}."
+    assert buckets == [("1e-05", 0), ("0.00256", 0), ("0.00512", 2), ("+Inf", 3)], \
+        f"near_end buckets: 3 and 3.5 ms at le=0.00512, 900 ms in +Inf; got {buckets}."
     far_b = dict(B, direction="far_end")
     assert val("stamp_delay_seconds_bucket", **far_b, le="4e-05") == 0 and \
         val("stamp_delay_seconds_bucket", **far_b, le="8e-05") == 1, "60 us falls in (40 us, 80 us]."
@@ -215,9 +220,11 @@ def test_synthetic_stream_gives_exact_metrics(exporter_factory):
     assert val("stamp_reflector_packets_reflected_total", **rs) == 3
     assert val("stamp_reflector_session_info", **rs, timestamping="user") == 1
     rn = dict(rs, direction="near_end")
-    assert val("stamp_reflector_delay_seconds_count", **rn) == 3
-    assert math.isclose(val("stamp_reflector_delay_seconds_sum", **rn), 0.0063, abs_tol=1e-12)
-    assert val("stamp_reflector_negative_delay_total", **rn) == 1
+    assert val("stamp_reflector_delay_seconds_count", **rn) == 2
+    assert math.isclose(val("stamp_reflector_delay_seconds_sum", **rn), 0.0065, abs_tol=1e-12)
+    assert val("stamp_reflector_delay_negative_seconds_count", **rn) == 1
+    assert math.isclose(val("stamp_reflector_delay_negative_seconds_sum", **rn), 0.0002,
+                        abs_tol=1e-12)
     # Health.
     assert val("stamp_records_dropped_total", stage="service_queue") == 16, \
         "Queue drops are summed over the three processes: 5 + 10 + 1."
@@ -337,3 +344,92 @@ def test_bad_flags_end_in_one_clear_line(args, message, folder):
         f"stamp-exporter {' '.join(args)} must fail with '{message}'; stderr was {r.stderr!r}."
     assert len([x for x in lines if "error" in x]) == 1 and "Traceback" not in r.stderr, \
         f"The failure must be one line, not a traceback: {r.stderr!r}."
+
+
+def monotonic_samples(text):
+    """{(sample, labels): value} of the counter, histogram and summary samples of a scrape."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.type in ("counter", "histogram", "summary"):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_no_counter_or_histogram_sample_ever_decreases_with_negative_delays(exporter_factory):
+    """Clocks drift apart, then step: one-way delays go from +3 ms to -5 ms. Scraped after
+    every batch, no counter, bucket, _count or _sum (of a histogram or a summary) may go
+    down: rate() would see a reset."""
+    exp = exporter_factory()
+    previous, seen_negative, seq = {}, False, 0
+    with recordpipe.RecordPusher(exp.endpoint) as pusher:
+        for batch in range(8):
+            near = [3 * MS - (batch * 4 + i) * 250 * US for i in range(4)]    # 3 ms .. -4.75 ms
+            snd, refl = [], []
+            for d in near:
+                seq += 1
+                snd.append(sender_packet(seq, R, d, 2 * MS - d, (seq, seq, 0, 0, 0, 0)))
+                refl.append(records.ReflectorPacket("10.0.0.1", 862, "10.0.0.2", 862,
+                                                    records.TS_BPF, 64, seq, BASE + seq * MS,
+                                                    BASE + seq * MS + d, 0, seq))
+            pusher.push(snd)
+            pusher.push(refl)
+            exp.wait_for("stamp_records_received_total", {}, 2 * seq)
+            now = monotonic_samples(exp.scrape())
+            for k, v in previous.items():
+                assert now.get(k, 0) >= v, f"{k[0]}{dict(k[1])} went down from {v} to {now.get(k)}."
+            seen_negative |= any(k[0] == "stamp_delay_negative_seconds_count" and v > 0
+                                 for k, v in now.items())
+            previous = now
+    assert seen_negative, "The stream must have gone negative for this test to mean anything."
+    near = dict(A, direction="near_end")
+    total = (previous[key("stamp_delay_seconds_sum", **near)]
+             - previous[key("stamp_delay_negative_seconds_sum", **near)])
+    count = (previous[key("stamp_delay_seconds_count", **near)]
+             + previous[key("stamp_delay_negative_seconds_count", **near)])
+    want = sum(3 * MS - k * 250 * US for k in range(32)) / 1e9
+    assert count == 32 and math.isclose(total, want, abs_tol=1e-9), \
+        f"The documented signed mean's parts: {count} delays summing to {total} s, want {want} s."
+
+
+def status_of(exp, path):
+    try:
+        return exp.get(path)[0]
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_healthz_fails_when_the_service_stops_reporting(exporter_factory):
+    """--service-timeout 6: /healthz and /healthz/service answer 503 before the first
+    ServiceStats and once none came for 6 s (a stuck sender), /healthz/exporter stays 200;
+    a new record heals it."""
+    exp = exporter_factory("--service-timeout", "6")
+    stats = [records.ServiceStats(records.ROLE_SENDER, records.TS_BPF, True, 0, 0, 0, 1, 77)]
+    with recordpipe.RecordPusher(exp.endpoint) as pusher:
+        assert [status_of(exp, p) for p in ("/healthz", "/healthz/service", "/healthz/exporter")] \
+            == [503, 503, 200], "Until the service's first record, it is not known to be alive."
+        deadline, n = time.monotonic() + 9, 0
+        while time.monotonic() < deadline:         # a live service: a record every 1 s
+            pusher.push(stats)
+            n += 1
+            time.sleep(1)
+            assert status_of(exp, "/healthz") == 200, "A reporting service keeps /healthz at 200."
+        time.sleep(7)                              # the service is stuck: no record for 7 s
+        assert status_of(exp, "/healthz/service") == 503
+        assert status_of(exp, "/healthz") == 503, "/healthz covers the service too."
+        assert status_of(exp, "/healthz/exporter") == 200, \
+            "The exporter itself is fine: its own probe must not restart it."
+        with pytest.raises(urllib.error.HTTPError) as e:
+            exp.get("/healthz")
+        assert b"no health record from the service" in e.value.read()
+        pusher.push(stats)
+        exp.wait_for("stamp_records_received_total", {}, n + 1)
+        assert status_of(exp, "/healthz") == 200, "A record from the service heals /healthz."
+
+
+@pytest.mark.parametrize("value", ["-1", "3", "nan"])
+def test_service_timeout_must_exceed_the_report_interval(folder, value):
+    res = subprocess.run([EXE, "--service-timeout", value, "--zmq", f"ipc://{folder}/x.sock"],
+                         capture_output=True, text=True, timeout=20)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith(
+        "stamp-exporter: error: --service-timeout"), res.stderr

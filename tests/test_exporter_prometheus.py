@@ -122,3 +122,47 @@ def test_prometheus_scrapes_quantiles_and_loss(exporter_factory, folder):
         assert list(up.values()) == [1.0], f"Prometheus must see the exporter up: {up}."
     finally:
         prom.stop()
+
+
+SIGNED_MEAN = (  # docs/metrics.md, "mean signed one-way delay (forward)"
+    '(rate(stamp_delay_seconds_sum{direction="near_end"}[5m]) - '
+    'rate(stamp_delay_negative_seconds_sum{direction="near_end"}[5m]))'
+    ' / (rate(stamp_delay_seconds_count{direction="near_end"}[5m]) + '
+    'rate(stamp_delay_negative_seconds_count{direction="near_end"}[5m]))')
+NEGATIVE_SHARE = (
+    'rate(stamp_delay_negative_seconds_count{direction="near_end"}[5m])'
+    ' / (rate(stamp_delay_seconds_count{direction="near_end"}[5m]) + '
+    'rate(stamp_delay_negative_seconds_count{direction="near_end"}[5m]))')
+
+
+def test_the_documented_signed_mean_is_right_when_clocks_disagree(exporter_factory, folder):
+    """Every second, three replies with forward delays +2 ms, -4 ms and -1 ms (the
+    reflector's clock behind): Prometheus must give the documented signed mean, -1 ms,
+    and the share of negative delays, 2/3; and see no counter reset on the way."""
+    exp = exporter_factory()
+    prom = PrometheusServer(folder, exp.port)
+    try:
+        n = 0
+        deadline = time.monotonic() + 60
+        with recordpipe.RecordPusher(exp.endpoint) as pusher:
+            while True:
+                batch = []
+                for d in (2 * MS, -4 * MS, -1 * MS):
+                    n += 1
+                    batch.append(sender_packet(n, records.OUTCOME_RECEIVED, d, 5 * MS,
+                                               (n, n, 0, 0, 0, 0)))
+                pusher.push(batch)
+                time.sleep(1)
+                mean = prom.query(SIGNED_MEAN)
+                if len(mean) == 1 and not math.isnan(list(mean.values())[0]) and n >= 15:
+                    break
+                assert time.monotonic() < deadline, f"Prometheus never computed the mean: {mean}"
+            assert math.isclose(list(mean.values())[0], -0.001, rel_tol=1e-6), \
+                f"The signed mean of +2, -4, -1 ms is -1 ms; Prometheus says {mean}."
+            share = list(prom.query(NEGATIVE_SHARE).values())[0]
+            assert math.isclose(share, 2 / 3, rel_tol=1e-6), f"Two of three are negative: {share}"
+            resets = prom.query('sum(resets(stamp_delay_seconds_sum[5m])) + '
+                                'sum(resets(stamp_delay_negative_seconds_sum[5m]))')
+            assert list(resets.values()) == [0.0], f"No _sum may ever look reset: {resets}"
+    finally:
+        prom.stop()

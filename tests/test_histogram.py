@@ -8,6 +8,9 @@ import pytest
 
 from stamp_bpf.common import histfile, histogram
 
+# The fast layer: no root, no namespaces, no BPF.
+pytestmark = pytest.mark.unit
+
 
 def test_default_layout_spans_316ns_to_31_6ms():
     lay = histogram.HistLayout(28, 25, 75)

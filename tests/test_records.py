@@ -9,6 +9,9 @@ import pytest
 
 from stamp_bpf.common import recordpipe, records
 
+# The fast layer: no root, no namespaces, no BPF.
+pytestmark = pytest.mark.unit
+
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "records.md")
 
 SAMPLES = [
@@ -50,7 +53,7 @@ def test_decode_raw_gives_wire_form_tuples():
 
 def test_header_and_sizes_are_as_documented():
     msg = records.encode([SAMPLES[0]])
-    assert msg[:8] == b"SB\x01\x01\x01\x00\x00\x00", f"The header of one SenderPacket is {msg[:8]!r}."
+    assert msg[:8] == b"SB\x02\x01\x01\x00\x00\x00", f"The header of one SenderPacket is {msg[:8]!r}."
     assert len(msg) == 8 + 108, "A SenderPacket must take 108 bytes after the 8-byte header."
     # Little-endian: T1 sits at offset 24 of the record.
     assert struct.unpack_from("<q", msg, 8 + 24)[0] == SAMPLES[0].t1_ns, \
@@ -92,13 +95,13 @@ def test_docs_match_the_struct_layout():
 
 @pytest.mark.parametrize("buf, reason", [
     (b"", "bad_length"),
-    (b"SB\x01", "bad_length"),
+    (b"SB\x02", "bad_length"),
     (b"XX\x01\x01\x01\x00\x00\x00" + bytes(108), "bad_magic"),
-    (b"SB\x02\x01\x01\x00\x00\x00" + bytes(108), "unknown_version"),
-    (b"SB\x01\x09\x01\x00\x00\x00" + bytes(108), "unknown_kind"),
-    (b"SB\x01\x01\x02\x00\x00\x00" + bytes(108), "bad_length"),
-    (b"SB\x01\x01\x01\x00\x00\x00" + bytes(109), "bad_length"),
-    (b"SB\x01\x01\x00\x00\x00\x00", "empty"),
+    (b"SB\x01\x01\x01\x00\x00\x00" + bytes(108), "unknown_version"),
+    (b"SB\x02\x09\x01\x00\x00\x00" + bytes(108), "unknown_kind"),
+    (b"SB\x02\x01\x02\x00\x00\x00" + bytes(108), "bad_length"),
+    (b"SB\x02\x01\x01\x00\x00\x00" + bytes(109), "bad_length"),
+    (b"SB\x02\x01\x00\x00\x00\x00", "empty"),
 ])
 def test_malformed_messages_raise_record_error_with_reason(buf, reason):
     with pytest.raises(records.RecordError) as e:
@@ -111,7 +114,7 @@ def test_random_garbage_never_escapes_as_another_exception():
     for _ in range(2000):
         buf = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 140)))
         if rnd.random() < 0.5:
-            buf = b"SB\x01" + bytes([rnd.randrange(1, 6)]) + buf[4:]
+            buf = b"SB\x02" + bytes([rnd.randrange(1, 6)]) + buf[4:]
         try:
             records.decode(buf)
         except records.RecordError:

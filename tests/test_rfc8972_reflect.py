@@ -185,12 +185,12 @@ def test_stateful_sequence_numbers_on_the_wire(lab, mode):
         assert packets.parse_udp4(frame).ttl == 255
 
 
-def test_max_sessions_bounds_the_map_and_the_summary_counts_evictions(tmp_path_factory):
-    """--stateful --max-sessions 4: ten senders are all reflected; the summary says the
+def test_stateful_sessions_bound_the_map_and_the_summary_counts_evictions(tmp_path_factory):
+    """--stateful --stateful-sessions 4: ten senders are all reflected; the summary says the
     map holds at most 4, 10 were created and the rest evicted."""
     lab = stampnet.Lab(tmp_path_factory.mktemp("maxsess"))
     try:
-        svc = lab.reflector("--stateful", "--max-sessions", "4", "--session-timeout", "60")
+        svc = lab.reflector("--stateful", "--stateful-sessions", "4", "--session-timeout", "60")
         topo = lab.topo
         answered = 0
         for i in range(10):
@@ -205,6 +205,6 @@ def test_max_sessions_bounds_the_map_and_the_summary_counts_evictions(tmp_path_f
         lab.close()
     assert answered == 10, f"{answered} of 10 senders were answered with room for 4 sessions"
     ks = svc.summary()["kernel_sessions"]
-    assert ks["max"] == 4 and ks["live"] <= 4, f"the session map grew past --max-sessions: {ks}"
+    assert ks["max"] == 4 and ks["live"] <= 4, f"the session map grew past --stateful-sessions: {ks}"
     assert ks["created"] == 10 and ks["evicted"] == 10 - ks["live"] and ks["evicted"] >= 6, \
         f"kernel_sessions in the summary: {ks}"

@@ -11,6 +11,9 @@ import pytest
 from stamp_bpf.supervisor import commands, config
 from test_supervisor_harness import STAMP_BPF
 
+# The fast layer: no root, no namespaces, no BPF.
+pytestmark = pytest.mark.unit
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OK_SENDER = '[sender]\nreflectorIPs = ["192.0.2.1"]\n'
 
@@ -203,13 +206,15 @@ def test_check_prints_the_commands_a_user_would_type(tmp_path):
     zmq = ["--zmq", "ipc:///run/stamp-bpf/records.sock"]
     assert cmds == {
         "exporter": ["/opt/sb/bin/stamp-exporter", "--listen", "127.0.0.1:9100", *zmq,
-                     "--idle-timeout", "300", "--log-format", "json", "--hist", "28", "25", "75"],
-        "reflector": ["/opt/sb/bin/stamp-reflector", "lo", "--port", "862", "--output", *zmq,
-                      "--log-format", "json"],
+                     "--idle-timeout", "300", "--max-reflector-sessions", "1024",
+                     "--log-format", "json", "--hist", "28", "25", "75"],
+        "reflector": ["/opt/sb/bin/stamp-reflector", "lo", "--port", "862",
+                      "--max-sessions", "1024", *zmq,
+                      "--log-format", "json", "--output"],
         "sender": ["/opt/sb/bin/stamp-sender", "lo", "192.0.2.1", "192.0.2.2",
                    "--source-port", "862", "--dest-port", "862", "--count", "10",
                    "--interval", "0.01", "--timeout", "1", *zmq, "--log-format", "json",
-                   "--enforce-sync", "--hist", "28", "25", "75", "--histpath", "/tmp/sender-hist",
+                   "--hist", "28", "25", "75", "--histpath", "/tmp/sender-hist", "--enforce-sync",
                    "--late-window", "2"],
     }, "Each child gets exactly the flags docs/cli.md gives for those settings."
 

@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+import installtree
+
 STAMP_BPF = os.path.join(os.path.dirname(sys.executable), "stamp-bpf")
 SERVICES = ("exporter", "reflector", "sender")
 
@@ -262,13 +264,15 @@ def _sandbox_exec(spec):
         # This checkout's venv may sit in a folder the sandbox hides (CI may
         # clone under /tmp); an installed unit's ExecStart= points into /opt.
         # Keep the venv at its own path: parked on /mnt across the tmpfs mounts.
+        # An editable install also runs from the checkout: both are kept (installtree.py).
         venv = os.path.dirname(os.path.dirname(os.path.abspath(spec["argv"][0])))
-        sh("mount", "--bind", venv, "/mnt")
+        keep = installtree.install_dirs(venv)
+        for cmd in installtree.park(keep):
+            sh(*cmd)
         for p in ("/tmp", "/var/tmp", "/root", "/home"):
             sh("mount", "-t", "tmpfs", "tmpfs", p)
-        if not os.path.isdir(venv):
-            os.makedirs(venv)
-            sh("mount", "--bind", "/mnt", venv)
+        for snippet in installtree.restore(keep):
+            sh("sh", "-c", snippet)
         for p in spec["rw"]:
             sh("mount", "--bind", p, p)
         sh("mount", "-o", "remount,bind,ro", "/")

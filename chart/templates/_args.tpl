@@ -1,14 +1,16 @@
 {{/*
-stamp-sender's arguments, as YAML list items, from .Values.sender (flags: docs/cli.md).
+stamp-sender's arguments, as YAML list items, from .Values.sender (flags: docs/cli.md),
+in the order of services/supervisor/commands.py, the one builder of the command lines.
 */}}
 {{- define "stamp-bpf.senderArgs" -}}
 {{- $s := .Values.sender -}}
 - {{ $s.interface | quote }}
-{{- if $s.reflectorIPs }}
 {{- range $s.reflectorIPs }}
 - {{ . | quote }}
 {{- end }}
-{{- else }}
+{{- /* Both may be given (the sender keeps the two sets of sessions apart), as with the
+supervisor; services/supervisor/commands.py builds the same list (tests/test_command_line.py). */}}
+{{- if or $s.reflectorDNS (not $s.reflectorIPs) }}
 - --reflector-dns
 - {{ include "stamp-bpf.reflectorDNS" . | quote }}
 - --dns-interval
@@ -52,6 +54,8 @@ stamp-reflector's arguments, as YAML list items, from .Values.reflector.
 - {{ $r.interface | quote }}
 - --port
 - {{ int $r.port | quote }}
+- --max-sessions
+- {{ int $r.maxSessions | quote }}
 - --zmq
 - {{ include "stamp-bpf.zmqEndpoint" . | quote }}
 - --log-format

@@ -75,6 +75,26 @@ spec:
           resources:
             {{- toYaml . | nindent 12 }}
           {{- end }}
+          {{- if $ex.serviceTimeout }}
+          # The exporter sidecar answers for this container: /healthz/service fails
+          # until its first health record, then once none came for
+          # exporter.serviceTimeout seconds. The startup probe leaves bcc's compile
+          # up to 5 minutes for the first one.
+          startupProbe:
+            httpGet:
+              path: /healthz/service
+              port: {{ int $v.metricsPort }}
+            periodSeconds: 10
+            timeoutSeconds: 5
+            failureThreshold: 30
+          livenessProbe:
+            httpGet:
+              path: /healthz/service
+              port: {{ int $v.metricsPort }}
+            periodSeconds: 10
+            timeoutSeconds: 5
+            failureThreshold: 3
+          {{- end }}
           volumeMounts:
             - name: records
               mountPath: /run/stamp-bpf
@@ -100,6 +120,14 @@ spec:
             - {{ include "stamp-bpf.zmqEndpoint" $root | quote }}
             - --idle-timeout
             - {{ int $ex.idleTimeout | quote }}
+            {{- if $ex.serviceTimeout }}
+            - --service-timeout
+            - {{ toString $ex.serviceTimeout | quote }}
+            {{- end }}
+            {{- if eq .component "reflector" }}
+            - --max-reflector-sessions
+            - {{ int $v.maxSessions | quote }}
+            {{- end }}
             - --log-format
             - json
             {{- if $v.histogram.enabled }}
@@ -114,14 +142,14 @@ spec:
               protocol: TCP
           livenessProbe:
             httpGet:
-              path: /healthz
+              path: /healthz/exporter
               port: metrics
             periodSeconds: 10
             timeoutSeconds: 5
             failureThreshold: 3
           readinessProbe:
             httpGet:
-              path: /healthz
+              path: /healthz/exporter
               port: metrics
             periodSeconds: 10
             timeoutSeconds: 5

@@ -92,6 +92,23 @@ def _running(names):
     return found
 
 
+def tai_offset_problem(ptp, state):
+    """None, or why PTP timestamps made with this clock state are wrong.
+
+    A PTP timestamp counts TAI seconds, converted from the kernel's UTC clock
+    with adjtimex's TAI offset. The kernel keeps that offset at 0 until chrony
+    (`leapsectz right/UTC`), ptp4l/phc2sys or ntpd sets it; with 0, every PTP
+    timestamp is 37 s (the offset since 2017) behind the truth, and a peer with
+    a correct offset sees one-way delays 37 s off.
+    """
+    if ptp and state.tai_offset_s == 0:
+        return ("--timestamp-format ptp but the kernel's TAI-UTC offset is 0 (adjtimex), so "
+                "every PTP timestamp is about 37 s off; have chrony set it (leapsectz "
+                "right/UTC in chrony.conf) or run phc2sys/ptp4l, which set it "
+                "(docs/cli.md, 'PTP timestamps and the TAI offset')")
+    return None
+
+
 def check_enforce(enforce_sync, enforce_ptp):
     """None when the requested guarantees hold, else one line saying why not."""
     if enforce_ptp:

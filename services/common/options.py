@@ -82,6 +82,11 @@ def run_service(name, args, files, defines, run):
     if problem:
         log.error("refused", reason=problem)
         return 2
+    tai_problem = clock.tai_offset_problem(args.timestamp_format == "ptp", clock.read())
+    if tai_problem:
+        # Loud but not fatal: a peer may not care, and the metric
+        # stamp_ptp_tai_offset_missing says so for as long as it lasts.
+        log.warning("tai_offset_missing", reason=tai_problem)
     try:
         netif.ipv4_addresses(args.interface)
         if args.timestamping == "bpf":

@@ -15,7 +15,7 @@ import struct
 from typing import NamedTuple
 
 MAGIC = b"SB"
-VERSION = 1
+VERSION = 2
 MAX_COUNT = 0xFFFF
 
 HEADER = struct.Struct("<2sBBHH")  # magic, version, kind, count, reserved (0)
@@ -102,6 +102,9 @@ class ServiceStats(NamedTuple):
     dropped_ringbuf: int  # records the BPF ring buffer lost
     records_sent: int     # records handed to ZeroMQ
     pid: int
+    ptp_format: bool = False      # its timestamps are PTP (--timestamp-format ptp)
+    tai_offset_s: int = 0         # the TAI-UTC offset it converts with (adjtimex)
+    dropped_sessions: int = 0     # records not sent: its session table was full (cumulative)
 
 
 class SupervisorStats(NamedTuple):
@@ -117,7 +120,7 @@ _LAYOUTS = {
     1: (SenderPacket, "<4sH4sHBBBBIIqqqqHHQQQQQQ", (0, 2), (5,), ()),
     2: (ReflectorPacket, "<4sH4sHBBIqqqQ", (0, 2), (), ()),
     3: (SessionStats, "<4sH4sHQQQQQQB", (0, 2), (10,), ()),
-    4: (ServiceStats, "<BBBqQQQI", (), (2,), ()),
+    4: (ServiceStats, "<BBBqQQQIBiQ", (), (2, 8), ()),
     5: (SupervisorStats, "<16sBQI", (), (1,), (0,)),
 }
 

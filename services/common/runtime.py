@@ -53,14 +53,16 @@ class Every:
         return True
 
 
-def service_stats(role, clock_state, pusher, ringbuf_lost, timestamping=records.TS_BPF):
+def service_stats(role, clock_state, pusher, ringbuf_lost, timestamping=records.TS_BPF,
+                  ptp=False, dropped_sessions=0):
     """The periodic health record of a service."""
     return records.ServiceStats(
         role=role, timestamping=timestamping,
         clock_synchronized=clock_state.synchronized,
         clock_error_ns=int(clock_state.error_s * 1e9),
         dropped_queue=pusher.dropped, dropped_ringbuf=ringbuf_lost,
-        records_sent=pusher.sent, pid=os.getpid())
+        records_sent=pusher.sent, pid=os.getpid(), ptp_format=ptp,
+        tai_offset_s=clock_state.tai_offset_s, dropped_sessions=dropped_sessions)
 
 
 def refresh_clock(dp, last, log):

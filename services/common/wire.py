@@ -43,8 +43,8 @@ REFLECTOR_FIELDS = {
 }
 
 
-class ReflectorPacket(NamedTuple):
-    """A decoded Session-Reflector packet; timestamps as raw (sec, frac) words."""
+class ReflectorTestPacket(NamedTuple):
+    """A decoded Session-Reflector test packet; timestamps as raw (sec, frac) words."""
     seq: int
     ts: tuple
     error_estimate: int
@@ -83,7 +83,7 @@ def parse_reflector_packet(buf):
     if len(buf) < BASE_LEN:
         raise ValueError(f"reflected packet has {len(buf)} octets, fewer than {BASE_LEN}")
     (seq, s, f, ee, ssid, rs, rf, sseq, ss, sf, see, ttl) = REFLECTOR.unpack_from(buf)
-    return ReflectorPacket(seq, (s, f), ee, (rs, rf), sseq, (ss, sf), see, ttl, ssid)
+    return ReflectorTestPacket(seq, (s, f), ee, (rs, rf), sseq, (ss, sf), see, ttl, ssid)
 
 
 def is_reflection(buf):
@@ -207,6 +207,11 @@ def ts_to_ns(ts, error_estimate, tai_offset_s):
     if error_estimate & EE_Z:
         return ptp_to_ns(ts[0], ts[1], tai_offset_s)
     return ntp_to_ns(ts[0], ts[1])
+
+
+def encode_ts(ns, ptp, tai_offset_s):
+    """Unix ns, UTC, to a timestamp (sec, frac-or-nsec) in PTP or NTP format."""
+    return ns_to_ptp(ns, tai_offset_s) if ptp else ns_to_ntp(ns)
 
 
 def ts_is_zero(ts):

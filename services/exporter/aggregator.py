@@ -8,24 +8,24 @@ import threading
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
-from stamp_bpf.common import records
+from ..common import records
 
 from .delays import DelayBuckets
 from .pipeline import Pipeline
-from .reflector_sessions import ReflectorSessions
-from .sender_sessions import SenderSessions
+from .reflector_sessions import ReflectorFamilies
+from .sender_sessions import SenderFamilies
 from .service_info import ServiceInfo
 
 
 class Aggregator:
     """Everything the exporter knows; `bounds` are the delay buckets in seconds (+Inf last)."""
 
-    def __init__(self, bounds, log, idle_timeout=300.0):
+    def __init__(self, bounds, log, idle_timeout=300.0, max_reflector_sessions=None):
         buckets = DelayBuckets(bounds)
         self.lock = threading.Lock()
         self.idle_timeout = idle_timeout
-        self.sender = SenderSessions(buckets, log)
-        self.reflector = ReflectorSessions(buckets, log)
+        self.sender = SenderFamilies(buckets, log)
+        self.reflector = ReflectorFamilies(buckets, log, max_reflector_sessions)
         self.info = ServiceInfo(log)
         self.pipeline = Pipeline(self.info, {"sender": self.sender,
                                              "reflector": self.reflector}, log)

@@ -10,8 +10,9 @@ import sys
 import threading
 import time
 
-from stamp_bpf import __version__
-from stamp_bpf.common import histogram, logs, recordpipe
+from .. import __version__
+from ..common import histogram, logs, recordpipe
+from ..reflector.sessions import DEFAULT_MAX_SESSIONS
 
 from . import receiver, server
 from .aggregator import Aggregator
@@ -47,6 +48,17 @@ def parse_args(argv=None):
     parser.add_argument("-t", "--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="remove a session's series after this long without a record, "
                              "seconds (default 300)")
+    parser.add_argument("--service-timeout", type=float, default=0.0, metavar="SECONDS",
+                        help="/healthz and /healthz/service fail until a service's first "
+                             "health record and when none came for this long (they come "
+                             "every 5 s): a liveness signal for a stuck sender or reflector; "
+                             "0 = off (default)")
+    parser.add_argument("--max-reflector-sessions", type=int, default=DEFAULT_MAX_SESSIONS,
+                        metavar="N",
+                        help="reflector sessions (senders seen by a reflector) kept at most; "
+                             "records of more are dropped and counted in "
+                             "stamp_records_dropped_total{stage=\"session_limit\"} "
+                             f"(default {DEFAULT_MAX_SESSIONS}, as stamp-reflector's --max-sessions)")
     parser.add_argument("-D", "--debug", action="store_true",
                         help="log every malformed message, not only the first of each kind")
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
@@ -56,6 +68,14 @@ def parse_args(argv=None):
     args.host, args.port = parse_listen(parser, args.listen)
     if not args.idle_timeout > 0:
         parser.error(f"--idle-timeout must be a positive number of seconds, got {args.idle_timeout}")
+    if args.service_timeout < 0 or args.service_timeout != args.service_timeout:
+        parser.error(f"--service-timeout must be 0 (off) or a number of seconds, "
+                     f"got {args.service_timeout}")
+    if 0 < args.service_timeout <= 5:
+        parser.error(f"--service-timeout {args.service_timeout:g} is not above the 5 s between "
+                     "a service's health records; use more than 5 (e.g. 60) or 0 (off)")
+    if args.max_reflector_sessions < 1:
+        parser.error(f"--max-reflector-sessions must be 1 or more, got {args.max_reflector_sessions}")
     args.layout = histogram.from_args(parser, args)
     return parser, args
 
@@ -64,14 +84,15 @@ def main(argv=None):
     parser, args = parse_args(argv)
     log = logs.configure("exporter", debug=args.debug, fmt=args.log_format)
     bounds = args.layout.prometheus_buckets() if args.layout else histogram.default_buckets()
-    aggregator = Aggregator(bounds, log, args.idle_timeout)
+    aggregator = Aggregator(bounds, log, args.idle_timeout, args.max_reflector_sessions)
     heartbeat = [time.monotonic()]
     try:
         puller = recordpipe.RecordPuller(args.zmq)
     except ValueError as e:
         parser.exit(1, f"stamp-exporter: error: {e}; choose another endpoint with --zmq\n")
     try:
-        httpd = server.serve(args.host, args.port, server.make_app(aggregator, heartbeat))
+        health = server.Health(heartbeat, lambda: aggregator.info.last_seen, args.service_timeout)
+        httpd = server.serve(args.host, args.port, server.make_app(aggregator, health))
     except OSError as e:
         puller.close()
         parser.exit(1, f"stamp-exporter: error: cannot listen on {args.listen}: {e.strerror}; "
@@ -81,7 +102,8 @@ def main(argv=None):
         signal.signal(sig, lambda *_: stop.set())
     host = f"[{args.host}]" if ":" in args.host else args.host
     log.info("started", version=__version__, listen=f"{host}:{httpd.server_port}",
-             zmq=puller.endpoint, buckets=len(bounds), idle_timeout=args.idle_timeout)
+             zmq=puller.endpoint, buckets=len(bounds), idle_timeout=args.idle_timeout,
+             service_timeout=args.service_timeout)
     try:
         receiver.run(puller, aggregator, stop, heartbeat)
     finally:

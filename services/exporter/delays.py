@@ -1,9 +1,11 @@
-"""One direction's delay statistics: Prometheus histogram, last value, RFC 3550 jitter."""
+"""One direction's delay histogram for Prometheus, on top of the shared DelayStats."""
 
 import bisect
 import math
 
 from prometheus_client.utils import floatToGoString
+
+from ..common.delaystats import DelayStats
 
 
 class DelayBuckets:
@@ -19,34 +21,36 @@ class DelayBuckets:
         return len(self.le)
 
 
-class DelayStats:
-    """Signed delays of one direction of one session, in arrival order.
+class DelayHistogram(DelayStats):
+    """Signed delays of one direction of one session: a histogram of those >= 0 and
+    the sum and count of the magnitudes of those < 0.
 
-    Buckets count a delay d into the first bound with d <= bound (Prometheus `le`),
-    so negative delays land in the first bucket. Jitter is RFC 3550 section 6.4.1:
-    J += (|D| - J) / 16, D being the difference of two consecutive delays.
+    A histogram's _sum must never go down (rate() would read a decrease as a
+    counter reset), and a one-way delay between two clocks that disagree is
+    negative. So delays >= 0 go into the histogram (buckets, sum, count), and
+    the magnitudes |d| of delays < 0 into a sum and a count of their own (a
+    summary without quantiles: two series per direction where a second
+    histogram would cost as many as the first). Both sums only grow, and the
+    signed mean is (sum_pos - sum_neg) / (count_pos + count_neg)
+    (docs/metrics.md). Buckets count a value into the first bound it does not
+    exceed (Prometheus `le`). Last value and jitter are DelayStats' (signed).
     """
 
-    __slots__ = ("buckets", "bounds_ns", "counts", "sum_ns", "count", "last_ns", "jitter_ns",
-                 "negative")
+    __slots__ = ("bounds_ns", "counts", "pos_sum_ns", "negative", "neg_sum_ns")
 
     def __init__(self, buckets):
-        self.buckets = buckets
+        super().__init__()
         self.bounds_ns = buckets.bounds_ns
-        self.counts = [0] * len(buckets)
-        self.sum_ns = 0
-        self.count = 0
-        self.last_ns = None
-        self.jitter_ns = 0.0
-        self.negative = 0
+        self.counts = [0] * len(buckets)        # delays >= 0
+        self.pos_sum_ns = 0
+        self.negative = 0                       # delays < 0: how many, and the sum of |d|
+        self.neg_sum_ns = 0
 
     def observe(self, delay_ns):
-        self.counts[bisect.bisect_left(self.bounds_ns, delay_ns)] += 1
-        self.sum_ns += delay_ns
-        self.count += 1
-        last = self.last_ns
-        if last is not None:
-            self.jitter_ns += (abs(delay_ns - last) - self.jitter_ns) / 16
-        self.last_ns = delay_ns
-        if delay_ns < 0:
+        self.add(delay_ns)
+        if delay_ns >= 0:
+            self.counts[bisect.bisect_left(self.bounds_ns, delay_ns)] += 1
+            self.pos_sum_ns += delay_ns
+        else:
             self.negative += 1
+            self.neg_sum_ns -= delay_ns

@@ -11,7 +11,7 @@ class Pipeline:
         self.malformed = 0
         self._reasons = set()
         self._info = service_info
-        self._sessions = sessions   # {"sender": SenderSessions, "reflector": ReflectorSessions}
+        self._sessions = sessions   # {"sender": SenderFamilies, "reflector": ReflectorFamilies}
         self._log = log
 
     def bad(self, reason, detail, exc_info=False):
@@ -39,12 +39,15 @@ class Pipeline:
         yield sent
         dropped = CounterMetricFamily(
             "stamp_records_dropped", "Records lost before aggregation, by stage: the services' "
-            "ZeroMQ queue, the BPF ring buffer, and malformed messages at the exporter.",
+            "ZeroMQ queue, the BPF ring buffer, malformed messages at the exporter, and "
+            "records of reflector sessions beyond the session bound.",
             labels=["stage"])
-        queue, ring = self._info.dropped()
+        queue, ring, full = self._info.dropped()
         dropped.add_metric(["service_queue"], queue)
         dropped.add_metric(["ring_buffer"], ring)
         dropped.add_metric(["malformed"], self.malformed)
+        # Reflector sessions beyond the bound, at the reflector or here: no series for them.
+        dropped.add_metric(["session_limit"], full + self._sessions["reflector"].table.overflow)
         yield dropped
         sessions = GaugeMetricFamily("stamp_exporter_sessions",
                                      "Sessions the exporter holds series for.", labels=["side"])

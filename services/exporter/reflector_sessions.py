@@ -1,35 +1,39 @@
 """Reflector sessions: packets reflected and the forward delay T2-T1, labelled by sender."""
 
+from ..common.delaystats import near_end
 from . import textformat
-from .sessions import Session, SessionTable, endpoints, render_delays, render_info
+from .sessions import SeriesTable, SessionSeries, endpoints, render_delays, render_info
 
 DIRECTIONS = ("near_end",)
 COUNTS = ("reflected",)     # record fields
 
 
-class ReflectorSession(Session):
+class ReflectorSeries(SessionSeries):
     def __init__(self, key, buckets):
         sender, reflector = endpoints(key)
         super().__init__({"sender": sender, "reflector": reflector}, DIRECTIONS, buckets,
                          COUNTS)
 
 
-class ReflectorSessions:
+class ReflectorFamilies:
     """Aggregates ReflectorPacket records (records.decode_raw tuples); renders the
     stamp_reflector_ families."""
 
-    def __init__(self, buckets, log):
-        self.table = SessionTable(lambda key: ReflectorSession(key, buckets), "reflector", log)
+    def __init__(self, buckets, log, max_sessions=None):
+        self.table = SeriesTable(lambda key: ReflectorSeries(key, buckets), "reflector", log,
+                                 limit=max_sessions)
 
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
+        if s is None:
+            return      # beyond --max-reflector-sessions: counted by the table
         s.timestamping = rec[4]
         t1, t2 = rec[7:9]
         before = s.counts.update(rec[10:11])
         if before is not None:
             self.table.restarted(s, before)
         if t1 and t2:
-            s.delays["near_end"].observe(t2 - t1)
+            s.delays["near_end"].observe(near_end(t1, t2))
 
     def render(self):
         sessions = list(self.table.sessions.values())

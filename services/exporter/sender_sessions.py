@@ -1,11 +1,11 @@
 """Sender sessions: loss counters and the three delays, labelled reflector and sender."""
 
-from stamp_bpf.common import records
+from ..common import records
+from ..common.delaystats import DIRECTIONS, delays
 
 from . import textformat
-from .sessions import Session, SessionTable, endpoints, render_delays, render_info
+from .sessions import SeriesTable, SessionSeries, endpoints, render_delays, render_info
 
-DIRECTIONS = ("near_end", "far_end", "round_trip")
 COUNTERS = (  # (family, help); values are the records' cumulative counters, over restarts
     ("stamp_packets_sent_total", "Test packets the sender sent."),
     ("stamp_packets_received_total", "Replies received before the timeout."),
@@ -17,21 +17,21 @@ COUNTERS = (  # (family, help); values are the records' cumulative counters, ove
 COUNTS = ("sent", "received", "lost", "late", "duplicates", "reordered")   # record fields
 
 
-class SenderSession(Session):
+class SenderSeries(SessionSeries):
     def __init__(self, key, buckets):
         reflector, sender = endpoints(key)
         super().__init__({"reflector": reflector, "sender": sender}, DIRECTIONS, buckets,
                          COUNTS)
 
 
-class SenderSessions:
+class SenderFamilies:
     """Aggregates SenderPacket and SessionStats records; renders the sender families.
 
     Records come as records.decode_raw tuples: field order of the NamedTuples.
     """
 
     def __init__(self, buckets, log):
-        self.table = SessionTable(lambda key: SenderSession(key, buckets), "sender", log)
+        self.table = SeriesTable(lambda key: SenderSeries(key, buckets), "sender", log)
 
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
@@ -50,10 +50,11 @@ class SenderSessions:
             return      # delays count once per packet that came back, late ones included
         t1, t2, t3, t4 = rec[10:14]
         if t1 and t2 and t3 and t4:     # as the sender: no delays from an incomplete reply
+            near, far, rtt = delays(t1, t2, t3, t4)
             d = s.delays
-            d["near_end"].observe(t2 - t1)
-            d["far_end"].observe(t4 - t3)
-            d["round_trip"].observe((t4 - t1) - (t3 - t2))
+            d["near_end"].observe(near)
+            d["far_end"].observe(far)
+            d["round_trip"].observe(rtt)
 
     def stats(self, rec, now):
         s = self.table.get(rec[0:4], now)
@@ -72,7 +73,7 @@ class SenderSessions:
         for i, (name, help_text) in enumerate(COUNTERS):
             out.append(textformat.header(name, "counter", help_text))
             out.extend([f"{name}{base} {t[i]}\n" for base, t in totals])
-        delays = render_delays("stamp_", sessions, DIRECTIONS,
+        families = render_delays("stamp_", sessions, DIRECTIONS,
                                "STAMP delay per direction: near_end T2-T1, far_end T4-T3, "
                                "round_trip (T4-T1)-(T3-T2)")
-        return "".join(out).encode() + render_info("stamp_session_info", sessions) + delays
+        return "".join(out).encode() + render_info("stamp_session_info", sessions) + families

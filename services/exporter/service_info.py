@@ -2,12 +2,12 @@
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from stamp_bpf import __version__
-from stamp_bpf.common import records
+from .. import __version__
+from ..common import records
 
 from .cumulative import CumulativeCounts
 
-PROC_COUNTS = ("dropped_queue", "dropped_ringbuf", "records_sent")  # ServiceStats fields
+PROC_COUNTS = ("dropped_queue", "dropped_ringbuf", "records_sent", "dropped_sessions")  # ServiceStats fields
 
 
 def _role(rec):
@@ -31,9 +31,11 @@ class ServiceInfo:
         self.procs = {}         # (role, pid) -> [ServiceStats, last_seen, CumulativeCounts]
         self.supervised = {}    # service name -> [SupervisorStats, last_seen, CumulativeCounts]
         self.retired = {}       # role name -> PROC_COUNTS totals of expired processes
+        self.last_seen = None   # monotonic time of the newest ServiceStats (liveness)
         self._log = log
 
     def service(self, rec, now):
+        self.last_seen = now
         key = (rec.role, rec.pid)
         role = records.ROLES.get(rec.role, str(rec.role))
         entry = self.procs.get(key)
@@ -41,7 +43,7 @@ class ServiceInfo:
             self._log.info("service_seen", role=role, pid=rec.pid)
             entry = self.procs[key] = [rec, now, CumulativeCounts(PROC_COUNTS)]
         entry[0:2] = rec, now
-        counts = (rec.dropped_queue, rec.dropped_ringbuf, rec.records_sent)
+        counts = (rec.dropped_queue, rec.dropped_ringbuf, rec.records_sent, rec.dropped_sessions)
         before = entry[2].update(counts)
         if before is not None:
             entry[2].log_restart(self._log, before, role=role, pid=rec.pid)
@@ -70,9 +72,10 @@ class ServiceInfo:
         return out
 
     def dropped(self):
-        """(service queue, ring buffer) drops of every process seen, expired ones included."""
+        """(service queue, ring buffer, session table full) drops of every process seen,
+        expired ones included."""
         by_role = self.totals().values()
-        return sum(t[0] for t in by_role), sum(t[1] for t in by_role)
+        return tuple(sum(t[i] for t in by_role) for i in (0, 1, 3))
 
     def records_sent(self):
         """{role: records its processes handed to ZeroMQ}, expired processes included."""
@@ -97,8 +100,22 @@ class ServiceInfo:
             known = [r.clock_error_ns for r in recs if r.clock_error_ns >= 0]
             if known:
                 error.add_metric([role], max(known) / 1e9)
+        tai = GaugeMetricFamily("stamp_clock_tai_offset_seconds",
+                                "The TAI-UTC offset (adjtimex) the service converts PTP "
+                                "timestamps with; the lowest of the role's processes.",
+                                labels=["role"])
+        missing = GaugeMetricFamily("stamp_ptp_tai_offset_missing",
+                                    "1 when a service writes PTP timestamps while the kernel's "
+                                    "TAI offset is 0: they are about 37 s off (docs/cli.md).",
+                                    labels=["role"])
+        for role, recs in sorted(by_role.items()):
+            tai.add_metric([role], min(r.tai_offset_s for r in recs))
+            missing.add_metric([role], int(any(r.ptp_format and r.tai_offset_s == 0
+                                               for r in recs)))
         yield synced
         yield error
+        yield tai
+        yield missing
         up = GaugeMetricFamily("stamp_supervisor_up", "1 when the supervised service runs.",
                                labels=["service"])
         restarts = CounterMetricFamily("stamp_supervisor_restarts",

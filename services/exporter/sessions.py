@@ -3,11 +3,11 @@
 import itertools
 import socket
 
-from stamp_bpf.common import records
+from ..common import records
 
 from . import textformat
 from .cumulative import CumulativeCounts
-from .delays import DelayStats
+from .delays import DelayHistogram
 
 
 def endpoints(key):
@@ -16,7 +16,7 @@ def endpoints(key):
     return f"{socket.inet_ntoa(a)}:{a_port}", f"{socket.inet_ntoa(b)}:{b_port}"
 
 
-class Session:
+class SessionSeries:
     """One session's label strings (rendered once), per-direction delay statistics, and
     the cumulative counts its records carry (named by `counts`)."""
 
@@ -24,7 +24,7 @@ class Session:
         self.labels = labelkv
         self.base = textformat.labels(**labelkv)
         self.by_dir = {d: textformat.labels(**labelkv, direction=d) for d in directions}
-        self.delays = {d: DelayStats(buckets) for d in directions}
+        self.delays = {d: DelayHistogram(buckets) for d in directions}
         self.counts = CumulativeCounts(counts)
         self.buckets = buckets
         self.timestamping = None    # records.TS_*, from the latest packet record
@@ -47,18 +47,32 @@ class Session:
         return t
 
 
-class SessionTable:
-    """Sessions by key; a session with no record for `idle` seconds is removed."""
+class SeriesTable:
+    """Sessions by key; a session with no record for `idle` seconds is removed.
 
-    def __init__(self, make, side, log):
+    With a `limit`, at most that many sessions are kept: get() returns None for a
+    new key when full, and `overflow` counts those records.
+    """
+
+    def __init__(self, make, side, log, limit=None):
         self.sessions = {}
         self._make = make
         self._side = side
         self.log = log
+        self.limit = limit
+        self.overflow = 0
 
     def get(self, key, now):
         s = self.sessions.get(key)
         if s is None:
+            if self.limit is not None and len(self.sessions) >= self.limit:
+                self.overflow += 1
+                if self.overflow == 1:
+                    self.log.warning("sessions_full", side=self._side, max_sessions=self.limit,
+                                     hint="records of new sessions are dropped (see "
+                                          "stamp_records_dropped_total{stage=\"session_limit\"}); "
+                                          "raise --max-reflector-sessions if they are real")
+                return None
             s = self.sessions[key] = self._make(key)
             self.log.info("session_added", side=self._side, **s.labels)
         s.last_seen = now
@@ -96,25 +110,30 @@ def render_info(name, sessions):
 def render_delays(prefix, sessions, directions, what):
     """The delay families of `sessions` as exposition bytes; `prefix` is "stamp_" or similar.
 
-    `what` names the delays ("..., signed, in seconds." is added to the help).
+    `what` names the delays. Delays >= 0 go to the histogram `<prefix>delay_seconds`,
+    the magnitudes of negative ones to the summary `<prefix>delay_negative_seconds`
+    (_sum and _count only; delays.DelayHistogram says why).
     """
     name = f"{prefix}delay_seconds"
-    hist = [textformat.header(name, "histogram", f"{what}, signed, in seconds.").encode()]
+    neg_name = f"{prefix}delay_negative_seconds"
+    hist = [textformat.header(name, "histogram", f"{what}, delays >= 0, in seconds; "
+                              f"negative ones are in {neg_name}.").encode()]
+    neg = [textformat.header(neg_name, "summary", f"{what}: magnitude |d| of delays below "
+                             "zero (clocks out of step), in seconds.")]
     last = [textformat.header(f"{prefix}delay_last_seconds", "gauge",
-                              f"Last value of {name}, signed, in seconds.")]
+                              "Last delay of the session and direction, signed, in seconds.")]
     jitter = [textformat.header(f"{prefix}jitter_seconds", "gauge",
                                 "Interarrival jitter of the delay (RFC 3550 6.4.1), in seconds.")]
-    neg = [textformat.header(f"{prefix}negative_delay_total", "counter",
-                             "Delays below zero (clocks out of step) per direction.")]
     accumulate = itertools.accumulate
     for s in sessions:
         for d in directions:
             st = s.delays[d]
             lab = s.by_dir[d]
             hist.append(s.histogram_template(name, d)
-                        % (*accumulate(st.counts), st.sum_ns / 1e9, st.count))
-            neg.append(f"{prefix}negative_delay_total{lab} {st.negative}\n")
-            if st.last_ns is not None:
-                last.append(f"{prefix}delay_last_seconds{lab} {st.last_ns / 1e9!r}\n")
+                        % (*accumulate(st.counts), st.pos_sum_ns / 1e9, st.count - st.negative))
+            neg.append(f"{neg_name}_sum{lab} {st.neg_sum_ns / 1e9!r}\n"
+                       f"{neg_name}_count{lab} {st.negative}\n")
+            if st.last is not None:
+                last.append(f"{prefix}delay_last_seconds{lab} {st.last / 1e9!r}\n")
                 jitter.append(f"{prefix}jitter_seconds{lab} {st.jitter_ns / 1e9!r}\n")
-    return b"".join(hist) + "".join(last + jitter + neg).encode()
+    return b"".join(hist) + "".join(neg + last + jitter).encode()

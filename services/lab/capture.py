@@ -40,8 +40,8 @@ import sys
 import time
 from typing import NamedTuple
 
-from stamp_bpf.lab import packets
-from stamp_bpf.lab.netns import SENDER_ADDR, wait_ready
+from . import packets
+from .netns import SENDER_ADDR, wait_ready
 
 PCAP_MAGIC_NS = 0xA1B23C4D
 PCAP_MAGIC_US = 0xA1B2C3D4

@@ -29,9 +29,9 @@ import sys
 import threading
 import time
 
-from stamp_bpf.lab import capture
-from stamp_bpf.lab.emulator import duration_ns
-from stamp_bpf.lab.netns import Topology
+from . import capture
+from .emulator import duration_ns
+from .netns import Topology
 
 EXAMPLES = """examples:
   python -m stamp_bpf.lab.demo                        # 3 ms forward, 7 ms back, until Ctrl-C

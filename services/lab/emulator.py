@@ -43,7 +43,7 @@ import signal
 import sys
 import time
 
-from stamp_bpf.lab import packets
+from . import packets
 
 DIRS = ("fwd", "back")
 PR_SET_TIMERSLACK = 29

@@ -13,14 +13,14 @@ import argparse
 import sys
 
 from ..common import histogram, options
-from . import datapath, service
+from . import datapath, service, sessions
 
 EXAMPLES = """examples:
   stamp-reflector eth0                  # reflect on UDP 862 of eth0's addresses
   stamp-reflector eth0 -p 8620          # reflect on another port (TWAMP Light peers)
   stamp-reflector eth0 --stateful       # own Sequence Numbers per session (RFC 8762 4.3.1)
-  stamp-reflector eth0 --stateful --max-sessions 4096 --session-timeout 60
-                                        # at most 4,096 sessions, forgotten after 60 s idle
+  stamp-reflector eth0 --stateful --stateful-sessions 4096 --session-timeout 60
+                                        # at most 4,096 stateful sessions, 60 s idle ends one
   stamp-reflector eth0 --output --hist 28 25 75 --histpath /tmp/reflector-hist
                                         # per-sender logs and histograms
   stamp-reflector eth0 --ebpf           # print the C and cflags that would be loaded
@@ -39,10 +39,11 @@ def parser():
                         "and port, reflector address and port, and SSID, with the reflector's "
                         "own Sequence Number from 0 and Direct Measurement counters; default "
                         "stateless")
-    p.add_argument("--max-sessions", type=_max_sessions, default=datapath.DEFAULT_MAX_SESSIONS,
-                   metavar="N",
-                   help="with --stateful: sessions kept in the kernel (an LRU map; the least "
-                        f"recently used goes when full); default {datapath.DEFAULT_MAX_SESSIONS}")
+    p.add_argument("--stateful-sessions", type=_max_sessions,
+                   default=datapath.DEFAULT_MAX_SESSIONS, metavar="N",
+                   help="with --stateful: sessions the kernel numbers (an LRU map; the least "
+                        "recently used goes when full; not --max-sessions, which bounds the "
+                        f"sessions recorded); default {datapath.DEFAULT_MAX_SESSIONS}")
     p.add_argument("--session-timeout", type=options.seconds(1.0), default=300.0, metavar="S",
                    help="with --stateful: a session idle this long starts again from 0, "
                         "seconds; default 300")
@@ -53,6 +54,11 @@ def parser():
                         "'local free-running'); default ntp")
     p.add_argument("--output", action="store_true",
                    help="log per-sender sessions (start, periodic stats, end)")
+    p.add_argument("--max-sessions", type=int, default=sessions.DEFAULT_MAX_SESSIONS,
+                   metavar="N",
+                   help="sender sessions kept at most (anyone can send to the port); packets "
+                        "of more senders are reflected, not recorded, and counted; "
+                        f"default {sessions.DEFAULT_MAX_SESSIONS}")
     histogram.add_arguments(p, histpath=True)
     options.add_common(p)
     return p
@@ -72,16 +78,19 @@ def _max_sessions(text):
 def main(argv=None):
     p = parser()
     args = p.parse_args(argv)
+    if args.max_sessions < 1:
+        p.error(f"--max-sessions must be 1 or more, got {args.max_sessions}")
     hist_layout = histogram.from_args(p, args)
-    if not args.stateful and (args.max_sessions != datapath.DEFAULT_MAX_SESSIONS
+    if not args.stateful and (args.stateful_sessions != datapath.DEFAULT_MAX_SESSIONS
                               or args.session_timeout != 300.0):
-        p.error("--max-sessions and --session-timeout apply to the stateful mode: add --stateful")
+        p.error("--stateful-sessions and --session-timeout apply to the stateful mode: "
+                "add --stateful")
     if args.stateful and args.timestamping == "user":
         p.error("--stateful needs the kernel datapath: drop --timestamping user")
     return options.run_service(
         "reflector", args, datapath.FILES,
         datapath.defines(args.port, args.timestamp_format == "ptp", args.stateful,
-                         args.max_sessions),
+                         args.stateful_sessions),
         lambda log: service.run(args, log, hist_layout))
 
 

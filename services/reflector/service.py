@@ -8,9 +8,10 @@ ring buffer's records into exporter records, logs, and histograms.
 import contextlib
 import time
 
-from ..common import events as events_mod, histfile, netif, records, recordpipe, runtime, tc, wire
+from ..common import (delaystats, events as events_mod, histfile, netif, records, recordpipe,
+                      runtime, tc, wire)
 from . import datapath
-from .sessions import Sessions
+from .sessions import ReflectorSessions
 from .usermode import UserReflector
 
 # reflector_egress.c does not wake us (a wakeup would delay the packet it
@@ -30,7 +31,8 @@ def run(args, log, hist_layout):
             dp.serve(DRAIN_S, pending)
     else:
         dp, programs = datapath.load(args.port, ptp, debug=args.debug,
-                                     stateful=args.stateful, max_sessions=args.max_sessions)
+                                     stateful=args.stateful,
+                                     max_sessions=args.stateful_sessions)
         dp.set_session_policy(args.sync_source, args.session_timeout)
         _sync_addresses(dp, args.interface, log)
         dp.open_events(pending.append)
@@ -43,7 +45,7 @@ def run(args, log, hist_layout):
             dp.consume()
     state = runtime.refresh_clock(dp, None, log)
 
-    sessions = Sessions()
+    sessions = ReflectorSessions(max_sessions=args.max_sessions)
     hist = (histfile.HistogramFile(args.histpath, hist_layout.bins, hist_layout.floor,
                                    hist_layout.ceil, log=log) if args.histpath else None)
     rx_stamps = runtime.keep_rx_timestamps_on()
@@ -59,13 +61,14 @@ def run(args, log, hist_layout):
 
     def push_service_stats():
         pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
-                                           dp.stats()["ringbuf_lost"], ts_kind)])
+                                           dp.stats()["ringbuf_lost"], ts_kind, ptp,
+                                           sessions.overflow)])
 
     with recordpipe.RecordPusher(args.zmq, log=log) as pusher, attachment:
         log.info("reflecting", interface=args.interface, port=args.port,
                  timestamping=args.timestamping, timestamp_format=args.timestamp_format,
                  zmq=args.zmq, stateful=args.stateful,
-                 max_sessions=args.max_sessions if args.stateful else None,
+                 stateful_sessions=args.stateful_sessions if args.stateful else None,
                  clock_synchronized=state.synchronized,
                  clock_error_s=state.error_s, tai_offset_s=state.tai_offset_s)
         while not stop.stopped:
@@ -96,6 +99,7 @@ def run(args, log, hist_layout):
         hist.flush()
     log.info("summary", signal=stop.signal, counters=dp.stats(),
              kernel_sessions=_kernel_sessions(dp, args),
+             sessions_overflow=sessions.overflow,
              records_sent=pusher.sent, records_dropped=pusher.dropped,
              sessions=[{"sender": s.label, "reflected": s.reflected,
                         "forward": s.forward.summary()} for s in sessions])
@@ -110,7 +114,7 @@ def _kernel_sessions(dp, args):
     if not args.stateful:
         return None
     stats, live = dp.stats(), dp.session_count()
-    return {"max": args.max_sessions, "live": live, "created": stats["sessions_created"],
+    return {"max": args.stateful_sessions, "live": live, "created": stats["sessions_created"],
             "evicted": max(0, stats["sessions_created"] - live),
             "expired": stats["sessions_expired"]}
 
@@ -132,13 +136,21 @@ def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
         t2_ns = wire.ts_to_ns(ev.t2, ev.error_estimate, tai_offset_s)
         t3_ns = wire.ts_to_ns(ev.t3, ev.error_estimate, tai_offset_s)
         s, new = sessions.get(ev.sender, ev.sender_port)
+        if s is None:
+            if sessions.overflow == 1 or sessions.overflow % 100_000 == 0:
+                log.warning("sessions_full", sender=f"{ev.sender}:{ev.sender_port}",
+                            max_sessions=sessions.max_sessions, packets=sessions.overflow,
+                            hint="packets of new senders are reflected but not recorded; "
+                                 "raise --max-sessions if these senders are real")
+            continue
         if new and args.output:
             log.info("session_started", sender=s.label)
         s.reflected += 1
         if t1_ns:
-            s.forward.add(t2_ns - t1_ns)
+            forward = delaystats.near_end(t1_ns, t2_ns)
+            s.forward.add(forward)
             if hist:
-                hist.observe(s.label, "near_end", t2_ns - t1_ns)
+                hist.observe(s.label, "near_end", forward)
         out.append(records.ReflectorPacket(
             ev.sender, ev.sender_port, ev.local, ev.local_port,
             ts_kind, ev.sender_ttl, ev.seq, t1_ns, t2_ns, t3_ns, s.reflected))

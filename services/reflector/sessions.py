@@ -9,7 +9,9 @@ import time
 from ..common.delaystats import DelayStats
 
 
-class SenderSession:
+class ReflectorSession:
+    """The reflector's session for one sender address and port."""
+
     __slots__ = ("label", "reflected", "forward", "last_seen")
 
     def __init__(self, label):
@@ -19,20 +21,35 @@ class SenderSession:
         self.last_seen = time.monotonic()
 
 
-class Sessions:
-    """Sender sessions by (address, port), forgetting those idle for `idle_s`."""
+DEFAULT_MAX_SESSIONS = 1024    # senders one reflector keeps: a 1,025-node full mesh
 
-    def __init__(self, idle_s=300.0):
+
+class ReflectorSessions:
+    """Reflector sessions by (address, port), forgetting those idle for `idle_s`.
+
+    Any source address and port can send to the reflector's port, spoofed ones
+    included, so at most `max_sessions` are kept: a packet of a new sender
+    beyond that is still reflected (in the kernel), but gets no session, no
+    record and no series; `overflow` counts those packets.
+    """
+
+    def __init__(self, idle_s=300.0, max_sessions=DEFAULT_MAX_SESSIONS):
         self.idle_s = idle_s
+        self.max_sessions = max_sessions
+        self.overflow = 0
         self._by_key = {}
 
     def get(self, addr, port):
-        """(session, is_new), marking the session as seen now."""
+        """(session, is_new), marking the session as seen now; (None, False) when the
+        table is full and this sender is not in it (counted in `overflow`)."""
         key = (addr, port)
         s = self._by_key.get(key)
         new = s is None
         if new:
-            s = self._by_key[key] = SenderSession(f"{addr}:{port}")
+            if len(self._by_key) >= self.max_sessions:
+                self.overflow += 1
+                return None, False
+            s = self._by_key[key] = ReflectorSession(f"{addr}:{port}")
         s.last_seen = time.monotonic()
         return s, new
 

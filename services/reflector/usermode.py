@@ -14,11 +14,8 @@ import socket
 import struct
 import time
 
-from ..common import datapath, events, wire
+from ..common import cmsg, datapath, events, wire
 
-IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
-IP_TTL_CMSG = getattr(socket, "IP_TTL", 2)
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 REFLECT_TTL = 255
 
 
@@ -30,8 +27,8 @@ class UserReflector:
         self.counts = dict.fromkeys(datapath.STATS, 0)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-        self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-        self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        self.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
+        self.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_PKTINFO, 1)
         self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, REFLECT_TTL)
         try:
             self.sock.bind(("0.0.0.0", port))
@@ -46,10 +43,8 @@ class UserReflector:
     def stats(self):
         return dict(self.counts)
 
-    def _encode(self, utc_ns):
-        if self.ptp:
-            return wire.ns_to_ptp(utc_ns, self.state.tai_offset_s)
-        return wire.ns_to_ntp(utc_ns)
+    def _now(self):
+        return wire.encode_ts(time.time_ns(), self.ptp, self.state.tai_offset_s)
 
     def serve(self, timeout_s, out):
         """Reflect what arrives within timeout_s; append an event record per packet to out."""
@@ -57,15 +52,15 @@ class UserReflector:
         while ready:
             try:
                 data, anc, _flags, (addr, port) = self.sock.recvmsg(
-                    65535, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(12))
+                    65535, cmsg.TTL_SPACE + cmsg.PKTINFO_SPACE)
             except BlockingIOError:
                 return
-            t2 = self._encode(time.time_ns())
+            t2 = self._now()
             reply = self._reply(data, port, anc, t2)
             if reply is None:
                 continue
             packet, ttl, local = reply
-            struct.pack_into("!II", packet, 4, *self._encode(time.time_ns()))   # T3
+            struct.pack_into("!II", packet, 4, *self._now())   # T3
             try:
                 self.sock.sendto(packet, (addr, port))
             except OSError:
@@ -87,12 +82,7 @@ class UserReflector:
         if sport == self.port and wire.is_reflection(data):
             self.counts["loop_guard"] += 1
             return None
-        ttl, local = 0, b"\0\0\0\0"
-        for lvl, typ, d in anc:
-            if lvl == socket.IPPROTO_IP and typ == IP_TTL_CMSG:
-                ttl = struct.unpack("=i", d[:4])[0]
-            elif lvl == socket.IPPROTO_IP and typ == IP_PKTINFO:
-                local = d[8:12]     # struct in_pktinfo: ifindex, spec_dst, addr
+        ttl, local = cmsg.received_ttl(anc), cmsg.local_address(anc)
         seq, t1, see = wire.parse_sender_packet(data)
         if len(data) < wire.BASE_LEN:
             self.counts["grown"] += 1

@@ -83,7 +83,8 @@ def parser():
                         "default: the same as --timeout")
     p.add_argument("--reflector-dns", metavar="NAME",
                    help="measure to every IPv4 address NAME resolves to (except this "
-                        "host's), re-resolved every --dns-interval")
+                        "host's), re-resolved every --dns-interval; REFLECTORs given too "
+                        "are measured whatever NAME resolves to")
     p.add_argument("--dns-interval", type=options.seconds(1.0), default=30.0,
                    help="seconds between --reflector-dns lookups; default 30")
     p.add_argument("--ssid", type=_ssid, default=None, metavar="N",

@@ -13,15 +13,20 @@ import sys
 import time
 
 from ..common import events, histfile, netif, records, recordpipe, runtime, tc, wire
+from ..common.delaystats import DIRECTIONS, delays
 from . import datapath, tlvs, view
-from .resolver import Resolver
-from .session import Session, decode_reply, delays, now_ns, DIRECTIONS
 from .direction import DirectionalLoss
+from .resolver import Resolver
+from .session import SenderSession, decode_reply, now_ns
 from .ssid import SsidAllocator, SsidCheck
-from .transmit import Transmitter
+from .transmit import Transmitter, source_address
 from .usermode import UserSenderDatapath
 
 MAX_WAIT_MS = 100
+# A session's source address while the kernel finds none for it. Bound to the
+# interface, a socket with no route is sent on-link from the interface's address,
+# so this happens only when the interface has no IPv4 address.
+NO_ROUTE = "0.0.0.0"
 PUSH_BATCH = 256                # records per ZeroMQ message, at most
 PUSH_EVERY_NS = 20_000_000      # and no record waits longer than this
 
@@ -41,7 +46,9 @@ class SenderService:
         self.ts_kind = records.TS_USER if self.user_mode else records.TS_BPF
         # Console logs are for people (a terminal, or the supervisor on one): show the view too.
         self.live = args.log_format == "console" or (args.log_format == "auto" and sys.stdout.isatty())
-        self.sessions = {}          # reflector address -> Session
+        self.sessions = {}          # reflector address -> SenderSession
+        # Reflectors given as arguments: DNS answers never stop them (nor add them twice).
+        self.static = frozenset(args.reflectors)
         self.ended = []             # sessions removed by DNS, for the summary
         self.schedule = []          # heap of (next send ns, reflector address)
         self.deadlines = []         # heap of (give-up ns, reflector address, seq)
@@ -58,8 +65,17 @@ class SenderService:
 
     def add_session(self, reflector, offset_ns=0):
         a = self.args
-        s = Session(reflector, a.dest_port, a.source_port, a.count, a.interval, a.timeout,
-                    a.late_window, time.monotonic_ns() + offset_ns)
+        # The series are labelled with our real source address from the first packet,
+        # also when the reflector never answers (replies no longer teach it).
+        local = source_address(a.interface, reflector, a.dest_port)
+        if local is None:
+            local = NO_ROUTE
+            self.log.warning("no_route", reflector=reflector, interface=a.interface,
+                             hint="no source address toward the reflector on this interface "
+                                  "(has it lost its IPv4 address?): its series are labelled "
+                                  "sender=0.0.0.0 until there is one")
+        s = SenderSession(reflector, a.dest_port, local, a.source_port, a.count, a.interval,
+                          a.timeout, a.late_window, time.monotonic_ns() + offset_ns)
         s.ssid = SsidCheck(self.ssids.take())
         if a.directional_loss:
             s.direction = DirectionalLoss()
@@ -90,13 +106,23 @@ class SenderService:
                 self.pusher.push([s.stats_record(ended=True)])
                 self.log.info("session_ended", **s.summary())
 
+    def _find_missing_routes(self):
+        """Once a route appears for a session that had none, label it with its source."""
+        for s in self.sessions.values():
+            if s.local == NO_ROUTE:
+                local = source_address(self.args.interface, s.reflector, s.port)
+                if local is not None:
+                    s.local = local
+                    self.log.info("route_found", reflector=s.label, source=local)
+
     def _apply_dns(self, addrs):
+        """Follow a DNS answer: start and stop the discovered sessions, never the static ones."""
         if addrs is None:
             return
-        wanted = set(addrs)
+        wanted = set(addrs) - self.static
         for addr in sorted(wanted - set(self.sessions)):
             self.add_session(addr)
-        for addr in set(self.sessions) - wanted:
+        for addr in set(self.sessions) - self.static - wanted:
             self.stop_session(addr)
         for addr in wanted:
             s = self.sessions[addr]
@@ -169,6 +195,7 @@ class SenderService:
             self._drain()
             if every_second.due():
                 self._set_clock(runtime.refresh_clock(self.dp, self.state, self.log))
+                self._find_missing_routes()
                 if resolver:
                     self._apply_dns(resolver.latest())
                 self._end_finished_stopping()
@@ -203,7 +230,7 @@ class SenderService:
                 s.on_sent(mono, wall)
                 heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), addr, seq))
             else:
-                s.next_seq += 1     # skip it: the kernel refused, nothing left
+                s.skip()            # the kernel refused it: nothing left to wait for
                 self.log.warning("send_failed", reflector=s.label, seq=seq, errors=self.tx.errors)
             self._schedule(s)
 
@@ -262,7 +289,11 @@ class SenderService:
         s = self.sessions.get(ev.reflector)
         if s is None or ev.reflector_port != s.port:
             return
-        s.local = ev.local
+        if ev.local != s.local and not s.local_mismatch:
+            s.local_mismatch = True
+            self.log.warning("source_address_differs", reflector=s.label, route=s.local,
+                             reply_to=ev.local, hint="the reply came back to another of our "
+                             "addresses; series stay labelled with the route's")
         counted, note = s.ssid.accept(reply_ssid(ev))
         if note == "zeroed":
             self.log.info("ssid_not_echoed", reflector=s.label, ssid=s.ssid.ssid,
@@ -288,7 +319,7 @@ class SenderService:
             self.log.warning("timestamp_missing", reflector=s.label, seq=r.seq,
                              hint="a reply without T1, T2, T3 or T4: no delays for it")
         if self.hist and r.valid and outcome != records.OUTCOME_DUPLICATE:
-            for d, value in zip(DIRECTIONS, delays(r)):
+            for d, value in zip(DIRECTIONS, delays(r.t1, r.t2, r.t3, r.t4)):
                 self.hist.observe(s.label, d, value)
         self.out.append(records.SenderPacket(
             s.reflector, s.port, s.local, s.local_port, outcome, reordered, self.ts_kind,
@@ -308,7 +339,8 @@ class SenderService:
 
     def _push_service_stats(self):
         self.pusher.push([runtime.service_stats(records.ROLE_SENDER, self.state, self.pusher,
-                                                self.dp.stats()["ringbuf_lost"], self.ts_kind)])
+                                                self.dp.stats()["ringbuf_lost"], self.ts_kind,
+                                                self.ptp)])
 
     def _summary(self):
         every = self.ended + list(self.sessions.values())

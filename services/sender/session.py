@@ -8,18 +8,27 @@ Counting rules (docs in README "Loss, late, duplicates"):
 - duplicate: a second reply for a sequence number already answered;
 - reordered: a reply whose sequence number is below one already answered.
 A packet is counted once: received, late or lost.
+
+Sequence numbers are 32 bits on the wire and wrap from 2^32 - 1 to 0 (about
+50 days at 1 ms); "below" is serial number arithmetic (RFC 1982): a is before
+b when b - a, modulo 2^32, is between 1 and 2^31 - 1.
 """
 
 import time
 from typing import NamedTuple
 
 from ..common import records, wire
-from ..common.delaystats import DelayStats
-
-DIRECTIONS = ("near_end", "far_end", "round_trip")
+from ..common.delaystats import DIRECTIONS, DelayStats, delays
 # Sequence numbers remembered for duplicate detection, per session: enough
 # for every packet that can still be answered (timeout + late window), twice.
 ANSWERED_MIN, ANSWERED_MAX = 1024, 65536
+SEQ_MOD = 1 << 32           # the Sequence Number field is 32 bits (RFC 8762 4.2.1)
+SEQ_HALF = 1 << 31
+
+
+def seq_before(a, b):
+    """Is sequence number a before b, across the wrap at 2^32 (RFC 1982)?"""
+    return 0 < (b - a) % SEQ_MOD < SEQ_HALF
 
 
 class Sent(NamedTuple):
@@ -45,12 +54,16 @@ class Reply(NamedTuple):
     sender_ttl: int
 
 
-class Session:
-    def __init__(self, reflector, port, local_port, count, interval_s, timeout_s,
+class SenderSession:
+    """The sender's session to one reflector: what was sent, what came back, delays."""
+
+    def __init__(self, reflector, port, local, local_port, count, interval_s, timeout_s,
                  late_window_s, start_mono_ns):
         self.reflector = reflector
         self.port = port
+        self.local = local           # our source address toward the reflector (the route's)
         self.local_port = local_port
+        self.local_mismatch = False  # a reply came back to another address (logged once)
         self.label = f"{reflector}:{port}"
         self.count = count
         self.interval_ns = int(interval_s * 1e9)
@@ -59,11 +72,10 @@ class Session:
         self.answered_window = min(ANSWERED_MAX, max(
             ANSWERED_MIN, 2 * -(-self.give_up_ns // max(self.interval_ns, 1))))
         self.start_ns = start_mono_ns
-        self.next_seq = 0
-        self.local = "0.0.0.0"       # learnt from the first reply
+        self.index = 0               # packets handed out so far; never wraps
         self.outstanding = {}        # seq -> Sent
         self.answered = {}           # seq -> None, insertion-ordered window
-        self.max_answered = -1
+        self.max_answered = None     # the latest sequence number answered
         self.stopping = False        # no more sends (DNS removed it)
         self.scheduled = False       # an entry of the service's send schedule is ours
         self.sent = self.received = self.lost = self.late = 0
@@ -81,16 +93,25 @@ class Session:
         Packet k goes at start + k * interval: a late loop catches up without
         shifting later packets, so the rate never drifts.
         """
-        if self.stopping or (self.count and self.next_seq >= self.count):
+        if self.stopping or (self.count and self.index >= self.count):
             return None
-        return self.start_ns + self.next_seq * self.interval_ns
+        return self.start_ns + self.index * self.interval_ns
+
+    @property
+    def next_seq(self):
+        """The Sequence Number of the next packet: its index modulo 2^32."""
+        return self.index % SEQ_MOD
 
     def on_sent(self, mono_ns, wall_ns):
         seq = self.next_seq
         self.outstanding[seq] = Sent(mono_ns, wall_ns)
-        self.next_seq += 1
+        self.index += 1
         self.sent += 1
         return seq
+
+    def skip(self):
+        """The next packet could not be sent: go on with the one after it."""
+        self.index += 1
 
     def finished(self):
         return self.next_send_ns() is None and not self.outstanding
@@ -105,10 +126,11 @@ class Session:
         if self.outstanding.pop(r.seq, None) is None:
             return None, False      # not ours, or already declared lost
         self._remember(r.seq)
-        reordered = r.seq < self.max_answered
+        reordered = self.max_answered is not None and seq_before(r.seq, self.max_answered)
         if reordered:
             self.reordered += 1
-        self.max_answered = max(self.max_answered, r.seq)
+        else:
+            self.max_answered = r.seq
         if r.valid and r.t4 - r.t1 > self.timeout_ns:
             self.late += 1
             outcome = records.OUTCOME_LATE
@@ -116,7 +138,7 @@ class Session:
             self.received += 1
             outcome = records.OUTCOME_RECEIVED
         if r.valid:
-            for name, value in zip(DIRECTIONS, delays(r)):
+            for name, value in zip(DIRECTIONS, delays(r.t1, r.t2, r.t3, r.t4)):
                 self.delays[name].add(value)
         else:
             self.invalid += 1
@@ -164,16 +186,6 @@ class Session:
     def stats_record(self, ended=False):
         return records.SessionStats(self.reflector, self.port, self.local, self.local_port,
                                     *self.counters(), ended)
-
-
-def delays(r):
-    """(near_end, far_end, round_trip) in ns, signed.
-
-    Near end (forward) T2-T1 and far end (backward) T4-T3 compare two clocks
-    and go negative when they disagree; the round trip (T4-T1)-(T3-T2) uses
-    each clock only against itself.
-    """
-    return r.t2 - r.t1, r.t4 - r.t3, (r.t4 - r.t1) - (r.t3 - r.t2)
 
 
 def decode_reply(ev, our_ee, tai_offset_s):

@@ -16,6 +16,24 @@ SO_COOKIE = getattr(socket, "SO_COOKIE", 57)
 SEND_TTL = 255
 
 
+def source_address(ifname, reflector, port):
+    """The IPv4 source address the kernel picks for packets to a reflector.
+
+    A UDP connect() on a socket bound to the interface does the route lookup
+    that sendto() will do (no packet is sent); getsockname() then names the
+    source address. Bound to a device, the kernel takes a destination with no
+    route to be on-link, so this is None only when the interface has no IPv4
+    address.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        try:
+            s.connect((reflector, port))
+        except OSError:
+            return None
+        return s.getsockname()[0]
+
+
 class Transmitter:
     def __init__(self, ifname, source_port, size=wire.BASE_LEN, tlvs=b"", dscp=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -13,10 +13,7 @@ import socket
 import struct
 import time
 
-from ..common import datapath, events, wire
-
-IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
-IP_TTL_CMSG = getattr(socket, "IP_TTL", 2)
+from ..common import cmsg, datapath, events, wire
 
 
 class UserSenderDatapath:
@@ -31,17 +28,15 @@ class UserSenderDatapath:
         self._state = None
         self._callback = None
         self._counts = dict.fromkeys(datapath.STATS, 0)
-        tx.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        tx.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
         tx.stamp = self._stamp
 
-    def _encode(self, utc_ns):
-        if self.ptp:
-            return wire.ns_to_ptp(utc_ns, self._state.tai_offset_s)
-        return wire.ns_to_ntp(utc_ns)
+    def _now(self):
+        return wire.encode_ts(time.time_ns(), self.ptp, self._state.tai_offset_s)
 
     def _stamp(self, packet):
         """Write T1 and the Error Estimate into a packet about to be sent."""
-        sec, frac = self._encode(time.time_ns())
+        sec, frac = self._now()
         struct.pack_into("!IIH", packet, 4, sec, frac, self._state.error_estimate(self.ptp))
         self._counts["stamped"] += 1
 
@@ -69,14 +64,13 @@ class UserSenderDatapath:
         while ready:
             try:
                 data, anc, _flags, (addr, port) = self.tx.sock.recvmsg(
-                    2048, socket.CMSG_SPACE(4))
+                    2048, cmsg.TTL_SPACE)
             except BlockingIOError:
                 return
-            t4 = self._encode(time.time_ns())
+            t4 = self._now()
             if addr not in self._sessions or len(data) < wire.BASE_LEN:
                 continue
-            ttl = next((struct.unpack("=i", d[:4])[0] for lvl, typ, d in anc
-                        if lvl == socket.IPPROTO_IP and typ == IP_TTL_CMSG), 0)
+            ttl = cmsg.received_ttl(anc)
             self._counts["received"] += 1
             self._callback(events.SENDER_EVENT.pack(
                 socket.inet_aton(addr), self.local, port, self.tx.source_port,

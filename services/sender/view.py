@@ -1,6 +1,6 @@
 """The live, ping-like view the sender prints on a terminal."""
 
-from .session import delays
+from ..common.delaystats import delays
 
 
 def _ms(ns):
@@ -10,7 +10,7 @@ def _ms(ns):
 def reply_line(session, reply, outcome_name, reordered):
     if not reply.valid:
         return f"{session.reflector}: seq={reply.seq} {outcome_name} (a timestamp is missing)"
-    near, far, rtt = delays(reply)
+    near, far, rtt = delays(reply.t1, reply.t2, reply.t3, reply.t4)
     hops = 255 - reply.sender_ttl
     flags = "".join(f" {w}" for w, on in (("LATE", outcome_name == "late"),
                                           ("DUP", outcome_name == "duplicate"),

@@ -1,4 +1,9 @@
-"""The command line of each child, built from a validated configuration.
+"""The command line of each service, built from a validated configuration.
+
+The one builder of the services' command lines: the supervisor runs them, and
+the chart's templates (chart/templates/_args.tpl) must render the same
+arguments from the same settings, which tests/test_command_line.py checks for
+every chart scenario.
 
 The children are the same console scripts a user runs by hand, with the same
 flags (docs/cli.md), found in one bin directory: by default the one holding the
@@ -6,6 +11,7 @@ supervisor's own interpreter, so a virtual environment supervises its own
 stamp-sender, stamp-reflector and stamp-exporter.
 """
 
+import decimal
 import os
 import shutil
 import socket
@@ -25,47 +31,71 @@ def default_bin_dir():
 
 
 def _num(v):
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    """A number as Helm's toString (Go's %v) writes it, so the chart renders the same text:
+    the shortest digits that give the value back (never rounded), in exponent form
+    below 1e-04 and from 1e+06 on, and whole floats without a point."""
+    if not isinstance(v, float):
+        return str(v)
+    d = decimal.Decimal(repr(v)).normalize()
+    exp = d.adjusted()
+    if exp < -4 or exp >= 6:
+        sign, digits, _ = d.as_tuple()
+        mant = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
+        return f"{'-' if sign else ''}{mant}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    return format(d, "f")
 
 
-def _common(cfg, svc, log_format):
-    args = ["--zmq", cfg["zmq.endpoint"], "--log-format", log_format]
-    if cfg[f"{svc}.debug"]:
-        args.append("--debug")
-    if cfg[f"{svc}.enforceSync"]:
-        args.append("--enforce-sync")
-    if cfg[f"{svc}.enforcePTP"]:
-        args.append("--enforce-ptp")
+def _pipe(cfg, log_format):
+    return ["--zmq", cfg["zmq.endpoint"], "--log-format", log_format]
+
+
+def _hist_and_flags(cfg, svc):
+    """--hist/--histpath, then the boolean flags, in the chart's order (chart/templates/_args.tpl)."""
+    args = []
     h = f"{svc}.histogram."
     if cfg[h + "enabled"]:
         args += ["--hist", *(_num(cfg[h + k]) for k in ("bins", "floor", "ceiling")),
                  "--histpath", cfg[h + "path"]]
+    if svc == "reflector" and cfg["reflector.output"]:
+        args.append("--output")
+    for key, flag in (("enforceSync", "--enforce-sync"), ("enforcePTP", "--enforce-ptp"),
+                      ("debug", "--debug")):
+        if cfg[f"{svc}.{key}"]:
+            args.append(flag)
     return args
 
 
 def sender_args(cfg, log_format):
-    args = [cfg["sender.interface"], *cfg["sender.reflectorIPs"],
-            "--source-port", str(cfg["sender.sourcePort"]),
-            "--dest-port", str(cfg["sender.destinationPort"]),
-            "--count", str(cfg["sender.count"]),
-            "--interval", _num(cfg["sender.interval"]),
-            "--timeout", _num(cfg["sender.timeout"])]
+    """stamp-sender's arguments. REFLECTOR addresses and --reflector-dns may both be
+    given: the sender keeps the static sessions apart from the discovered ones."""
+    args = [cfg["sender.interface"], *cfg["sender.reflectorIPs"]]
     if cfg["sender.reflectorDNS"]:
         args += ["--reflector-dns", cfg["sender.reflectorDNS"],
                  "--dns-interval", _num(cfg["sender.dnsInterval"])]
-    return args + _common(cfg, "sender", log_format) + cfg["sender.extraArgs"]
+    args += ["--source-port", str(cfg["sender.sourcePort"]),
+             "--dest-port", str(cfg["sender.destinationPort"]),
+             "--count", str(cfg["sender.count"]),
+             "--interval", _num(cfg["sender.interval"]),
+             "--timeout", _num(cfg["sender.timeout"])]
+    return (args + _pipe(cfg, log_format) + _hist_and_flags(cfg, "sender")
+            + cfg["sender.extraArgs"])
 
 
 def reflector_args(cfg, log_format):
-    args = [cfg["reflector.interface"], "--port", str(cfg["reflector.port"])]
-    if cfg["reflector.output"]:
-        args.append("--output")
-    return args + _common(cfg, "reflector", log_format) + cfg["reflector.extraArgs"]
+    args = [cfg["reflector.interface"], "--port", str(cfg["reflector.port"]),
+            "--max-sessions", str(cfg["reflector.maxSessions"])]
+    return (args + _pipe(cfg, log_format) + _hist_and_flags(cfg, "reflector")
+            + cfg["reflector.extraArgs"])
 
 
 def exporter_args(cfg, log_format):
     args = ["--listen", cfg["monitoring.listen"], "--zmq", cfg["zmq.endpoint"],
-            "--idle-timeout", _num(cfg["exporter.idleTimeout"]), "--log-format", log_format]
+            "--idle-timeout", _num(cfg["exporter.idleTimeout"])]
+    if cfg["exporter.serviceTimeout"]:
+        args += ["--service-timeout", _num(cfg["exporter.serviceTimeout"])]
+    if cfg["reflector.enabled"]:
+        args += ["--max-reflector-sessions", str(cfg["reflector.maxSessions"])]
+    args += ["--log-format", log_format]
     hist = exporter_histogram(cfg)
     if hist:
         args += ["--hist", *map(_num, hist)]

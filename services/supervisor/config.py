@@ -61,8 +61,12 @@ KEYS = {k.name: k for k in [
     *_service_keys("reflector", "/tmp/reflector-hist"),
     Key("reflector.port", "int", 862, "UDP port to reflect on"),
     Key("reflector.output", "bool", False, "pass --output (per-session output and histograms)"),
+    Key("reflector.maxSessions", "int", 1024, "sender sessions kept at most (--max-sessions; "
+        "also the exporter's --max-reflector-sessions)"),
     Key("monitoring.listen", "str", "0.0.0.0:8080", "HOST:PORT the exporter serves /metrics on"),
     Key("exporter.idleTimeout", "number", 300, "seconds before an idle session's series go"),
+    Key("exporter.serviceTimeout", "number", 0, "seconds without a service's health record "
+        "before /healthz fails (--service-timeout); 0 = off"),
     Key("exporter.debug", "bool", False, "pass -D/--debug to the exporter"),
     Key("exporter.extraArgs", "list", [], "more exporter arguments, appended as given"),
     Key("zmq.endpoint", "str", DEFAULT_ENDPOINT, "record stream (--zmq) of all three"),
@@ -289,6 +293,11 @@ def validate(cfg):
                           "so there is nothing to run; enable at least one")
     _sender(cfg)
     _port(cfg, "reflector.port")
+    if cfg["reflector.maxSessions"] < 1:
+        raise ConfigError(f"reflector.maxSessions: {cfg['reflector.maxSessions']} must be 1 or more")
+    if cfg["exporter.serviceTimeout"] and not cfg["exporter.serviceTimeout"] > 5:
+        raise ConfigError(f"exporter.serviceTimeout: {cfg['exporter.serviceTimeout']} must be 0 "
+                          "(off) or above the 5 s between a service's health records, e.g. 60")
     for svc in ("sender", "reflector"):
         _interface(cfg, f"{svc}.interface")
         _histogram(cfg, svc)
