@@ -68,6 +68,8 @@ FLAG_ERRORS = [
     ("stamp-sender", [NOIF, "198.18.0.2", "--dscp", "64"], ["--dscp", "0-63"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "--padding", "x"], ["--padding", "'x'"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "198.18.0.3", "--ssid", "5"], ["--ssid", "one REFLECTOR"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "--max-peers", "4"], ["--max-peers", "--reflector-dns"]),
+    ("stamp-sender", [NOIF, "--reflector-dns", "x.example", "--max-peers", "-1"], ["--max-peers", "'-1'"]),
 ]
 
 

@@ -69,6 +69,7 @@ def supervisor_config(values, component):
         cfg["sender.reflectorDNS"] = f"{RELEASE}-stamp-bpf-reflector.{NAMESPACE}.svc." \
                                      f"{values['global']['clusterDomain']}"
     cfg["monitoring.listen"] = f"0.0.0.0:{values[component]['metricsPort']}"
+    cfg["exporter.nodeName"] = "$(NODE_NAME)"     # the pod's spec.nodeName (downward API)
     # A pod runs one service; its exporter's buckets follow that service's histogram.
     cfg[f"{'reflector' if component == 'sender' else 'sender'}.enabled"] = False
     return cfg

@@ -14,7 +14,7 @@ import ipaddress
 import sys
 
 from ..common import histogram, options
-from . import datapath
+from . import datapath, peers
 from .service import SenderService
 
 EXAMPLES = """examples:
@@ -23,6 +23,8 @@ EXAMPLES = """examples:
   stamp-sender eth0 10.0.0.2 -i 0.001 -w 0.5 # 1,000 packets/s, late after 500 ms
   stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local
                                              # every address of a DNS name (a mesh)
+  stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local --max-peers 16
+                                             # at most 16 of them, the same on every restart
   stamp-sender eth0 10.0.0.2 --timestamp-format ptp   # PTPv2 timestamps (Z=1)
   stamp-sender eth0 10.0.0.2 --ssid 100      # SSID 100 (RFC 8972), checked on every reply
   stamp-sender eth0 10.0.0.2 -c 5 | tail -n1 | jq .    # the JSON summary
@@ -58,6 +60,17 @@ def _ssid(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an SSID (1-65535)") from None
     if not 1 <= value <= 0xFFFF:
         raise argparse.ArgumentTypeError(f"{value} is not an SSID: give 1-65535 (0 means none)")
+    return value
+
+
+def max_peers(text):
+    """argparse type: --max-peers K, 0 (every peer) or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a peer count: give 0 (every peer) or more")
     return value
 
 
@@ -106,6 +119,10 @@ def parser():
                         "and timestamping methods")
     p.add_argument("--padding", type=_ranged("padding", 0, 1400), default=None, metavar="N",
                    help="add an Extra Padding TLV of N octets (0-1400), for size effects")
+    p.add_argument("--max-peers", metavar="K", type=max_peers, default=None,
+                   help="with --reflector-dns: measure at most K of its addresses, chosen "
+                        "by a hash ring so every reflector is measured by K senders "
+                        "(docs/cli.md); default 0, every address")
     p.add_argument("--summary-interval", type=options.seconds(1.0), default=10.0,
                    help="seconds between per-session stats log lines; default 10")
     histogram.add_arguments(p, histpath=True)
@@ -127,6 +144,10 @@ def parse(argv=None):
     if args.ssid is not None and (len(args.reflectors) != 1 or args.reflector_dns):
         p.error("--ssid fixes the SSID of one session: give exactly one REFLECTOR and no "
                 "--reflector-dns (without --ssid every session gets its own)")
+    if args.max_peers is not None and not args.reflector_dns:
+        p.error("--max-peers chooses among the addresses of --reflector-dns; give --reflector-dns "
+                "NAME, or list fewer REFLECTOR addresses")
+    args.max_peers = args.max_peers or peers.ALL
     if args.late_window is None:
         args.late_window = args.timeout
     return p, args, histogram.from_args(p, args)
