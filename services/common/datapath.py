@@ -18,7 +18,8 @@ RINGBUF_PAGES = 512
 # The per-CPU counters, in the order of enum stamp_stat (bpf/stamp.h). Its
 # first two (STAT_STAMPED, STAT_RECEIVED) count different things in the two
 # services, so each service names them for what they count here.
-_COMMON_STATS = ("ringbuf_lost", "loop_guard", "grown", "bad_checksum")
+_COMMON_STATS = ("ringbuf_lost", "loop_guard", "grown", "bad_checksum",
+                 "tlv_unrecognized", "tlv_malformed", "sessions_created", "sessions_expired")
 SENDER_STATS = ("t1_stamped",       # sender_egress.c wrote T1 into a test packet
                 "replies_taken") + _COMMON_STATS   # sender_ingress.c took a reply
 REFLECTOR_STATS = ("reflected",     # reflector_ingress.c stamped T2 and sent a reply
@@ -47,7 +48,11 @@ class Datapath:
         leaf.tai_offset_ns = clock_state.tai_offset_s * 1_000_000_000
         leaf.sock_cookie = self.socket_cookie
         leaf.error_estimate = socket.htons(clock_state.error_estimate(self.ptp))
+        self.fill_config(leaf, clock_state)
         self._config[self._config.Key(0)] = leaf
+
+    def fill_config(self, leaf, clock_state):
+        """Set a service's own fields of struct stamp_config (none here)."""
 
     def stats(self):
         """{name: count} summed over CPUs."""

@@ -45,7 +45,10 @@ class ReflectorService:
             attachment = contextlib.nullcontext()
         else:
             tc.check_free(a.interface, tc.REFLECTOR, datapath.PROGRAMS)
-            self.dp, programs = datapath.load(a.port, self.ptp, debug=a.debug)
+            self.dp, programs = datapath.load(a.port, self.ptp, debug=a.debug,
+                                              stateful=a.stateful,
+                                              max_sessions=a.stateful_sessions)
+            self.dp.set_session_policy(a.sync_source, a.session_timeout)
             _sync_addresses(self.dp, a.interface, self.log)
             self.dp.open_events(self.pending.append)
             attachment = tc.attached(a.interface, programs, tc.REFLECTOR, self.log)
@@ -54,7 +57,9 @@ class ReflectorService:
         with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, attachment:
             self.log.info("reflecting", interface=a.interface, port=a.port,
                           timestamping=a.timestamping, timestamp_format=a.timestamp_format,
-                          zmq=a.zmq, clock_synchronized=self.state.synchronized,
+                          zmq=a.zmq, stateful=a.stateful,
+                          stateful_sessions=a.stateful_sessions if a.stateful else None,
+                          clock_synchronized=self.state.synchronized,
                           clock_error_s=self.state.error_s, tai_offset_s=self.state.tai_offset_s)
             self._loop()
             if not self.user_mode:
@@ -115,6 +120,7 @@ class ReflectorService:
 
     def _summary(self):
         self.log.info("summary", signal=self.stop.signal, counters=self.dp.stats(),
+                      kernel_sessions=_kernel_sessions(self.dp, self.args),
                       sessions_overflow=self.sessions.overflow,
                       records_sent=self.pusher.sent, records_dropped=self.pusher.dropped,
                       sessions=[{"sender": s.label, "reflected": s.reflected,
@@ -123,6 +129,61 @@ class ReflectorService:
 
 def run(args, log, hist_layout):
     ReflectorService(args, log, hist_layout).run()
+
+
+def _sync_addresses(dp, ifname, log):
+    added, removed = dp.set_addresses(netif.ipv4_addresses(ifname))
+    if added or removed:
+        log.info("addresses", interface=ifname, added=sorted(added), removed=sorted(removed))
+
+
+def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
+    """Exporter records for a batch of ring buffer events; updates sessions."""
+    out = []
+    for raw in events:
+        ev = events_mod.reflector_event(raw)
+        # A TWAMP-Light sender may leave its timestamp zero: T1 is then unknown.
+        t1_ns = (0 if wire.ts_is_zero(ev.t1)
+                 else wire.ts_to_ns(ev.t1, ev.sender_error_estimate, tai_offset_s))
+        t2_ns = wire.ts_to_ns(ev.t2, ev.error_estimate, tai_offset_s)
+        t3_ns = wire.ts_to_ns(ev.t3, ev.error_estimate, tai_offset_s)
+        s, new = sessions.get(ev.sender, ev.sender_port)
+        if s is None:
+            if sessions.overflow == 1 or sessions.overflow % 100_000 == 0:
+                log.warning("sessions_full", sender=f"{ev.sender}:{ev.sender_port}",
+                            max_sessions=sessions.max_sessions, packets=sessions.overflow,
+                            hint="packets of new senders are reflected but not recorded; "
+                                 "raise --max-sessions if these senders are real")
+            continue
+        if new and args.output:
+            log.info("session_started", sender=s.label)
+        s.reflected += 1
+        if t1_ns:
+            forward = delaystats.near_end(t1_ns, t2_ns)
+            s.forward.add(forward)
+            if hist:
+                hist.observe(s.label, "near_end", forward)
+        out.append(records.ReflectorPacket(
+            ev.sender, ev.sender_port, ev.local, ev.local_port,
+            ts_kind, ev.sender_ttl, ev.seq, t1_ns, t2_ns, t3_ns, s.reflected))
+        if args.debug:
+            log.debug("reflected", sender=s.label, seq=ev.seq, ttl=ev.sender_ttl,
+                      t1_ns=t1_ns, t2_ns=t2_ns, t3_ns=t3_ns, payload_len=ev.payload_len)
+    return out
+
+
+def _kernel_sessions(dp, args):
+    """The stateful map's occupancy and what it evicted; None when stateless.
+
+    The kernel counts sessions created; an LRU map evicts without telling,
+    so evictions are the sessions created that are no longer in it.
+    """
+    if not args.stateful:
+        return None
+    stats, live = dp.stats(), dp.session_count()
+    return {"max": args.stateful_sessions, "live": live, "created": stats["sessions_created"],
+            "evicted": max(0, stats["sessions_created"] - live),
+            "expired": stats["sessions_expired"]}
 
 
 def _sync_addresses(dp, ifname, log):

@@ -86,8 +86,10 @@ class UserReflector:
         seq, t1, see = wire.parse_sender_packet(data)
         if len(data) < wire.BASE_LEN:
             self.counts["grown"] += 1
+        # RFC 8972 section 3: the SSID is copied (TLVs are processed by the kernel path only).
+        ssid = struct.unpack_from("!H", data, 14)[0] if len(data) >= 16 else 0
         base = wire.build_reflector_packet(seq, (0, 0), self.state.error_estimate(self.ptp), t2,
-                                           seq, t1, see, ttl)
+                                           seq, t1, see, ttl, ssid=ssid)
         return bytearray(base + data[wire.BASE_LEN:]), ttl, local
 
     def close(self):

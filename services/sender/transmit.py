@@ -11,6 +11,7 @@ import socket
 import struct
 
 from ..common import owners, wire
+from . import direction
 
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)
 SEND_TTL = 255
@@ -35,7 +36,7 @@ def source_address(ifname, reflector, port):
 
 
 class Transmitter:
-    def __init__(self, ifname, source_port, size=wire.BASE_LEN):
+    def __init__(self, ifname, source_port, size=wire.BASE_LEN, tlvs=b"", dscp=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         # No SO_REUSEADDR: with it a second sender's bind would succeed and
         # both would take each other's replies.
@@ -55,12 +56,21 @@ class Transmitter:
         self.source_port = source_port
         self.stamp = None       # user-space timestamping writes T1 here
         self.cookie = struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
-        self._packet = bytearray(wire.build_sender_packet(0, size=size))
+        if dscp is not None:        # --dscp: ECN left 0 (Not-ECT)
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+        # --directional-loss: a Direct Measurement TLV first, whose S_TxC counts our packets.
+        self._s_txc = (direction.s_txc_offset()
+                       if tlvs[1:2] == bytes([wire.TLV_DIRECT_MEASUREMENT]) else None)
+        self._packet = bytearray(wire.build_sender_packet(0, size=size, tlvs=tlvs))
         self.errors = 0
 
-    def send(self, seq, reflector, port):
-        """Send test packet `seq`; False (and counted) when the kernel refused it."""
+    def send(self, seq, reflector, port, ssid=0):
+        """Send test packet `seq` of session `ssid`; False (and counted) when the kernel
+        refused it."""
         struct.pack_into("!I", self._packet, 0, seq)
+        struct.pack_into("!H", self._packet, wire.SENDER_FIELDS["ssid"][0], ssid)
+        if self._s_txc is not None:
+            struct.pack_into("!I", self._packet, self._s_txc, (seq + 1) & 0xFFFFFFFF)
         if self.stamp:
             self.stamp(self._packet)
         try:

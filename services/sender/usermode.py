@@ -74,4 +74,5 @@ class UserSenderDatapath:
             self._counts["replies_taken"] += 1
             self._callback(events.SENDER_EVENT.pack(
                 socket.inet_aton(addr), self.local, port, self.tx.source_port,
-                len(data), ttl, t4[0], t4[1], data[:wire.BASE_LEN]))
+                len(data), ttl, 0, t4[0], t4[1], data[:wire.BASE_LEN],
+                data[wire.BASE_LEN:wire.BASE_LEN + events.EVENT_TLV_LEN]))
