@@ -32,7 +32,7 @@ from collections import namedtuple
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import bpfsys, owners
+from . import bpfperm, bpfsys, owners
 
 INGRESS = "ffff:fff2"
 EGRESS = "ffff:fff3"
@@ -73,7 +73,10 @@ def tcx_supported(index):
     except OSError as e:
         if e.errno == errno.EINVAL:
             return False
-        raise TcError(f"cannot query the tcx hooks: {e}") from None
+        # The first bpf() call a service makes: a refusal by the kernel is named
+        # here (capability, seccomp, lockdown), as bpfprog.load names it.
+        raise TcError(bpfperm.refusal(failed=True)
+                      or f"cannot query the tcx hooks: {e}") from None
     return True
 
 
