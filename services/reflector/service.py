@@ -6,11 +6,12 @@ ring buffer's records into exporter records, logs, and histograms.
 """
 
 import contextlib
+import os
 import time
 
 from ..common import (delaystats, events as events_mod, histfile, netif, records, recordpipe,
                       runtime, tc, wire)
-from . import datapath
+from . import datapath, guard
 from .sessions import ReflectorSessions
 from .usermode import UserReflector
 
@@ -19,19 +20,22 @@ from .usermode import UserReflector
 DRAIN_S = 0.05
 
 
-def run(args, log, hist_layout):
+def run(args, log, hist_layout, allow, limit, hup):
     ptp = args.timestamp_format == "ptp"
     pending = []
     if args.timestamping == "user":
-        dp = UserReflector(args.interface, args.port, ptp)
+        dp = UserReflector(args.interface, args.port, ptp,
+                           guard.SourceGuard(allow, limit, args.rate_sources))
         attachment = contextlib.nullcontext()
         ts_kind = records.TS_USER
 
         def collect():
             dp.serve(DRAIN_S, pending)
     else:
-        dp, programs = datapath.load(args.port, ptp, debug=args.debug)
+        dp, programs = datapath.load(args.port, ptp, debug=args.debug,
+                                     rate_sources=args.rate_sources)
         _sync_addresses(dp, args.interface, log)
+        dp.set_guard(allow.prefixes, limit)
         dp.open_events(pending.append)
         attachment = tc.attached(args.interface, programs, tc.REFLECTOR_PRIO,
                                  tc.REFLECTOR_HANDLE, log)
@@ -57,19 +61,38 @@ def run(args, log, hist_layout):
             pending.clear()
 
     def push_service_stats():
+        counts = dp.stats()
         pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, state, pusher,
-                                           dp.stats()["ringbuf_lost"], ts_kind, ptp,
+                                           counts["ringbuf_lost"], ts_kind, ptp,
                                            sessions.overflow)])
+        pusher.push(_drop_counts(counts))
+
+    def reload_allow_list(why):
+        try:
+            added, removed = allow.reload()
+        except guard.GuardError as e:
+            log.error("allow_list_rejected", reason=str(e), why=why,
+                      action="kept the running allow-list")
+            return
+        if ts_kind == records.TS_BPF:
+            dp.set_guard(allow.prefixes, limit)
+        log.info("allow_list_reloaded", why=why, added=[str(n) for n in added],
+                 removed=[str(n) for n in removed], prefixes=len(allow.prefixes))
 
     with recordpipe.RecordPusher(args.zmq, log=log) as pusher, attachment:
         log.info("reflecting", interface=args.interface, port=args.port,
                  timestamping=args.timestamping, timestamp_format=args.timestamp_format,
                  zmq=args.zmq, clock_synchronized=state.synchronized,
                  clock_error_s=state.error_s, tai_offset_s=state.tai_offset_s)
+        _log_guard(log, allow, limit, args)
         while not stop.stopped:
             collect()
             flush_pending()
+            if hup.take():
+                reload_allow_list("SIGHUP")
             if every_second.due():
+                if allow.watch and allow.watch.changed():
+                    reload_allow_list("file_changed")
                 state = runtime.refresh_clock(dp, state, log)
                 if ts_kind == records.TS_BPF:
                     _sync_addresses(dp, args.interface, log)
@@ -97,6 +120,30 @@ def run(args, log, hist_layout):
              records_sent=pusher.sent, records_dropped=pusher.dropped,
              sessions=[{"sender": s.label, "reflected": s.reflected,
                         "forward": s.forward.summary()} for s in sessions])
+
+
+def _log_guard(log, allow, limit, args):
+    """Say once whom the reflector answers, and warn when that is everyone."""
+    rate = {"max_rate": limit.rate, "burst": limit.burst, "rate_sources": args.rate_sources}
+    if allow.enabled:
+        log.info("allow_list", prefixes=[str(n) for n in allow.prefixes],
+                 allow_file=args.allow_file, **rate)
+    elif args.timestamping == "bpf":
+        log.warning("answers_every_source", **rate,
+                    hint="no --allow or --allow-file: test packets from any address are "
+                         "reflected, and host firewall rules (iptables, nftables) do not "
+                         "apply to them, since TC ingress runs before netfilter")
+    else:
+        log.info("answers_every_source", **rate,
+                 hint="no --allow or --allow-file; with --timestamping user the host "
+                      "firewall still applies")
+
+
+def _drop_counts(counts):
+    """One DropCount record per reason, from the datapath's counters."""
+    pid = os.getpid()
+    return [records.DropCount(records.ROLE_REFLECTOR, pid, reason, counts.get(reason, 0))
+            for reason in records.DROP_REASONS]
 
 
 def _sync_addresses(dp, ifname, log):
