@@ -55,6 +55,14 @@ FLAG_ERRORS = [
     ("stamp-sender", [NOIF, "198.18.0.2", "-i", "0"], ["-i/--interval", "minimum"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "-c", "-1"], ["--count", "-1"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "--timestamp-format", "gps"], ["--timestamp-format", "gps"]),
+    ("stamp-reflector", [NOIF, "--allow", "10.0.0.1/8"], ["--allow", "did you mean 10.0.0.0/8"]),
+    ("stamp-reflector", [NOIF, "--allow", "eth0"], ["--allow", "'eth0'", "10.0.0.0/8"]),
+    ("stamp-reflector", [NOIF, "--allow-file", "/nonexistent/allow"],
+     ["--allow-file /nonexistent/allow", "cannot read"]),
+    ("stamp-reflector", [NOIF, "--max-rate", "-1"], ["--max-rate", "0 (no limit)"]),
+    ("stamp-reflector", [NOIF, "--max-rate", "nan"], ["--max-rate"]),
+    ("stamp-reflector", [NOIF, "--burst", "0"], ["--burst", "1 or more"]),
+    ("stamp-reflector", [NOIF, "--rate-sources", "0"], ["--rate-sources", "1 or more"]),
 ]
 
 
