@@ -226,7 +226,7 @@ def test_check_prints_the_commands_a_user_would_type(tmp_path):
                      "--idle-timeout", "300", "--max-reflector-sessions", "1024",
                      "--log-format", "json", "--hist", "28", "25", "75"],
         "reflector": ["/opt/sb/bin/stamp-reflector", "lo", "--port", "862",
-                      "--max-sessions", "1024", *zmq,
+                      "--max-sessions", "1024", "--max-rate", "12000", "--burst", "1200", *zmq,
                       "--log-format", "json", "--output"],
         "sender": ["/opt/sb/bin/stamp-sender", "lo", "192.0.2.1", "192.0.2.2",
                    "--source-port", "862", "--dest-port", "862", "--count", "10",
