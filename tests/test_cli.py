@@ -63,6 +63,21 @@ FLAG_ERRORS = [
     ("stamp-reflector", [NOIF, "--max-rate", "nan"], ["--max-rate"]),
     ("stamp-reflector", [NOIF, "--burst", "0"], ["--burst", "1 or more"]),
     ("stamp-reflector", [NOIF, "--rate-sources", "0"], ["--rate-sources", "1 or more"]),
+    ("stamp-reflector", [NOIF, "--stateful-sessions", "10"], ["--stateful-sessions", "--stateful"]),
+    ("stamp-reflector", [NOIF, "--session-timeout", "10"], ["--session-timeout", "--stateful"]),
+    ("stamp-reflector", [NOIF, "--stateful", "--stateful-sessions", "0"],
+     ["--stateful-sessions", "1 to"]),
+    ("stamp-reflector", [NOIF, "--stateful", "--session-timeout", "0.5"],
+     ["--session-timeout", "minimum"]),
+    ("stamp-reflector", [NOIF, "--stateful", "--timestamping", "user"],
+     ["--stateful", "--timestamping user"]),
+    ("stamp-reflector", [NOIF, "--sync-source", "gps"], ["--sync-source", "gps"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "--ssid", "0"], ["--ssid", "1-65535"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "--dscp", "64"], ["--dscp", "0-63"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "--padding", "x"], ["--padding", "'x'"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "198.18.0.3", "--ssid", "5"], ["--ssid", "one REFLECTOR"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "--max-peers", "4"], ["--max-peers", "--reflector-dns"]),
+    ("stamp-sender", [NOIF, "--reflector-dns", "x.example", "--max-peers", "-1"], ["--max-peers", "'-1'"]),
 ]
 
 

@@ -73,6 +73,7 @@ def supervisor_config(values, component):
     cfg["monitoring.listen"] = f"0.0.0.0:{values[component]['metricsPort']}"
     # The chart's allow-list file is its ConfigMap, mounted at a path of its own.
     cfg["reflector.allowFile"] = "/etc/stamp-bpf/allowed-sources/list"
+    cfg["exporter.nodeName"] = "$(NODE_NAME)"     # the pod's spec.nodeName (downward API)
     # A pod runs one service; its exporter's buckets follow that service's histogram.
     cfg[f"{'reflector' if component == 'sender' else 'sender'}.enabled"] = False
     return cfg

@@ -4,7 +4,8 @@ For hosts where BPF is not allowed, and as the baseline the benchmarks
 compare the in-kernel reflector with. Same packet format and rules as
 reflector_ingress.c (stateless, sender TTL copied, IP TTL 255, the loop guard,
 the allow-list and rate limit of guard.py, no reply to port 0 or to this host's
-own addresses, none larger than its request); T2 is
+own address; short TWAMP-Light packets are refused as too_short once the
+kernel's guard is in bpf/, answered with the 44-octet base until then); T2 is
 read from CLOCK_REALTIME when recvmsg() returns and T3 just before sendto(),
 so both carry this process's scheduling noise. Each reflected packet becomes
 the same event record the BPF ring buffer carries (services/common/events.py).
@@ -16,6 +17,7 @@ import struct
 import time
 
 from ..common import cmsg, datapath, events, records, wire
+from . import datapath as reflector_datapath
 
 REFLECT_TTL = 255
 
@@ -26,7 +28,7 @@ class UserReflector:
         self.guard = guard
         self.ptp = ptp
         self.state = None
-        self.counts = dict.fromkeys(datapath.STATS, 0)
+        self.counts = dict.fromkeys(datapath.REFLECTOR_STATS, 0)
         self.counts.update(dict.fromkeys(records.DROP_REASONS, 0))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
@@ -68,8 +70,8 @@ class UserReflector:
                 self.sock.sendto(packet, (addr, port))
             except OSError:
                 continue
-            self.counts["stamped"] += 1
-            self.counts["received"] += 1
+            self.counts["reflected"] += 1
+            self.counts["t3_stamped"] += 1
             seq, t1, see = wire.parse_sender_packet(data)
             t3 = struct.unpack_from("!II", packet, 4)
             ee = self.state.error_estimate(self.ptp)
@@ -85,8 +87,12 @@ class UserReflector:
             return None
         ttl, local = cmsg.received_ttl(anc), cmsg.local_address(anc)
         seq, t1, see = wire.parse_sender_packet(data)
+        if len(data) < wire.BASE_LEN:
+            self.counts["grown"] += 1
+        # RFC 8972 section 3: the SSID is copied (TLVs are processed by the kernel path only).
+        ssid = struct.unpack_from("!H", data, 14)[0] if len(data) >= 16 else 0
         base = wire.build_reflector_packet(seq, (0, 0), self.state.error_estimate(self.ptp), t2,
-                                           seq, t1, see, ttl)
+                                           seq, t1, see, ttl, ssid=ssid)
         return bytearray(base + data[wire.BASE_LEN:]), ttl, local
 
     def _refused(self, data, saddr, sport, anc):
@@ -98,7 +104,7 @@ class UserReflector:
             return "not_allowed"
         if sport == 0 or socket.inet_aton(saddr) == cmsg.local_address(anc):
             return "bad_source"
-        if len(data) < wire.BASE_LEN:
+        if len(data) < wire.BASE_LEN and reflector_datapath.HAS_GUARD:
             return "too_short"    # the reply, 44 octets, would be larger than the request
         # Loop guard, as in reflector_ingress.c: a reflection is not reflected again.
         if sport == self.port and wire.is_reflection(data):

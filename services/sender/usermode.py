@@ -27,7 +27,7 @@ class UserSenderDatapath:
         self._sessions = set()
         self._state = None
         self._callback = None
-        self._counts = dict.fromkeys(datapath.STATS, 0)
+        self._counts = dict.fromkeys(datapath.SENDER_STATS, 0)
         tx.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
         tx.stamp = self._stamp
 
@@ -38,7 +38,7 @@ class UserSenderDatapath:
         """Write T1 and the Error Estimate into a packet about to be sent."""
         sec, frac = self._now()
         struct.pack_into("!IIH", packet, 4, sec, frac, self._state.error_estimate(self.ptp))
-        self._counts["stamped"] += 1
+        self._counts["t1_stamped"] += 1
 
     def configure(self, clock_state):
         self._state = clock_state
@@ -71,7 +71,8 @@ class UserSenderDatapath:
             if addr not in self._sessions or len(data) < wire.BASE_LEN:
                 continue
             ttl = cmsg.received_ttl(anc)
-            self._counts["received"] += 1
+            self._counts["replies_taken"] += 1
             self._callback(events.SENDER_EVENT.pack(
                 socket.inet_aton(addr), self.local, port, self.tx.source_port,
-                len(data), ttl, t4[0], t4[1], data[:wire.BASE_LEN]))
+                len(data), ttl, 0, t4[0], t4[1], data[:wire.BASE_LEN],
+                data[wire.BASE_LEN:wire.BASE_LEN + events.EVENT_TLV_LEN]))
