@@ -60,6 +60,14 @@ stamp-reflector's arguments, as YAML list items, from .Values.reflector.
 - {{ int $r.port | quote }}
 - --max-sessions
 - {{ int $r.maxSessions | quote }}
+- --max-rate
+- {{ toString $r.maxRate | quote }}
+- --burst
+- {{ int $r.burst | quote }}
+{{- if $r.allowedSources }}
+- --allow-file
+- {{ include "stamp-bpf.allowFile" . | quote }}
+{{- end }}
 - --zmq
 - {{ include "stamp-bpf.zmqEndpoint" . | quote }}
 - --log-format

@@ -100,6 +100,11 @@ spec:
               mountPath: /run/stamp-bpf
             - name: tmp
               mountPath: /tmp
+            {{- if and (eq .component "reflector") $v.allowedSources }}
+            - name: allowed-sources
+              mountPath: {{ include "stamp-bpf.allowDir" $root }}
+              readOnly: true
+            {{- end }}
             {{- if $g.hostKernelHeaders }}
             - name: lib-modules
               mountPath: /lib/modules
@@ -189,6 +194,12 @@ spec:
         # The service's /tmp: histogram files and bcc's scratch files.
         - name: tmp
           emptyDir: {}
+        {{- if and (eq .component "reflector") $v.allowedSources }}
+        # reflector.allowedSources; kubelet rewrites it in place on a change.
+        - name: allowed-sources
+          configMap:
+            name: {{ include "stamp-bpf.fullname" $root }}-allowed-sources
+        {{- end }}
         {{- if $g.hostKernelHeaders }}
         # The node's kernel headers for bcc; /usr/src at its own path, so that
         # /lib/modules/<release>/build links resolve.

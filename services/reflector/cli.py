@@ -12,8 +12,8 @@ settings fresh and streams one record per reflected packet to the exporter.
 import argparse
 import sys
 
-from ..common import histogram, options
-from . import datapath, service, sessions
+from ..common import histogram, options, runtime
+from . import datapath, guard, service, sessions
 
 EXAMPLES = """examples:
   stamp-reflector eth0                  # reflect on UDP 862 of eth0's addresses
@@ -23,6 +23,12 @@ EXAMPLES = """examples:
                                         # at most 4,096 stateful sessions, 60 s idle ends one
   stamp-reflector eth0 --output --hist 28 25 75 --histpath /tmp/reflector-hist
                                         # per-sender logs and histograms
+  stamp-reflector eth0 --allow 10.0.0.0/8 --allow 2001:db8::/32
+                                        # answer only senders in these prefixes
+  stamp-reflector eth0 --allow-file /etc/stamp-bpf/allowed-sources
+                                        # the prefixes from a file, re-read on SIGHUP
+  stamp-reflector eth0 --max-rate 100 --burst 10
+                                        # at most 100 packets/s per sender address
   stamp-reflector eth0 --ebpf           # print the C and cflags that would be loaded
 """
 
@@ -59,6 +65,26 @@ def parser():
                    help="sender sessions kept at most (anyone can send to the port); packets "
                         "of more senders are reflected, not recorded, and counted; "
                         f"default {sessions.DEFAULT_MAX_SESSIONS}")
+    p.add_argument("--allow", action="append", type=guard.allow_arg, default=[],
+                   metavar="CIDR",
+                   help="reflect only for senders in this IPv4 or IPv6 prefix (repeat for "
+                        "more); others pass on to the host's stack, counted as not_allowed; "
+                        "default: every sender")
+    p.add_argument("--allow-file", metavar="PATH",
+                   help="more prefixes, one a line ('#' comments), re-read on SIGHUP and "
+                        "when the file changes, without dropping a session; with --allow, "
+                        "both lists count")
+    p.add_argument("--max-rate", type=float, default=guard.DEFAULT_MAX_RATE, metavar="PPS",
+                   help="test packets per second reflected at most per sender address "
+                        "(token bucket); more are dropped, counted as rate_limited; "
+                        f"0 = no limit; default {guard.DEFAULT_MAX_RATE}")
+    p.add_argument("--burst", type=int, default=guard.DEFAULT_BURST, metavar="N",
+                   help="packets a sender may send back to back above --max-rate; "
+                        f"default {guard.DEFAULT_BURST}")
+    p.add_argument("--rate-sources", type=int, default=guard.DEFAULT_RATE_SOURCES,
+                   metavar="N",
+                   help="sender addresses the rate limit tracks (least recently seen go "
+                        f"first); default {guard.DEFAULT_RATE_SOURCES}")
     histogram.add_arguments(p, histpath=True)
     options.add_common(p)
     return p
@@ -76,10 +102,21 @@ def _max_sessions(text):
 
 
 def main(argv=None):
+    hup = runtime.ReloadSignal()    # first: SIGHUP re-reads --allow-file, never ends us
     p = parser()
     args = p.parse_args(argv)
     if args.max_sessions < 1:
         p.error(f"--max-sessions must be 1 or more, got {args.max_sessions}")
+    if args.rate_sources < 1:
+        p.error(f"--rate-sources must be 1 or more, got {args.rate_sources}")
+    try:
+        allow = guard.AllowList(args.allow, args.allow_file)
+        limit = guard.rate_limit(args.max_rate, args.burst)
+    except guard.GuardError as e:
+        p.error(str(e))
+    if allow.enabled and args.timestamping == "bpf" and not datapath.HAS_GUARD:
+        p.error("--allow/--allow-file: this build's kernel programs have no allow-list "
+                "(bpf/guard.h is missing); drop them, or use --timestamping user")
     hist_layout = histogram.from_args(p, args)
     if not args.stateful and (args.stateful_sessions != datapath.DEFAULT_MAX_SESSIONS
                               or args.session_timeout != 300.0):
@@ -90,8 +127,8 @@ def main(argv=None):
     return options.run_service(
         "reflector", args, datapath.FILES,
         datapath.defines(args.port, args.timestamp_format == "ptp", args.stateful,
-                         args.stateful_sessions),
-        lambda log: service.run(args, log, hist_layout))
+                         args.stateful_sessions, args.rate_sources),
+        lambda log: service.run(args, log, hist_layout, allow, limit, hup))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ ring buffer's records into exporter records, logs, and histograms.
 """
 
 import contextlib
+import os
 import time
 
 from ..common import (delaystats, events as events_mod, histfile, netif, records, recordpipe,
                       runtime, tc, wire)
-from . import datapath
+from . import datapath, guard
 from .sessions import ReflectorSessions
 from .usermode import UserReflector
 
@@ -23,9 +24,10 @@ class ReflectorService:
     """Laid out like services/sender/service.py's SenderService: run() sets up
     and tears down, _loop() repeats, _drain() turns records into exporter records."""
 
-    def __init__(self, args, log, hist_layout):
+    def __init__(self, args, log, hist_layout, allow, limit, hup):
         self.args = args
         self.log = log
+        self.allow, self.limit, self.hup = allow, limit, hup
         self.ptp = args.timestamp_format == "ptp"
         self.user_mode = args.timestamping == "user"
         self.ts_kind = records.TS_USER if self.user_mode else records.TS_BPF
@@ -41,15 +43,18 @@ class ReflectorService:
     def run(self):
         a = self.args
         if self.user_mode:
-            self.dp = UserReflector(a.interface, a.port, self.ptp)
+            self.dp = UserReflector(a.interface, a.port, self.ptp,
+                                    guard.SourceGuard(self.allow, self.limit, a.rate_sources))
             attachment = contextlib.nullcontext()
         else:
             tc.check_free(a.interface, tc.REFLECTOR, datapath.PROGRAMS)
             self.dp, programs = datapath.load(a.port, self.ptp, debug=a.debug,
                                               stateful=a.stateful,
-                                              max_sessions=a.stateful_sessions)
+                                              max_sessions=a.stateful_sessions,
+                                              rate_sources=a.rate_sources)
             self.dp.set_session_policy(a.sync_source, a.session_timeout)
             _sync_addresses(self.dp, a.interface, self.log)
+            self.dp.set_guard(self.allow.prefixes, self.limit)
             self.dp.open_events(self.pending.append)
             attachment = tc.attached(a.interface, programs, tc.REFLECTOR, self.log)
         self.state = runtime.refresh_clock(self.dp, None, self.log)
@@ -61,6 +66,7 @@ class ReflectorService:
                           stateful_sessions=a.stateful_sessions if a.stateful else None,
                           clock_synchronized=self.state.synchronized,
                           clock_error_s=self.state.error_s, tai_offset_s=self.state.tai_offset_s)
+            _log_guard(self.log, self.allow, self.limit, a)
             self._loop()
             if not self.user_mode:
                 self.dp.consume()
@@ -81,7 +87,11 @@ class ReflectorService:
         while not self.stop.stopped:
             self._collect()
             self._drain()
+            if self.hup.take():
+                self._reload_allow_list("SIGHUP")
             if every_second.due():
+                if self.allow.watch and self.allow.watch.changed():
+                    self._reload_allow_list("file_changed")
                 self.state = runtime.refresh_clock(self.dp, self.state, self.log)
                 if not self.user_mode:
                     _sync_addresses(self.dp, a.interface, self.log)
@@ -114,9 +124,24 @@ class ReflectorService:
             self.pending.clear()
 
     def _push_service_stats(self):
+        counts = self.dp.stats()
         self.pusher.push([runtime.service_stats(records.ROLE_REFLECTOR, self.state, self.pusher,
-                                                self.dp.stats()["ringbuf_lost"], self.ts_kind,
+                                                counts["ringbuf_lost"], self.ts_kind,
                                                 self.ptp, self.sessions.overflow)])
+        self.pusher.push(_drop_counts(counts))
+
+    def _reload_allow_list(self, why):
+        """Re-read --allow-file; the kernel's tables change in place, sessions go on."""
+        try:
+            added, removed = self.allow.reload()
+        except guard.GuardError as e:
+            self.log.error("allow_list_rejected", reason=str(e), why=why,
+                           action="kept the running allow-list")
+            return
+        if not self.user_mode:
+            self.dp.set_guard(self.allow.prefixes, self.limit)
+        self.log.info("allow_list_reloaded", why=why, added=[str(n) for n in added],
+                      removed=[str(n) for n in removed], prefixes=len(self.allow.prefixes))
 
     def _summary(self):
         self.log.info("summary", signal=self.stop.signal, counters=self.dp.stats(),
@@ -127,12 +152,42 @@ class ReflectorService:
                                  "forward": s.forward.summary()} for s in self.sessions])
 
 
-def run(args, log, hist_layout):
-    ReflectorService(args, log, hist_layout).run()
+def run(args, log, hist_layout, allow, limit, hup):
+    ReflectorService(args, log, hist_layout, allow, limit, hup).run()
+
+
+def _log_guard(log, allow, limit, args):
+    """Say once whom the reflector answers, and warn when that is everyone."""
+    rate = {"max_rate": limit.rate, "burst": limit.burst, "rate_sources": args.rate_sources}
+    if args.timestamping == "bpf" and not datapath.HAS_GUARD and limit.rate:
+        log.warning("rate_limit_unavailable", **rate,
+                    hint="this build's kernel programs have no rate limit (bpf/guard.h is "
+                         "missing): every sender is answered at any rate")
+    if allow.enabled:
+        log.info("allow_list", prefixes=[str(n) for n in allow.prefixes],
+                 allow_file=args.allow_file, **rate)
+    elif args.timestamping == "bpf":
+        log.warning("answers_every_source", **rate,
+                    hint="no --allow or --allow-file: test packets from any address are "
+                         "reflected, and host firewall rules (iptables, nftables) do not "
+                         "apply to them, since TC ingress runs before netfilter")
+    else:
+        log.info("answers_every_source", **rate,
+                 hint="no --allow or --allow-file; with --timestamping user the host "
+                      "firewall still applies")
+
+
+def _drop_counts(counts):
+    """One DropCount record per reason, from the datapath's counters."""
+    pid = os.getpid()
+    return [records.DropCount(records.ROLE_REFLECTOR, pid, reason, counts.get(reason, 0))
+            for reason in records.DROP_REASONS]
 
 
 def _sync_addresses(dp, ifname, log):
-    added, removed = dp.set_addresses(netif.ipv4_addresses(ifname))
+    """Reflect for the interface's addresses; never answer the host's others (guard.h)."""
+    added, removed = dp.set_addresses(netif.ipv4_addresses(ifname),
+                                      netif.other_ipv4_addresses(ifname))
     if added or removed:
         log.info("addresses", interface=ifname, added=sorted(added), removed=sorted(removed))
 

@@ -2,8 +2,10 @@
 
 For hosts where BPF is not allowed, and as the baseline the benchmarks
 compare the in-kernel reflector with. Same packet format and rules as
-reflector_ingress.c (stateless, sender TTL copied, IP TTL 255, short
-TWAMP-Light packets answered with the 44-octet base, the loop guard); T2 is
+reflector_ingress.c (stateless, sender TTL copied, IP TTL 255, the loop guard,
+the allow-list and rate limit of guard.py, no reply to port 0 or to this host's
+own address; short TWAMP-Light packets are refused as too_short once the
+kernel's guard is in bpf/, answered with the 44-octet base until then); T2 is
 read from CLOCK_REALTIME when recvmsg() returns and T3 just before sendto(),
 so both carry this process's scheduling noise. Each reflected packet becomes
 the same event record the BPF ring buffer carries (services/common/events.py).
@@ -14,17 +16,20 @@ import socket
 import struct
 import time
 
-from ..common import cmsg, datapath, events, wire
+from ..common import cmsg, datapath, events, records, wire
+from . import datapath as reflector_datapath
 
 REFLECT_TTL = 255
 
 
 class UserReflector:
-    def __init__(self, ifname, port, ptp):
+    def __init__(self, ifname, port, ptp, guard):
         self.port = port
+        self.guard = guard
         self.ptp = ptp
         self.state = None
         self.counts = dict.fromkeys(datapath.REFLECTOR_STATS, 0)
+        self.counts.update(dict.fromkeys(records.DROP_REASONS, 0))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         self.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
@@ -56,7 +61,7 @@ class UserReflector:
             except BlockingIOError:
                 return
             t2 = self._now()
-            reply = self._reply(data, port, anc, t2)
+            reply = self._reply(data, addr, port, anc, t2)
             if reply is None:
                 continue
             packet, ttl, local = reply
@@ -74,13 +79,11 @@ class UserReflector:
                 socket.inet_aton(addr), local, port, self.port, len(data), ttl, seq,
                 t1[0], t1[1], t2[0], t2[1], t3[0], t3[1], see, ee))
 
-    def _reply(self, data, sport, anc, t2):
-        """(reflected packet, sender TTL, local address) or None if it is not a test packet."""
-        if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
-            return None
-        # Loop guard, as in reflector_ingress.c: a reflection is not reflected again.
-        if sport == self.port and wire.is_reflection(data):
-            self.counts["loop_guard"] += 1
+    def _reply(self, data, saddr, sport, anc, t2):
+        """(reflected packet, sender TTL, local address) or None if it is not reflected."""
+        reason = self._refused(data, saddr, sport, anc)
+        if reason:
+            self.counts[reason] += 1
             return None
         ttl, local = cmsg.received_ttl(anc), cmsg.local_address(anc)
         seq, t1, see = wire.parse_sender_packet(data)
@@ -91,6 +94,22 @@ class UserReflector:
         base = wire.build_reflector_packet(seq, (0, 0), self.state.error_estimate(self.ptp), t2,
                                            seq, t1, see, ttl, ssid=ssid)
         return bytearray(base + data[wire.BASE_LEN:]), ttl, local
+
+    def _refused(self, data, saddr, sport, anc):
+        """Why a datagram is not reflected (a records.DROP_REASONS name), or None;
+        the checks of reflector_ingress.c, in its order."""
+        if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
+            return "malformed"
+        if not self.guard.allowed(saddr):
+            return "not_allowed"
+        if sport == 0 or socket.inet_aton(saddr) == cmsg.local_address(anc):
+            return "bad_source"
+        if len(data) < wire.BASE_LEN and reflector_datapath.HAS_GUARD:
+            return "too_short"    # the reply, 44 octets, would be larger than the request
+        # Loop guard, as in reflector_ingress.c: a reflection is not reflected again.
+        if sport == self.port and wire.is_reflection(data):
+            return "loop_guard"
+        return None if self.guard.within_rate(saddr) else "rate_limited"
 
     def close(self):
         self.sock.close()
