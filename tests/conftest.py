@@ -6,8 +6,10 @@ scripts (the same ones a user runs), started inside the namespaces.
 """
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,10 @@ from stamp_bpf.lab import jsonlog
 from stamp_bpf.lab.netns import Topology
 
 BIN = os.path.dirname(sys.executable)
+# Extra flags for every stamp-reflector the tests start, e.g. STAMP_TEST_REFLECTOR_ARGS=
+# --stateful runs the reflector suites against the stateful mode.
+REFLECTOR_ARGS = os.environ.get("STAMP_TEST_REFLECTOR_ARGS", "").split()
+STATEFUL = "--stateful" in REFLECTOR_ARGS
 
 # IPv6 in the TC programs (parse.h's IPv6 path, the IPv6 address and session maps)
 # is the kernel side of issue 12, which needs bpf/. Until it is in, the IPv6 runs
@@ -44,6 +50,9 @@ class Service:
     def __init__(self, topo, host, argv, log_path):
         self.topo = topo
         self.log_path = log_path
+        if (REFLECTOR_ARGS and os.path.basename(argv[0]) == "stamp-reflector"
+                and "user" not in argv):
+            argv = [*argv, *REFLECTOR_ARGS]
         self.argv = argv
         with open(log_path, "wb") as out:
             self.proc = topo.popen(host, argv, stdout=out, stderr=subprocess.STDOUT)
@@ -117,6 +126,22 @@ def service(tmp_path):
         return svc
 
     return start
+
+
+@pytest.fixture
+def resolv_confs():
+    """/etc/netns/<ns>/resolv.conf files (ip netns exec mounts them), removed afterwards."""
+    made = []
+
+    def make(ns, text):
+        d = Path("/etc/netns") / ns
+        d.mkdir(parents=True)
+        made.append(d)
+        (d / "resolv.conf").write_text(text)
+
+    yield make
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def reflector(service, topo, *args, host=None):

@@ -310,12 +310,38 @@ def test_default_install_is_a_full_mesh(helm_bin, helm_env):
     args = args_of(docs, "sender")
     assert args[:5] == ["eth0", "--reflector-dns", dns, "--dns-interval", "30"], (
         f"With no reflectorIPs the sender should resolve the reflector Service {dns}; args are {args}.")
+    assert args[5:7] == ["--max-peers", "16"], (
+        f"By default each sender should measure at most 16 reflectors; args are {args}.")
     for pod in (sender_pod, reflector_pod):
         spec = pod["spec"]
         assert spec["hostNetwork"] is True, "Every pod must use the node's network."
         assert spec["dnsPolicy"] == "ClusterFirstWithHostNet", (
             "Host-network pods need ClusterFirstWithHostNet to resolve the reflector Service.")
         assert [c["name"] for c in spec["containers"]] in (["sender", "exporter"], ["reflector", "exporter"])
+
+
+def test_max_peers_zero_measures_every_reflector(helm_bin, helm_env):
+    args = args_of(render(helm_bin, helm_env, sets=["sender.maxPeers=0"]), "sender")
+    assert "--max-peers" not in args, f"sender.maxPeers=0 should measure every reflector: {args}."
+    args = args_of(render(helm_bin, helm_env, sets=["sender.maxPeers=5"]), "sender")
+    assert args[args.index("--max-peers") + 1] == "5", f"sender.maxPeers should be passed on: {args}."
+
+
+def test_exporter_buckets_and_reflector_histogram(helm_bin, helm_env):
+    docs = render(helm_bin, helm_env)
+    assert "--no-reflector-histogram" in args_of(docs, "reflector", "exporter"), (
+        "By default the reflector's exporter should leave out the forward-delay histogram.")
+    assert "--no-reflector-histogram" not in args_of(docs, "sender", "exporter")
+    assert "--buckets" not in args_of(docs, "sender", "exporter"), "Default buckets by default."
+    docs = render(helm_bin, helm_env, sets=["exporter.buckets={0.001,0.005}", "reflector.delayHistogram=true"])
+    for comp in ("sender", "reflector"):
+        args = args_of(docs, comp, "exporter")
+        assert args[args.index("--buckets") + 1] == "0.001,0.005", f"exporter.buckets should reach {comp}: {args}."
+    assert "--no-reflector-histogram" not in args_of(docs, "reflector", "exporter")
+    proc = helm(helm_bin, helm_env, "template", "x", str(CHART), "--set", "exporter.buckets={0.001}",
+                "--set", "reflector.histogram.enabled=true", check=False)
+    assert proc.returncode != 0 and "exporter.buckets and reflector.histogram.enabled" in proc.stderr, (
+        f"Two sources of buckets should fail with one clear line: {proc.stderr}")
 
 
 def test_sender_args_carry_exactly_the_values(helm_bin, helm_env):
@@ -345,9 +371,11 @@ def test_reflector_args_carry_exactly_the_values(helm_bin, helm_env):
         "reflector.interface=ens5", "reflector.port=4862", "reflector.output=true",
         "reflector.histogram.enabled=true", "reflector.histogram.bins=10",
         "reflector.histogram.floor=30", "reflector.histogram.ceiling=60",
-        "reflector.enforcePTP=true", "reflector.debug=true", "reflector.extraArgs={--timestamping,user}"])
+        "reflector.enforcePTP=true", "reflector.debug=true", "reflector.extraArgs={--timestamping,user}",
+        "reflector.maxRate=250", "reflector.burst=7"])
     assert args_of(docs, "reflector") == [
-        "ens5", "--port", "4862", "--max-sessions", "1024", "--zmq", "ipc:///run/stamp-bpf/records.sock",
+        "ens5", "--port", "4862", "--max-sessions", "1024", "--max-rate", "250", "--burst", "7",
+        "--zmq", "ipc:///run/stamp-bpf/records.sock",
         "--log-format", "json", "--hist", "10", "30", "60", "--histpath", "/tmp/reflector-hist",
         "--output", "--enforce-ptp", "--debug", "--timestamping", "user"], (
         "The reflector's arguments should carry exactly the values given.")
@@ -355,6 +383,28 @@ def test_reflector_args_carry_exactly_the_values(helm_bin, helm_env):
     assert args_of(docs, "reflector", "exporter")[-4:] == ["--hist", "10", "30", "60"]
     svc = by_kind(docs, "Service")[0]
     assert svc["spec"]["ports"][0]["port"] == 4862, "The Service should show the reflector's port."
+    assert not by_kind(docs, "ConfigMap"), "No allow-list should render no ConfigMap."
+
+
+def test_allowed_sources_are_a_configmap_the_reflector_reads_as_its_allow_file(helm_bin, helm_env):
+    docs = render(helm_bin, helm_env, sets=["reflector.allowedSources={10.0.0.0/8,fd00::/8}"])
+    args = args_of(docs, "reflector")
+    path = args[args.index("--allow-file") + 1]
+    cm, = by_kind(docs, "ConfigMap")
+    listed = [line for line in cm["data"]["list"].splitlines() if not line.startswith("#")]
+    assert listed == ["10.0.0.0/8", "fd00::/8"], (
+        f"The ConfigMap should list the prefixes one a line, got {cm['data']['list']!r}.")
+    pod = daemonset(docs, "reflector")["spec"]["template"]["spec"]
+    mount, = [m for m in container(daemonset(docs, "reflector"), "reflector")["volumeMounts"]
+              if m["name"] == "allowed-sources"]
+    assert path == mount["mountPath"] + "/list", (
+        f"--allow-file {path} should be the ConfigMap's key in its mounted folder "
+        f"{mount['mountPath']} (a folder, so kubelet updates it in place).")
+    assert "subPath" not in mount, "A subPath mount is never updated by kubelet."
+    vol, = [v for v in pod["volumes"] if v["name"] == "allowed-sources"]
+    assert vol["configMap"]["name"] == cm["metadata"]["name"]
+    assert "allowed-sources" not in str(daemonset(docs, "sender")), (
+        "The sender's pods should not mount the reflector's allow-list.")
 
 
 def test_histograms_off_means_no_hist_args(helm_bin, helm_env):
@@ -627,7 +677,7 @@ def test_readme_shows_the_commands_the_chart_runs(helm_bin, helm_env):
             shown[current] = m.group(2)
         else:
             shown[current] += " " + line.strip()
-    shown = {k: re.sub(r"\s*\(.*\)$", "", " ".join(v.split())) for k, v in shown.items()}
+    shown = {k: re.sub(r"\s*\([^()]*\)$", "", " ".join(v.split())) for k, v in shown.items()}
     docs = render(helm_bin, helm_env, release="my-release", namespace="default")
     for comp, ds, name in (("sender", "sender", "sender"), ("reflector", "reflector", "reflector"),
                            ("exporter", "sender", "exporter")):
@@ -720,7 +770,8 @@ FREE_FORM = {"global.nodeSelector", "global.affinity", "global.updateStrategy", 
              "global.podLabels", "sender.resources", "reflector.resources", "exporter.resources",
              "exporter.securityContext", "security.podSecurityContext",
              "security.containerSecurityContext", "monitoring.additionalLabels",
-             "serviceAccount.annotations"}
+             "monitoring.prometheusRule.additionalLabels", "monitoring.dashboards.labels",
+             "monitoring.dashboards.annotations", "serviceAccount.annotations"}
 
 
 def test_notes_warn_of_seccomp_without_privilege(helm_bin, helm_env, tmp_path):

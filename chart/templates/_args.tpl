@@ -15,6 +15,10 @@ supervisor; services/supervisor/commands.py builds the same list (tests/test_com
 - {{ include "stamp-bpf.reflectorDNS" . | quote }}
 - --dns-interval
 - {{ toString $s.dnsInterval | quote }}
+{{- if $s.maxPeers }}
+- --max-peers
+- {{ int $s.maxPeers | quote }}
+{{- end }}
 {{- end }}
 - --address-family
 - {{ toString $s.addressFamily | quote }}
@@ -58,6 +62,14 @@ stamp-reflector's arguments, as YAML list items, from .Values.reflector.
 - {{ int $r.port | quote }}
 - --max-sessions
 - {{ int $r.maxSessions | quote }}
+- --max-rate
+- {{ toString $r.maxRate | quote }}
+- --burst
+- {{ int $r.burst | quote }}
+{{- if $r.allowedSources }}
+- --allow-file
+- {{ include "stamp-bpf.allowFile" . | quote }}
+{{- end }}
 - --zmq
 - {{ include "stamp-bpf.zmqEndpoint" . | quote }}
 - --log-format

@@ -100,6 +100,11 @@ spec:
               mountPath: /run/stamp-bpf
             - name: tmp
               mountPath: /tmp
+            {{- if and (eq .component "reflector") $v.allowedSources }}
+            - name: allowed-sources
+              mountPath: {{ include "stamp-bpf.allowDir" $root }}
+              readOnly: true
+            {{- end }}
             {{- if $g.hostKernelHeaders }}
             - name: lib-modules
               mountPath: /lib/modules
@@ -113,6 +118,13 @@ spec:
           imagePullPolicy: {{ default $g.image.pullPolicy $ex.image.pullPolicy }}
           command:
             - stamp-exporter
+          env:
+            # The node's name (downward API) names this node's addresses in
+            # stamp_node_address_info: no API rights needed.
+            - name: NODE_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: spec.nodeName
           args:
             - --listen
             - {{ printf "0.0.0.0:%d" (int $v.metricsPort) | quote }}
@@ -130,6 +142,15 @@ spec:
             {{- end }}
             - --log-format
             - json
+            - --node-name
+            - $(NODE_NAME)
+            {{- with $ex.buckets }}
+            - --buckets
+            - {{ join "," . | quote }}
+            {{- end }}
+            {{- if and (eq .component "reflector") (not $v.delayHistogram) }}
+            - --no-reflector-histogram
+            {{- end }}
             {{- if $v.histogram.enabled }}
             {{- include "stamp-bpf.histArgs" (dict "histogram" $v.histogram "component" .component) | nindent 12 }}
             {{- end }}
@@ -173,6 +194,12 @@ spec:
         # The service's /tmp: histogram files and bcc's scratch files.
         - name: tmp
           emptyDir: {}
+        {{- if and (eq .component "reflector") $v.allowedSources }}
+        # reflector.allowedSources; kubelet rewrites it in place on a change.
+        - name: allowed-sources
+          configMap:
+            name: {{ include "stamp-bpf.fullname" $root }}-allowed-sources
+        {{- end }}
         {{- if $g.hostKernelHeaders }}
         # The node's kernel headers for bcc; /usr/src at its own path, so that
         # /lib/modules/<release>/build links resolve.

@@ -90,6 +90,17 @@ The DNS name the sender resolves for its reflectors when sender.reflectorIPs is 
 {{/*
 The ZeroMQ endpoint the service and its exporter share (the default of all three commands).
 */}}
+{{/*
+The reflector's allow-list file: the allowed-sources ConfigMap, mounted as a folder
+so that kubelet updates it in place (a subPath mount would never change).
+*/}}
+{{- define "stamp-bpf.allowDir" -}}
+/etc/stamp-bpf/allowed-sources
+{{- end }}
+{{- define "stamp-bpf.allowFile" -}}
+{{ include "stamp-bpf.allowDir" . }}/list
+{{- end }}
+
 {{- define "stamp-bpf.zmqEndpoint" -}}
 ipc:///run/stamp-bpf/records.sock
 {{- end }}
@@ -130,6 +141,11 @@ Checks across values that the schema cannot express; fails with one clear line.
 {{- if le (float64 (get $.Values.sender $k)) 0.0 }}
 {{- fail (printf "sender.%s is %v: it must be a number of seconds above 0" $k (get $.Values.sender $k)) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- range $c := list "sender" "reflector" }}
+{{- if and $.Values.exporter.buckets (get $.Values $c).histogram.enabled }}
+{{- fail (printf "exporter.buckets and %s.histogram.enabled both set the exporter's buckets: use one of them" $c) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.sender.enabled (not .Values.sender.reflectorIPs) (not .Values.sender.reflectorDNS) (not .Values.reflector.enabled) }}

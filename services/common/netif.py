@@ -15,7 +15,8 @@ IFA_F_TENTATIVE = 0x40
 def _index(ipr, ifname):
     index = ipr.link_lookup(ifname=ifname)
     if not index:
-        raise LookupError(f"no network interface named {ifname!r}; see `ip link` for the names here")
+        raise LookupError(f"no network interface named {ifname!r}; this host has "
+                          f"{', '.join(names(ipr))} (or give auto: the route's interface)")
     return index[0]
 
 
@@ -42,3 +43,41 @@ def ipv6_addresses(ifname):
 def addresses(ifname):
     """Both families' addresses on `ifname`, IPv4 first."""
     return ipv4_addresses(ifname) + ipv6_addresses(ifname)
+
+
+def other_ipv4_addresses(ifname):
+    """This host's IPv4 addresses a reply must never go to besides `ifname`'s own:
+    the subnet broadcast addresses of `ifname` and every address of the other
+    interfaces (the reflector's guard, bpf/guard.h)."""
+    with IPRoute() as ipr:
+        index = _index(ipr, ifname)
+        out = set()
+        for a in ipr.get_addr(family=socket.AF_INET):
+            if a["index"] == index:
+                if a.get_attr("IFA_BROADCAST"):
+                    out.add(a.get_attr("IFA_BROADCAST"))
+            else:
+                out.add(a.get_attr("IFA_ADDRESS"))
+        return sorted(out - set(ipv4_addresses(ifname)))
+
+
+def names(ipr=None):
+    """Names of every network interface here, sorted."""
+    if ipr is None:
+        with IPRoute() as ipr:
+            return names(ipr)
+    return sorted(link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
+
+
+def all_ipv4_addresses():
+    """Every IPv4 address on this host (all interfaces)."""
+    with IPRoute() as ipr:
+        return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
+
+
+def all_addresses():
+    """Every address of either family on this host (all interfaces), IPv6 without scope."""
+    with IPRoute() as ipr:
+        return ({a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)} |
+                {addr.normalize(a.get_attr("IFA_ADDRESS"))
+                 for a in ipr.get_addr(family=socket.AF_INET6)})

@@ -2,7 +2,7 @@
 
 import argparse
 
-from . import bpfprog, clock, logs, netif, recordpipe, tc
+from . import autoif, bpfprog, clock, logs, netif, recordpipe, tc
 
 TIMESTAMP_FORMATS = ("ntp", "ptp")
 
@@ -88,6 +88,9 @@ def run_service(name, args, files, defines, run):
         # stamp_ptp_tai_offset_missing says so for as long as it lasts.
         log.warning("tai_offset_missing", reason=tai_problem)
     try:
+        if args.interface == autoif.AUTO:
+            args.interface = autoif.resolve(args)
+            log.info("interface_chosen", interface=args.interface, by="route")
         netif.addresses(args.interface)      # the interface exists
         if args.timestamping == "bpf":
             log.info("starting", interface=args.interface, timestamping="bpf",

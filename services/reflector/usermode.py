@@ -2,8 +2,10 @@
 
 For hosts where BPF is not allowed, and as the baseline the benchmarks
 compare the in-kernel reflector with. Same packet format and rules as
-reflector_ingress.c (stateless, sender TTL copied, IP TTL 255, short
-TWAMP-Light packets answered with the 44-octet base, the loop guard); T2 is
+reflector_ingress.c (stateless, sender TTL copied, IP TTL 255, the loop guard,
+the allow-list and rate limit of guard.py, no reply to port 0 or to this host's
+own address; short TWAMP-Light packets are refused as too_short once the
+kernel's guard is in bpf/, answered with the 44-octet base until then); T2 is
 read from CLOCK_REALTIME when recvmsg() returns and T3 just before sendto(),
 so both carry this process's scheduling noise. Each reflected packet becomes
 the same decoded event the BPF ring buffer gives (events.ReflectorEvent). One
@@ -16,17 +18,20 @@ import socket
 import struct
 import time
 
-from ..common import addr, cmsg, datapath, events, wire
+from ..common import addr, cmsg, datapath, events, records, wire
+from . import datapath as reflector_datapath
 
 REFLECT_TTL = 255
 
 
 class UserReflector:
-    def __init__(self, ifname, port, ptp):
+    def __init__(self, ifname, port, ptp, guard):
         self.port = port
+        self.guard = guard
         self.ptp = ptp
         self.state = None
-        self.counts = dict.fromkeys(datapath.STATS, 0)
+        self.counts = dict.fromkeys(datapath.REFLECTOR_STATS, 0)
+        self.counts.update(dict.fromkeys(records.DROP_REASONS, 0))
         try:
             self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -69,8 +74,8 @@ class UserReflector:
             except BlockingIOError:
                 return
             t2 = self._now()
-            port = peer[1]
-            reply = self._reply(data, port, anc, t2)
+            sender, port = addr.normalize(peer[0].split("%")[0]), peer[1]
+            reply = self._reply(data, sender, port, anc, t2)
             if reply is None:
                 continue
             packet, ttl, local = reply
@@ -79,31 +84,48 @@ class UserReflector:
                 self.sock.sendto(packet, peer)      # a link-local peer keeps its scope
             except OSError:
                 continue
-            self.counts["stamped"] += 1
-            self.counts["received"] += 1
+            self.counts["reflected"] += 1
+            self.counts["t3_stamped"] += 1
             seq, t1, see = wire.parse_sender_packet(data)
             t3 = struct.unpack_from("!II", packet, 4)
             ee = self.state.error_estimate(self.ptp)
             out.append(events.ReflectorEvent(
-                addr.normalize(peer[0].split("%")[0]), local, port, self.port, len(data), ttl,
+                sender, local, port, self.port, len(data), ttl,
                 seq, tuple(t1), tuple(t2), tuple(t3), see, ee))
 
-    def _reply(self, data, sport, anc, t2):
-        """(reflected packet, sender TTL, local address) or None if it is not a test packet."""
-        if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
-            return None
-        # Loop guard, as in reflector_ingress.c: a reflection is not reflected again.
-        if sport == self.port and wire.is_reflection(data):
-            self.counts["loop_guard"] += 1
-            return None
+    def _reply(self, data, saddr, sport, anc, t2):
+        """(reflected packet, sender TTL, local address) or None if it is not reflected."""
         local = cmsg.destination(anc)
-        ttl, local = cmsg.received_ttl(anc), addr.normalize(local) if local else "0.0.0.0"
+        local = addr.normalize(local) if local else "0.0.0.0"
+        reason = self._refused(data, saddr, sport, local)
+        if reason:
+            self.counts[reason] += 1
+            return None
+        ttl = cmsg.received_ttl(anc)
         seq, t1, see = wire.parse_sender_packet(data)
         if len(data) < wire.BASE_LEN:
             self.counts["grown"] += 1
+        # RFC 8972 section 3: the SSID is copied (TLVs are processed by the kernel path only).
+        ssid = struct.unpack_from("!H", data, 14)[0] if len(data) >= 16 else 0
         base = wire.build_reflector_packet(seq, (0, 0), self.state.error_estimate(self.ptp), t2,
-                                           seq, t1, see, ttl)
+                                           seq, t1, see, ttl, ssid=ssid)
         return bytearray(base + data[wire.BASE_LEN:]), ttl, local
+
+    def _refused(self, data, saddr, sport, local):
+        """Why a datagram is not reflected (a records.DROP_REASONS name), or None;
+        the checks of reflector_ingress.c, in its order."""
+        if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
+            return "malformed"
+        if not self.guard.allowed(saddr):
+            return "not_allowed"
+        if sport == 0 or saddr == local:
+            return "bad_source"
+        if len(data) < wire.BASE_LEN and reflector_datapath.HAS_GUARD:
+            return "too_short"    # the reply, 44 octets, would be larger than the request
+        # Loop guard, as in reflector_ingress.c: a reflection is not reflected again.
+        if sport == self.port and wire.is_reflection(data):
+            return "loop_guard"
+        return None if self.guard.within_rate(saddr) else "rate_limited"
 
     def close(self):
         self.sock.close()

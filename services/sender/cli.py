@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from ..common import addr, histogram, options
-from . import datapath
+from . import datapath, peers
 from .service import SenderService
 
 EXAMPLES = """examples:
@@ -26,7 +26,10 @@ EXAMPLES = """examples:
                                              # every address of a DNS name (a mesh)
   stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local --address-family 6
                                              # its AAAA records only
+  stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local --max-peers 16
+                                             # at most 16 of them, the same on every restart
   stamp-sender eth0 10.0.0.2 --timestamp-format ptp   # PTPv2 timestamps (Z=1)
+  stamp-sender eth0 10.0.0.2 --ssid 100      # SSID 100 (RFC 8972), checked on every reply
   stamp-sender eth0 10.0.0.2 -c 5 | tail -n1 | jq .    # the JSON summary
 """
 
@@ -37,6 +40,41 @@ def ip_address(text):
     except ValueError as e:
         detail = str(e) if "%" in text else f"{text!r} is not an IPv4 or IPv6 address"
         raise argparse.ArgumentTypeError(f"{detail}; for a DNS name use --reflector-dns") from None
+
+
+def _ranged(what, lo, hi):
+    """argparse type: a whole number from lo to hi."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what} ({lo}-{hi})") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not a {what}: give {lo}-{hi}")
+        return value
+    return parse
+
+
+def _ssid(text):
+    """argparse type: a non-zero 16-bit SSID."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an SSID (1-65535)") from None
+    if not 1 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{value} is not an SSID: give 1-65535 (0 means none)")
+    return value
+
+
+def max_peers(text):
+    """argparse type: --max-peers K, 0 (every peer) or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a peer count: give 0 (every peer) or more")
+    return value
 
 
 def parser():
@@ -69,6 +107,29 @@ def parser():
                         "--reflector-dns answers, and REFLECTORs must match it; default any")
     p.add_argument("--dns-interval", type=options.seconds(1.0), default=30.0,
                    help="seconds between --reflector-dns lookups; default 30")
+    p.add_argument("--ssid", type=_ssid, default=None, metavar="N",
+                   help="STAMP Session Identifier (RFC 8972) of the session, 1-65535; one "
+                        "reflector only; default: a random one per session, unique among them")
+    p.add_argument("--directional-loss", action="store_true",
+                   help="tell loss on the way there from loss on the way back: every test "
+                        "packet carries a Direct Measurement TLV (RFC 8972, 60 octets in all), "
+                        "which a stateful reflector answers with its counts; summary "
+                        "lost_forward/lost_backward (null against a stateless reflector)")
+    p.add_argument("--dscp", type=_ranged("DSCP", 0, 63), default=None, metavar="N",
+                   help="send test packets with DSCP N and a Class of Service TLV asking the "
+                        "reply to use N too; reports re-marking each way")
+    p.add_argument("--location", action="store_true",
+                   help="add a Location TLV: report the addresses, ports and MAC the reflector "
+                        "saw (nat_seen when they differ from ours)")
+    p.add_argument("--timestamp-info", action="store_true",
+                   help="add a Timestamp Information TLV: report the reflector's sync source "
+                        "and timestamping methods")
+    p.add_argument("--padding", type=_ranged("padding", 0, 1400), default=None, metavar="N",
+                   help="add an Extra Padding TLV of N octets (0-1400), for size effects")
+    p.add_argument("--max-peers", metavar="K", type=max_peers, default=None,
+                   help="with --reflector-dns: measure at most K of its addresses, chosen "
+                        "by a hash ring so every reflector is measured by K senders "
+                        "(docs/cli.md); default 0, every address")
     p.add_argument("--summary-interval", type=options.seconds(1.0), default=10.0,
                    help="seconds between per-session stats log lines; default 10")
     histogram.add_arguments(p, histpath=True)
@@ -91,6 +152,13 @@ def parse(argv=None):
                 f"{args.address_family} asks; drop it or use --address-family any")
     if args.count < 0:
         p.error(f"--count must be 0 (forever) or more, got {args.count}")
+    if args.ssid is not None and (len(args.reflectors) != 1 or args.reflector_dns):
+        p.error("--ssid fixes the SSID of one session: give exactly one REFLECTOR and no "
+                "--reflector-dns (without --ssid every session gets its own)")
+    if args.max_peers is not None and not args.reflector_dns:
+        p.error("--max-peers chooses among the addresses of --reflector-dns; give --reflector-dns "
+                "NAME, or list fewer REFLECTOR addresses")
+    args.max_peers = args.max_peers or peers.ALL
     if args.late_window is None:
         args.late_window = args.timeout
     return p, args, histogram.from_args(p, args)

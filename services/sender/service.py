@@ -12,11 +12,13 @@ import json
 import sys
 import time
 
-from ..common import addr, histfile, records, recordpipe, runtime, tc
+from ..common import addr, events, histfile, netif, records, recordpipe, runtime, tc, wire
 from ..common.delaystats import DIRECTIONS, delays
-from . import datapath, view
+from . import datapath, tlvs, view
+from .direction import DirectionalLoss
 from .resolver import Resolver
 from .session import SenderSession, decode_reply, now_ns
+from .ssid import SsidAllocator, SsidCheck
 from .transmit import Transmitter, source_address
 from .usermode import UserSenderDatapath
 
@@ -28,6 +30,12 @@ MAX_WAIT_MS = 100
 NO_ROUTE = {4: "0.0.0.0", 6: "::"}
 PUSH_BATCH = 256                # records per ZeroMQ message, at most
 PUSH_EVERY_NS = 20_000_000      # and no record waits longer than this
+
+
+def reply_ssid(ev):
+    """The SSID a reply carries (RFC 8972 Figure 2: octets 14-15)."""
+    off = wire.REFLECTOR_FIELDS["ssid"][0]
+    return int.from_bytes(ev.pkt[off:off + 2], "big")
 
 
 class SenderService:
@@ -53,6 +61,7 @@ class SenderService:
                                             hist_layout.ceil, log=log)
                      if args.histpath else None)
         self.stop = runtime.StopSignals()
+        self.ssids = SsidAllocator(args.ssid)
 
     # --- sessions ------------------------------------------------------------
 
@@ -81,10 +90,16 @@ class SenderService:
                                   "until there is one")
         s = SenderSession(reflector, a.dest_port, local, a.source_port, a.count, a.interval,
                           a.timeout, a.late_window, time.monotonic_ns() + offset_ns)
+        s.ssid = SsidCheck(self.ssids.take())
+        if a.directional_loss:
+            s.direction = DirectionalLoss()
+        if tlvs.block(a):
+            s.tlvs = tlvs.TlvReport(a.dscp)
         self.sessions[reflector] = s
         self.dp.add_session(reflector)
         self._schedule(s)
-        self.log.info("session_started", reflector=s.label, count=a.count, interval_s=a.interval,
+        self.log.info("session_started", reflector=s.label, ssid=s.ssid.ssid, count=a.count,
+                      interval_s=a.interval,
                       timeout_s=a.timeout, late_window_s=a.late_window)
 
     def stop_session(self, reflector):
@@ -98,6 +113,7 @@ class SenderService:
         for ip, s in list(self.sessions.items()):
             if s.stopping and not s.outstanding:
                 del self.sessions[ip]
+                self.ssids.release(s.ssid.ssid)
                 self.dp.remove_session(ip)
                 self.tx.forget(ip, s.port)
                 self.ended.append(s)
@@ -141,15 +157,15 @@ class SenderService:
 
     def run(self):
         a = self.args
-        self.tx = Transmitter(a.interface, a.source_port)
+        self.tx = Transmitter(a.interface, a.source_port, tlvs=tlvs.block(a), dscp=a.dscp)
         if self.user_mode:
             self.dp = UserSenderDatapath(self.tx, self.ptp)
             attachment = contextlib.nullcontext()
         else:
+            tc.check_free(a.interface, tc.SENDER, datapath.PROGRAMS)
             self.dp, programs = datapath.load(a.source_port, a.dest_port, self.ptp, debug=a.debug)
             self.dp.socket_cookie = self.tx.cookie
-            attachment = tc.attached(a.interface, programs, tc.SENDER_PRIO, tc.SENDER_HANDLE,
-                                     self.log)
+            attachment = tc.attached(a.interface, programs, tc.SENDER, self.log)
         self._set_clock(runtime.refresh_clock(self.dp, None, self.log))
         self.dp.open_events(self.pending.append)
         rx_stamps = runtime.keep_rx_timestamps_on()
@@ -167,7 +183,8 @@ class SenderService:
             for i, r in enumerate(a.reflectors):
                 self.add_session(r, offset_ns=int(i * a.interval * 1e9 / n))
             if a.reflector_dns:
-                resolver = Resolver(a.reflector_dns, a.dns_interval, self.log, a.address_family)
+                resolver = Resolver(a.reflector_dns, a.dns_interval, self.log, a.address_family,
+                                    a.max_peers, netif.addresses(a.interface))
                 resolver.start()
             try:
                 self._loop(resolver)
@@ -226,7 +243,7 @@ class SenderService:
                 continue        # stopping, or its count is sent
             mono, wall = now_ns()
             seq = s.next_seq
-            if self.tx.send(seq, s.reflector, s.port):
+            if self.tx.send(seq, s.reflector, s.port, s.ssid.ssid):
                 s.on_sent(mono, wall)
                 heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), ip, seq))
             else:
@@ -262,6 +279,8 @@ class SenderService:
             sent = s.declare_lost(seq) if s else None
             if sent is None:
                 continue        # answered in time, or its session is gone
+            if s.direction is not None:
+                s.direction.on_lost(seq)
             self.out.append(records.SenderPacket(
                 s.reflector, s.port, s.local, s.local_port, records.OUTCOME_LOST, False,
                 self.ts_kind, 0, seq, 0, sent.wall_ns, 0, 0, 0, 0, 0, *s.counters()))
@@ -292,11 +311,26 @@ class SenderService:
             self.log.warning("source_address_differs", reflector=s.label, route=s.local,
                              reply_to=ev.local, hint="the reply came back to another of our "
                              "addresses; series stay labelled with the route's")
+        counted, note = s.ssid.accept(reply_ssid(ev))
+        if note == "zeroed":
+            self.log.info("ssid_not_echoed", reflector=s.label, ssid=s.ssid.ssid,
+                          hint="the reflector zeroes the SSID (RFC 8762 only); replies are "
+                               "still counted")
+        elif note == "mismatch":
+            self.log.warning("ssid_mismatch", reflector=s.label, ssid=s.ssid.ssid,
+                             reply_ssid=reply_ssid(ev), seq=r.seq,
+                             hint="a reply with another session's SSID is not counted")
+        if not counted:
+            return
         outcome, reordered = s.on_reply(r)
         if outcome is None:
             self.log.debug("reply_ignored", reflector=s.label, seq=r.seq,
                            reason="not outstanding (declared lost, or not sent by us)")
             return
+        if s.direction is not None:
+            s.direction.on_reply(r.seq, ev.tlvs)
+        if s.tlvs is not None and outcome != records.OUTCOME_DUPLICATE:
+            s.tlvs.on_reply(ev.tlvs, ev.reply_tos, ev.local, ev.local_port, s.reflector, s.port)
         name = records.OUTCOMES[outcome]
         if not r.valid and outcome != records.OUTCOME_DUPLICATE and s.invalid == 1:
             self.log.warning("timestamp_missing", reflector=s.label, seq=r.seq,

@@ -12,10 +12,12 @@ IPv6 (booted with ipv6.disable=1) it is a plain IPv4 socket, and IPv6
 sessions are refused with a clear error.
 """
 
+import errno
 import socket
 import struct
 
-from ..common import addr, wire
+from ..common import addr, owners, wire
+from . import direction
 
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)
 SEND_TTL = 255
@@ -66,7 +68,8 @@ def _open_socket(ifname, source_port):
         dual = True
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, SEND_TTL)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # No SO_REUSEADDR: with it a second sender's bind would succeed and
+    # both would take each other's replies.
     # Leave through the interface our TC programs are attached to.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
     # On the dual-stack socket this is the TTL of its IPv4 packets (Linux hands
@@ -76,20 +79,31 @@ def _open_socket(ifname, source_port):
         sock.bind(("::", source_port) if dual else ("0.0.0.0", source_port))
     except OSError as e:
         sock.close()
-        raise OSError(e.errno, f"cannot bind UDP source port {source_port}: {e.strerror}; "
-                               "is another sender running? pick another with -s") from None
+        holders = owners.udp_port_holders(source_port) if e.errno == errno.EADDRINUSE else []
+        who = f" by {owners.describe(holders[0])}" if holders else ""
+        raise OSError(e.errno, f"cannot bind UDP source port {source_port} on {ifname}: "
+                               f"{e.strerror}{who}; stop another stamp-sender first, or "
+                               "pick another port with -s") from None
     return sock, dual
 
 
 class Transmitter:
-    def __init__(self, ifname, source_port, size=wire.BASE_LEN):
+    def __init__(self, ifname, source_port, size=wire.BASE_LEN, tlvs=b"", dscp=None):
         self.sock, self.dual_stack = _open_socket(ifname, source_port)
         self.sock.setblocking(False)
         self.ifindex = socket.if_nametoindex(ifname)
         self.source_port = source_port
         self.stamp = None       # user-space timestamping writes T1 here
         self.cookie = struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
-        self._packet = bytearray(wire.build_sender_packet(0, size=size))
+        if dscp is not None:        # --dscp: ECN left 0 (Not-ECT)
+            # IPv4 packets (of either socket) take IP_TOS, IPv6 ones the Traffic Class.
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+            if self.dual_stack:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dscp << 2)
+        # --directional-loss: a Direct Measurement TLV first, whose S_TxC counts our packets.
+        self._s_txc = (direction.s_txc_offset()
+                       if tlvs[1:2] == bytes([wire.TLV_DIRECT_MEASUREMENT]) else None)
+        self._packet = bytearray(wire.build_sender_packet(0, size=size, tlvs=tlvs))
         self._dest = {}         # (reflector, port) -> sockaddr
         self.errors = 0
 
@@ -97,9 +111,13 @@ class Transmitter:
         """Can this socket send to `reflector`? (IPv6 needs the dual-stack socket.)"""
         return self.dual_stack or addr.family(reflector) == 4
 
-    def send(self, seq, reflector, port):
-        """Send test packet `seq`; False (and counted) when the kernel refused it."""
+    def send(self, seq, reflector, port, ssid=0):
+        """Send test packet `seq` of session `ssid`; False (and counted) when the kernel
+        refused it."""
         struct.pack_into("!I", self._packet, 0, seq)
+        struct.pack_into("!H", self._packet, wire.SENDER_FIELDS["ssid"][0], ssid)
+        if self._s_txc is not None:
+            struct.pack_into("!I", self._packet, self._s_txc, (seq + 1) & 0xFFFFFFFF)
         if self.stamp:
             self.stamp(self._packet)
         dest = self._dest.get((reflector, port))

@@ -29,7 +29,7 @@ class UserSenderDatapath:
         self._sessions = set()
         self._state = None
         self._callback = None
-        self._counts = dict.fromkeys(datapath.STATS, 0)
+        self._counts = dict.fromkeys(datapath.SENDER_STATS, 0)
         cmsg.ask_for_ttl(tx.sock)
         cmsg.ask_for_local_address(tx.sock)
         tx.stamp = self._stamp
@@ -46,7 +46,7 @@ class UserSenderDatapath:
         """Write T1 and the Error Estimate into a packet about to be sent."""
         sec, frac = self._now()
         struct.pack_into("!IIH", packet, 4, sec, frac, self._state.error_estimate(self.ptp))
-        self._counts["stamped"] += 1
+        self._counts["t1_stamped"] += 1
 
     def configure(self, clock_state):
         self._state = clock_state
@@ -80,7 +80,8 @@ class UserSenderDatapath:
             if reflector not in self._sessions or len(data) < wire.BASE_LEN:
                 continue
             local = cmsg.destination(anc)
-            self._counts["received"] += 1
+            self._counts["replies_taken"] += 1
             self._callback(events.SenderEvent(
                 reflector, addr.normalize(local) if local else "", port, self.tx.source_port,
-                len(data), cmsg.received_ttl(anc), t4, bytes(data[:wire.BASE_LEN])))
+                len(data), cmsg.received_ttl(anc), t4, bytes(data[:wire.BASE_LEN]),
+                bytes(data[wire.BASE_LEN:wire.BASE_LEN + events.EVENT_TLV_LEN])))

@@ -72,6 +72,8 @@ def sender_args(cfg, log_format):
     if cfg["sender.reflectorDNS"]:
         args += ["--reflector-dns", cfg["sender.reflectorDNS"],
                  "--dns-interval", _num(cfg["sender.dnsInterval"])]
+        if cfg["sender.maxPeers"]:
+            args += ["--max-peers", str(cfg["sender.maxPeers"])]
     args += ["--address-family", cfg["sender.addressFamily"],
              "--source-port", str(cfg["sender.sourcePort"]),
              "--dest-port", str(cfg["sender.destinationPort"]),
@@ -83,8 +85,13 @@ def sender_args(cfg, log_format):
 
 
 def reflector_args(cfg, log_format):
+    """stamp-reflector's arguments. The allow-list goes in a file (allowfile.py), so
+    a change of it is a reload of that file, not a new command line."""
     args = [cfg["reflector.interface"], "--port", str(cfg["reflector.port"]),
-            "--max-sessions", str(cfg["reflector.maxSessions"])]
+            "--max-sessions", str(cfg["reflector.maxSessions"]),
+            "--max-rate", _num(cfg["reflector.maxRate"]), "--burst", str(cfg["reflector.burst"])]
+    if cfg["reflector.allowedSources"]:
+        args += ["--allow-file", cfg["reflector.allowFile"]]
     return (args + _pipe(cfg, log_format) + _hist_and_flags(cfg, "reflector")
             + cfg["reflector.extraArgs"])
 
@@ -97,6 +104,12 @@ def exporter_args(cfg, log_format):
     if cfg["reflector.enabled"]:
         args += ["--max-reflector-sessions", str(cfg["reflector.maxSessions"])]
     args += ["--log-format", log_format]
+    if cfg["exporter.nodeName"]:
+        args += ["--node-name", cfg["exporter.nodeName"]]
+    if cfg["exporter.buckets"]:
+        args += ["--buckets", ",".join(map(_num, cfg["exporter.buckets"]))]
+    if cfg["reflector.enabled"] and not cfg["reflector.delayHistogram"]:
+        args.append("--no-reflector-histogram")
     hist = exporter_histogram(cfg)
     if hist:
         args += ["--hist", *map(_num, hist)]
@@ -122,7 +135,7 @@ def check_host(cfg, commands):
             raise ConfigError(f"{name}: {argv[0]} is not an executable; install the stamp-bpf "
                               "package beside this stamp-bpf, or point --bin-dir at its bin folder")
     for svc in ("sender", "reflector"):
-        if svc in commands:
+        if svc in commands and cfg[f"{svc}.interface"] != "auto":
             iface = cfg[f"{svc}.interface"]
             try:
                 socket.if_nametoindex(iface)
