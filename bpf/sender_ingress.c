@@ -31,7 +31,7 @@ int sender_ingress(struct __sk_buff *skb)
 	rc = parse_udp4(skb, bpf_htons(SENDER_DST_PORT), bpf_htons(SENDER_SRC_PORT), &p);
 	if (rc) {
 		if (rc == PARSE_BAD_IP_CSUM && skb->pkt_type == PACKET_HOST)
-			stat_inc(STAT_BAD_CSUM);	/* ip_rcv() will drop it */
+			stat_inc(STAT_BAD_CHECKSUM);	/* ip_rcv() will drop it */
 		return TC_ACT_UNSPEC;
 	}
 	if (p.payload_len < STAMP_BASE_LEN || skb->pkt_type != PACKET_HOST)
@@ -54,7 +54,7 @@ int sender_ingress(struct __sk_buff *skb)
 	laddr = f.ip->daddr;
 	ulen = bpf_ntohs(f.udp->len);
 	if (!udp4_csum_ok(skb, raddr, laddr, ulen, f.udp->check)) {
-		stat_inc(STAT_BAD_CSUM);
+		stat_inc(STAT_BAD_CHECKSUM);
 		return TC_ACT_UNSPEC;	/* UDP will discard it, silently */
 	}
 	/* NOTE: pointers checked again: nothing above changed the packet, but
