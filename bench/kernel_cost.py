@@ -290,7 +290,7 @@ class Bench:
         self.load_s = time.monotonic() - t0
         self.refl.configure(st)
         self.refl.set_addresses([frames.REFLECTOR_ADDR])
-        self.snd.add_session(frames.REFLECTOR_ADDR)
+        self.snd.add_session(frames.REFLECTOR_ADDR, frames.SENDER_ADDR)
         self.snd.configure(st)
         self.prog = {"reflector ingress": rprogs[tc.INGRESS].fd, "reflector egress": rprogs[tc.EGRESS].fd,
                      "sender egress": sprogs[tc.EGRESS].fd, "sender ingress": sprogs[tc.INGRESS].fd}

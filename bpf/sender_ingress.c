@@ -2,7 +2,8 @@
 /*
  * sender_ingress.c - TC ingress: take T4 for replies to our sessions.
  *
- * A reply from a reflector we measure (sessions map) gets its receive
+ * A reply from a reflector we measure (sessions map), to the address and port
+ * our socket sends that session's test packets from, gets its receive
  * timestamp T4 here (the kernel's receive timestamp of the frame, see
  * stamp_rx_tai(), or the time now), and its first 44 octets go to user space with T4 in one
  * ring buffer record (struct stamp_sender_event).
@@ -23,7 +24,7 @@ int sender_ingress(struct __sk_buff *skb)
 	struct stamp_frame f;
 	struct udp4 p;
 	__u32 key = 0;
-	__be32 raddr, laddr;
+	__be32 raddr, laddr, *ours;
 	__u32 ulen, tlv_len;
 	int rc;
 	__u64 now;
@@ -38,7 +39,11 @@ int sender_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	now = bpf_ktime_get_tai_ns();		/* T4 */
 	raddr = p.ip->saddr;
-	if (!sessions.lookup(&raddr))
+	/* Only replies to our socket: its port (parse_udp4()) and the session's
+	 * source address. A reply to another address of this host (or one seen
+	 * in promiscuous mode, or spoofed) is not ours to measure. */
+	ours = sessions.lookup(&raddr);
+	if (!ours || !*ours || *ours != p.ip->daddr)
 		return TC_ACT_UNSPEC;
 	cfg = config.lookup(&key);
 	if (!cfg || stamp_frame(skb, &f))
