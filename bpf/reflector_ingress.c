@@ -86,16 +86,18 @@ int reflector_ingress(struct __sk_buff *skb)
 	g = guard_config.lookup(&key);
 	if (!g)
 		return TC_ACT_UNSPEC;
-	/* Whom we answer, cheapest first: no checksum is summed for a refusal. */
+	/* Whom we answer, cheapest first: no checksum is summed for a refusal.
+	 * Where no reply may go comes before the allow-list: it holds whatever
+	 * the list says (and is the cheaper test). */
 	saddr = p.ip->saddr;
+	if (guard_bad_source_v4(p.eth, saddr, p.udp->source, local_addrs.lookup(&saddr))) {
+		stat_inc(STAT_BAD_SOURCE);
+		return TC_ACT_UNSPEC;
+	}
 	guard_addr_v4(&src, saddr);
 	if (!guard_allows(g, &src)) {
 		stat_inc(STAT_NOT_ALLOWED);
 		return TC_ACT_UNSPEC;	/* the stack and its firewall decide */
-	}
-	if (guard_bad_source_v4(p.eth, saddr, p.udp->source, local_addrs.lookup(&saddr))) {
-		stat_inc(STAT_BAD_SOURCE);
-		return TC_ACT_UNSPEC;
 	}
 	plen = p.payload_len;
 	if (plen < STAMP_BASE_LEN) {

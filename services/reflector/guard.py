@@ -175,6 +175,8 @@ class AllowList:
         """Re-read the file: (added, removed) prefixes; GuardError leaves the list as it was."""
         if not self.path:
             return [], []
+        if self.watch:
+            self.watch.changed()    # this read takes the file as it is now: no second reload
         new = merge(self.fixed + read_allow_file(self.path))
         added = [n for n in new if n not in self.prefixes]
         removed = [n for n in self.prefixes if n not in new]

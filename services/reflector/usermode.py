@@ -97,10 +97,10 @@ class UserReflector:
         the checks of reflector_ingress.c, in its order."""
         if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
             return "malformed"
-        if not self.guard.allowed(saddr):
-            return "not_allowed"
         if sport == 0 or socket.inet_aton(saddr) == cmsg.local_address(anc):
             return "bad_source"
+        if not self.guard.allowed(saddr):
+            return "not_allowed"
         if len(data) < wire.BASE_LEN:
             return "too_short"    # the reply, 44 octets, would be larger than the request
         # Loop guard, as in reflector_ingress.c: a reflection is not reflected again.
