@@ -18,10 +18,15 @@ touches a packet on the measuring side.
 Capacity: offered rates rising (trafgen's --gap from 100 us down to 0, flat
 out), 2 s each after 0.5 s of warm-up, until fewer than KEEP (99%) of the
 offered packets come back; the capacity is the highest offered rate that
-still did. When even flat out keeps 99%, the figure is the generator's limit
-(a lower bound), and CPU 1's busy share at that rate says how much of its
-core the reflector still had spare. The eBPF reflector is also run flat out
-with its service stopped (SIGSTOP): the kernel alone.
+still did. trafgen's socket is blocking and each frame is charged to it
+until CPU 1 has freed it, so a reflector that cannot keep up may also hold
+the generator back instead of losing packets: when flat out keeps 99% with
+trafgen running or waiting for its CPU (schedstat) under HELD_BACK of the
+time and CPU 1 busy, the rate is the reflector's limit; otherwise the
+generator's (a lower bound).
+"generator alone" is trafgen flat out with nothing to reflect. The eBPF
+reflector is also run flat out with its service stopped (SIGSTOP): the
+kernel alone.
 
 CPU per reflected packet at CPU_RATE (10,000 pps, below the user-space
 reflector's capacity, so both reflect everything), ROUNDS windows of CPU_S,
@@ -58,6 +63,7 @@ GAPS_US = (100, 50, 40, 30, 25, 20, 15, 12, 10, 8, 6, 4, 2, 1, 0)   # trafgen --
 WARMUP_S = 0.5
 STEP_S = 2.0
 KEEP = 0.99
+HELD_BACK = 0.9            # trafgen below this share of its CPU flat out: something else set its pace
 CPU_RATE = 10_000
 CPU_S = 3.0
 ROUNDS = 3
@@ -181,12 +187,12 @@ class Lab:
         topo, pid = self.topo, self.refl.proc.pid
         with trafgen.Trafgen(topo, topo.sender, self.cfg, gap_ns=gap_ns, cpu=GEN_CPU) as gen:
             time.sleep(WARMUP_S)
-            s0, i0, g0, p0 = _link(topo, topo.sender), _idle_s(REFL_CPU), gen.cpu_seconds(), \
-                labrun.cpu_seconds(pid)
+            s0, i0, g0, w0, p0 = _link(topo, topo.sender), _idle_s(REFL_CPU), gen.cpu_seconds(), \
+                gen.wait_seconds(), labrun.cpu_seconds(pid)
             t0 = time.monotonic()
             time.sleep(seconds)
-            s1, i1, g1, p1 = _link(topo, topo.sender), _idle_s(REFL_CPU), gen.cpu_seconds(), \
-                labrun.cpu_seconds(pid)
+            s1, i1, g1, w1, p1 = _link(topo, topo.sender), _idle_s(REFL_CPU), gen.cpu_seconds(), \
+                gen.wait_seconds(), labrun.cpu_seconds(pid)
             dt = time.monotonic() - t0
             if not gen.running():
                 raise RuntimeError("trafgen stopped before the end of its step")
@@ -196,7 +202,7 @@ class Lab:
         return {"gap_us": gap_ns / 1000, "offered": offered / dt, "reflected": back / dt,
                 "kept": back / offered if offered else 0.0, "seconds": dt, "packets": back,
                 "offered_packets": offered, "busy": busy / dt, "busy_s": busy,
-                "gen_cpu": (g1 - g0) / dt, "proc_s": p1 - p0}
+                "gen_cpu": (g1 - g0) / dt, "gen_wait": (w1 - w0) / dt, "proc_s": p1 - p0}
 
     def search(self, log):
         """Rising rates until fewer than KEEP come back: (capacity pps, reached flat out, steps)."""
@@ -206,7 +212,7 @@ class Lab:
             steps.append(r)
             log(f"capacity: {self.mode} --gap {gap} us: offered {r['offered']:,.0f} pps, back "
                 f"{100 * r['kept']:.2f}%, CPU {REFL_CPU} busy {100 * r['busy']:.0f}%, "
-                f"trafgen {100 * r['gen_cpu']:.0f}% of CPU {GEN_CPU}")
+                f"trafgen {100 * r['gen_cpu']:.0f}% of CPU {GEN_CPU} (+{100 * r['gen_wait']:.0f}% waiting)")
             if r["kept"] < KEEP:
                 return best, False, steps
             best = max(best, r["offered"])
@@ -337,7 +343,27 @@ def _last(o):
     s = o["steps"][-1]
     return (f"last step (--gap {s['gap_us']:g} us) {s['offered']:,.0f} pps offered, "
             f"{100 * s['kept']:.2f}% back ({s['reflected']:,.0f}/s), CPU {REFL_CPU} busy "
-            f"{100 * s['busy']:.0f}%, trafgen {100 * s['gen_cpu']:.0f}% of CPU {GEN_CPU}")
+            f"{100 * s['busy']:.0f}%, trafgen {100 * s['gen_cpu']:.0f}% of CPU {GEN_CPU} "
+            f"(+{100 * s['gen_wait']:.0f}% waiting for it)")
+
+
+def _held_back(o):
+    """Flat out kept 99%, but trafgen waited: a blocking sendto() whose frames sit in CPU 1's
+    backlog (each is charged to its socket until CPU 1 frees it) means CPU 1 set the rate."""
+    s = o["steps"][-1]
+    return o["flat_out_kept"] and s["gen_cpu"] + s["gen_wait"] < HELD_BACK and s["busy"] >= 0.97
+
+
+def _verdict(o, g):
+    if not o["flat_out_kept"]:
+        return ""
+    s = o["steps"][-1]
+    if _held_back(o):
+        return (f"the reflector's limit: flat out trafgen ran {100 * s['gen_cpu']:.0f}% and waited for "
+                f"CPU {GEN_CPU} {100 * s['gen_wait']:.0f}% of the time (alone it sends {g['offered']:,.0f} "
+                f"pps); the rest it slept, held back while its frames waited for CPU {REFL_CPU}, busy "
+                f"{100 * s['busy']:.0f}%; ")
+    return "the generator's limit, a lower bound: flat out kept 99%; "
 
 
 def rows(out, failed):
@@ -347,8 +373,7 @@ def rows(out, failed):
                        note=f"--gap 0, every frame dropped at the head of the reflector's TC ingress; "
                             f"trafgen {100 * g['gen_cpu']:.0f}% of CPU {GEN_CPU}"),
              table.row(PART, "eBPF reflector, one CPU: highest rate with >= 99% back", b["best"], "pps",
-                       note=("flat out kept 99%: the generator's limit, a lower bound; " if b["flat_out_kept"]
-                             else "") + _last(b)),
+                       note=_verdict(b, g) + _last(b)),
              table.row(PART, "eBPF reflector, flat out, service stopped", p["reflected"], "pps",
                        note=f"{p['offered']:,.0f} offered, {100 * p['kept']:.2f}% back, CPU {REFL_CPU} busy "
                             f"{100 * p['busy']:.0f}%: the kernel alone (SIGSTOP), nothing reading the "
@@ -369,7 +394,7 @@ def rows(out, failed):
                   table.row(PART, "eBPF / user-space capacity", b["best"] / u["best"] if u["best"] else None,
                             "x", ">=", 10,
                             note="a lower bound: the eBPF figure is the generator's limit"
-                            if b["flat_out_kept"] else ""),
+                            if b["flat_out_kept"] and not _held_back(b) else ""),
                   table.row(PART, "user-space / eBPF CPU per packet", u["cpu_ns"] / b["cpu_ns"], "x",
                             note=f"in-kernel reflection alone against the whole user-space reflector: "
                                  f"{u['cpu_ns'] / b['kernel_ns']:.0f}x")]

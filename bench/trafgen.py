@@ -72,6 +72,13 @@ def parse_config(text):
             for line in text.splitlines() if line.startswith("{")]
 
 
+def _or0(f, pid):
+    try:
+        return f(pid)
+    except OSError:
+        return 0.0
+
+
 class Trafgen:
     """trafgen sending the frames of `cfg_path` on `host`'s interface, pinned to `cpu`.
 
@@ -98,21 +105,21 @@ class Trafgen:
         self.stop()
         return False
 
-    def cpu_seconds(self):
-        """User + system CPU seconds of trafgen and the sender it forked (while they run)."""
+    def _pids(self):
         pid = self.proc.pid
         try:
             with open(f"/proc/{pid}/task/{pid}/children") as f:
-                kids = [int(c) for c in f.read().split()]
+                return [pid] + [int(c) for c in f.read().split()]
         except OSError:
-            kids = []
-        total = 0.0
-        for p in [pid] + kids:
-            try:
-                total += labrun.cpu_seconds(p)
-            except OSError:
-                pass
-        return total
+            return [pid]
+
+    def cpu_seconds(self):
+        """User + system CPU seconds of trafgen and the sender it forked (while they run)."""
+        return sum(_or0(labrun.cpu_seconds, p) for p in self._pids())
+
+    def wait_seconds(self):
+        """Seconds trafgen was runnable but waiting for its CPU (other load on it), /proc/PID/schedstat."""
+        return sum(_or0(labrun.runqueue_wait_s, p) for p in self._pids())
 
     def running(self):
         return self.proc.poll() is None
