@@ -25,9 +25,12 @@ class SenderDatapath(datapath.Datapath):
     # the service does not start IPv6 sessions (and says so) while this is False.
     ipv6 = False
 
-    def add_session(self, reflector):
+    def add_session(self, reflector, local):
+        """Take replies from `reflector` to `local`, the address our test packets to
+        it leave from (0.0.0.0 while there is none: no reply is taken); called
+        again when that address changes."""
         table = self.bpf[b"sessions"]
-        table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(1)
+        table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(datapath.ipv4_be32(local))
 
     def remove_session(self, reflector):
         table = self.bpf[b"sessions"]
