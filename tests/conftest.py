@@ -22,14 +22,9 @@ BIN = os.path.dirname(sys.executable)
 REFLECTOR_ARGS = os.environ.get("STAMP_TEST_REFLECTOR_ARGS", "").split()
 STATEFUL = "--stateful" in REFLECTOR_ARGS
 
-# IPv6 in the TC programs (parse.h's IPv6 path, the IPv6 address and session maps)
-# is the kernel side of issue 12, which needs bpf/. Until it is in, the IPv6 runs
-# of the end-to-end tests are strict xfails: they fail for want of it today, and
-# the day they pass, strict turns the XPASS into a failure, so this marker goes
-# with the C that makes them pass.
-KERNEL_IPV6 = pytest.mark.xfail(strict=True, reason="the TC programs do not parse IPv6 yet "
-                                                    "(issue 12, kernel side)")
-FAMILIES = [pytest.param(4, id="ipv4"), pytest.param(6, id="ipv6", marks=KERNEL_IPV6)]
+# The families the end-to-end tests run over (IPv6: the TC programs' IPv6 path,
+# issue 12), with the same bounds for both.
+FAMILIES = [pytest.param(4, id="ipv4"), pytest.param(6, id="ipv6")]
 
 
 def command(name):

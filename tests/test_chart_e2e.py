@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KERNEL_IPV6
 from stamp_bpf.common import addr
 from stamp_bpf.lab.netns import Topology
 
@@ -178,7 +177,7 @@ def value_of(metrics, name, **labels):
 
 @pytest.mark.timeout(330)
 @pytest.mark.parametrize("scenario", ["default", "capabilities-only", "histogram",
-                                      pytest.param("dual-stack", marks=KERNEL_IPV6)])
+                                      "dual-stack"])
 def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_path, scenario):
     families = (4, 6) if scenario == "dual-stack" else (4,)
     values = "default" if scenario == "dual-stack" else scenario

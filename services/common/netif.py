@@ -69,6 +69,17 @@ def other_ipv4_addresses(ifname):
         return sorted(out - set(ipv4_addresses(ifname)))
 
 
+def other_ipv6_addresses(ifname):
+    """The IPv6 twin of other_ipv4_addresses(): every address of the other
+    interfaces but their link-local ones, which belong to other links (IPv6
+    has no broadcast; multicast sources are refused by the guard itself)."""
+    with IPRoute() as ipr:
+        index = _index(ipr, ifname)
+        out = {addr.normalize(a.get_attr("IFA_ADDRESS"))
+               for a in ipr.get_addr(family=socket.AF_INET6) if a["index"] != index}
+    return sorted(a for a in out - set(ipv6_addresses(ifname)) if not addr.is_link_local(a))
+
+
 def names(ipr=None):
     """Names of every network interface here, sorted."""
     if ipr is None:

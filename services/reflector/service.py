@@ -182,8 +182,9 @@ def _drop_counts(counts):
 
 def _sync_addresses(dp, ifname, log):
     """Reflect for the interface's addresses; never answer the host's others (guard.h)."""
-    added, removed = dp.set_addresses(netif.ipv4_addresses(ifname),
-                                      netif.other_ipv4_addresses(ifname))
+    added, removed = dp.set_addresses(netif.addresses(ifname),
+                                      netif.other_ipv4_addresses(ifname)
+                                      + netif.other_ipv6_addresses(ifname))
     if added or removed:
         log.info("addresses", interface=ifname, added=sorted(added), removed=sorted(removed))
 

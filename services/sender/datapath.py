@@ -21,20 +21,16 @@ class SenderDatapath(datapath.Datapath):
     STATS = datapath.SENDER_STATS
     event = staticmethod(events.sender_event)        # a ring buffer record, decoded
 
-    # The TC programs parse IPv4 only until issue 12's kernel side is in:
-    # the service does not start IPv6 sessions (and says so) while this is False.
-    ipv6 = False
-
     def add_session(self, reflector, local):
         """Take replies from `reflector` to `local`, the address our test packets to
-        it leave from (0.0.0.0 while there is none: no reply is taken); called
+        it leave from (0.0.0.0 or :: while there is none: no reply is taken); called
         again when that address changes."""
         table = self.bpf[b"sessions"]
-        table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(datapath.ipv4_be32(local))
+        table[datapath.addr_key(table, reflector)] = datapath.stamp_addr(table.Leaf, local)
 
     def remove_session(self, reflector):
         table = self.bpf[b"sessions"]
         try:
-            del table[table.Key(datapath.ipv4_be32(reflector))]
+            del table[datapath.addr_key(table, reflector)]
         except KeyError:
             pass

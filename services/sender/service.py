@@ -51,7 +51,7 @@ class SenderService:
         # Reflectors given as arguments: DNS answers never stop them (nor add them twice).
         self.static = frozenset(args.reflectors)
         self.ended = []             # sessions removed by DNS, for the summary
-        self.unmeasured = set()     # IPv6 reflectors this host or datapath cannot measure
+        self.unmeasured = set()     # IPv6 reflectors a host without IPv6 cannot measure
         self.schedule = []          # heap of (next send ns, reflector address)
         self.deadlines = []         # heap of (give-up ns, reflector address, seq)
         self.pending = []           # raw ring buffer records of this iteration
@@ -69,15 +69,12 @@ class SenderService:
         a = self.args
         # The series are labelled with our real source address from the first packet,
         # also when the reflector never answers (replies no longer teach it).
-        if addr.family(reflector) == 6 and not (self.tx.supports(reflector) and self.dp.ipv6):
+        if not self.tx.supports(reflector):
             if reflector not in self.unmeasured:
                 self.unmeasured.add(reflector)
                 self.log.warning("ipv6_not_measured", reflector=reflector, interface=a.interface,
-                                 hint="this host has no IPv6 (booted with ipv6.disable=1?)"
-                                 if not self.tx.supports(reflector) else
-                                 "this stamp-bpf's TC programs measure IPv4 only: give the "
-                                 "reflector's IPv4 address, --address-family 4, or "
-                                 "--timestamping user (IPv6 in user space)")
+                                 hint="this host has no IPv6 (booted with ipv6.disable=1?): "
+                                      "give the reflector's IPv4 address or --address-family 4")
             return
         local = source_address(a.interface, reflector, a.dest_port)
         if local is None:

@@ -20,8 +20,6 @@ from ..common import addr, cmsg, datapath, events, wire
 class UserSenderDatapath:
     """Duck-types SenderDatapath for a Transmitter's socket."""
 
-    ipv6 = True
-
     def __init__(self, tx, ptp):
         self.tx = tx
         self.ptp = ptp
