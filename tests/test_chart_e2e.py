@@ -197,6 +197,11 @@ def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_
         nodes = {}
         for host in (topo.sender, topo.reflector):
             # Every node's interface is eth0, as sender.interface/reflector.interface say.
+            # Its IPv6 addresses must survive the rename's link down (the kernel
+            # flushes them on down by default).
+            if 6 in families:
+                subprocess.run(["ip", "netns", "exec", host.ns, "sysctl", "-qw",
+                                f"net.ipv6.conf.{host.ifname}.keep_addr_on_down=1"], check=True)
             for cmd in (["link", "set", host.ifname, "down"], ["link", "set", host.ifname, "name", IFACE],
                         ["link", "set", IFACE, "up"]):
                 subprocess.run(["ip", "-n", host.ns, *cmd], check=True)
