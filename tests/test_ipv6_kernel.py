@@ -4,7 +4,7 @@ The real programs, loaded by the services' own datapath code, run on IPv6
 frames built by scapy: reflector_ingress reflects (Hop Limit 255, the received
 Hop Limit as Session-Sender TTL, addresses and ports swapped, valid UDP
 checksum as scapy recomputes it, RFC 8762 reflector format as scapy's STAMP
-decoder reads it), reflector_egress writes T3 and emits a record with the
+decoder and tshark's TWAMP-Test dissector read it), reflector_egress writes T3 and emits a record with the
 IPv6 addresses, sender_ingress takes the reply. RFC 8972 over IPv6: the SSID,
 the Location TLV answered with the IPv6 sub-TLVs (Table 5: 6 and 9), Class
 of Service setting the reply's Traffic Class, the stateful map's counts in a
@@ -19,6 +19,7 @@ bucket keyed by the IPv6 sender.
 import os
 import socket
 import struct
+import subprocess
 import time
 
 import pytest
@@ -329,3 +330,25 @@ def test_an_ipv6_sender_has_its_own_token_bucket(stateless):
             "An IPv6 sender's bucket is keyed by its address."
     finally:
         dp.set_guard([], NO_LIMIT)
+
+
+def test_tshark_reads_ipv6_replies_with_valid_checksums(stateless, tmp_path):
+    """An independent decoder: Wireshark's TWAMP-Test dissector and its UDP checksum check."""
+    from scapy.utils import wrpcap
+    replies = [stateless.reflect(frame6(request(seq=20 + i, size=n), hlim=33 + i))
+               for i, n in enumerate((44, 80, 300))]
+    broken = bytearray(replies[0])
+    broken[P6 + 30] ^= 0xFF         # one octet changed: tshark must call this checksum bad
+    pcap = tmp_path / "ipv6-replies.pcap"
+    wrpcap(str(pcap), [Ether(bytes(r)) for r in replies + [broken]])
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), "-o", "udp.check_checksum:TRUE", "-d", "udp.port==40000,twamp.test",
+         "-T", "fields", "-E", "separator=\t", "-e", "ipv6.src", "-e", "ipv6.hlim",
+         "-e", "udp.checksum.status", "-e", "twamp.test.seq_number",
+         "-e", "twamp.test.sender_seq_number", "-e", "twamp.test.sender_ttl"],
+        capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = [line.split("\t") for line in out]
+    assert rows[:3] == [[REFLECTOR, "255", "1", str(20 + i), str(20 + i), str(33 + i)] for i in range(3)], \
+        f"tshark reads each IPv6 reply (source, Hop Limit 255, checksum status 1 = good, " \
+        f"Sequence Numbers, Session-Sender TTL): {rows}"
+    assert rows[3][2] == "0", f"The control frame's checksum reads bad (status 0): {rows[3]}"
