@@ -264,6 +264,28 @@ def test_valid_ipv6_requests_come_back_as_rfc8762_replies(lab, where):
         assert len(u.payload) == size, "Replies keep the request's size (RFC 8762 4.6)."
 
 
+def test_the_reflector_follows_ipv6_addresses_added_and_removed(lab):
+    """An address added to the interface is reflected for within the reflector's
+    1 s address sync; once removed, requests to it are no longer answered."""
+    topo = lab.topo
+    r = topo.reflector
+    extra = "2001:2::99"
+    topo.run(r, ["ip", "-6", "addr", "add", f"{extra}/64", "dev", r.ifname, "nodad"], check=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not [e for e in lab.refl.events("addresses") if extra in e.get("added", [])]:
+            assert time.monotonic() < deadline, "The reflector did not pick up the new IPv6 address."
+            time.sleep(0.2)
+        replies = exchange6(lab, (extra, 862, 0, 0), [body(GOOD + 40)], 64, "added6")
+        assert [u.src for u, _ in replies] == [extra], "A request to the added address is reflected."
+    finally:
+        topo.run(r, ["ip", "-6", "addr", "del", f"{extra}/64", "dev", r.ifname], check=True)
+    deadline = time.monotonic() + 10
+    while not [e for e in lab.refl.events("addresses") if extra in e.get("removed", [])]:
+        assert time.monotonic() < deadline, "The reflector did not drop the removed IPv6 address."
+        time.sleep(0.2)
+
+
 def test_the_ipv4_session_was_not_disturbed(lab):
     """The IPv4 session measured on while all of the above ran (stops the sender)."""
     svc = lab.sending

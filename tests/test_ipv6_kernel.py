@@ -4,7 +4,8 @@ The real programs, loaded by the services' own datapath code, run on IPv6
 frames built by scapy: reflector_ingress reflects (Hop Limit 255, the received
 Hop Limit as Session-Sender TTL, addresses and ports swapped, valid UDP
 checksum as scapy recomputes it, RFC 8762 reflector format as scapy's STAMP
-decoder and tshark's TWAMP-Test dissector read it), reflector_egress writes T3 and emits a record with the
+decoder and tshark's TWAMP-Test dissector read it), reflector_egress writes T3
+and emits a record with the
 IPv6 addresses, sender_ingress takes the reply. RFC 8972 over IPv6: the SSID,
 the Location TLV answered with the IPv6 sub-TLVs (Table 5: 6 and 9), Class
 of Service setting the reply's Traffic Class, the stateful map's counts in a
