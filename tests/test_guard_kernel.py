@@ -123,7 +123,7 @@ def test_a_reply_that_would_go_where_none_may_go_is_not_sent(loaded, what, kw):
 
 def test_requests_to_broadcast_or_another_address_are_not_ours(loaded):
     loaded[0].set_guard([], NO_LIMIT)
-    for dst in (BROADCAST, OTHER, "224.0.0.5"):
+    for dst in (BROADCAST, OTHER, "224.0.0.5", "255.255.255.255", "0.0.0.0", "240.0.0.1"):
         rc, out, counted = run(loaded, frame(dst=dst))
         assert rc == TC_ACT_UNSPEC and not counted, \
             f"A test packet to {dst} is not for this reflector: passed on, uncounted ({counted})."
