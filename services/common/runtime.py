@@ -5,10 +5,7 @@ import signal
 import socket
 import time
 
-from . import clock, records
-
-
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+from . import clock, cmsg, records
 
 
 def keep_rx_timestamps_on():
@@ -20,7 +17,7 @@ def keep_rx_timestamps_on():
     stamp_rx_tai), so each service holds one such socket open while it runs.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.setsockopt(socket.SOL_SOCKET, cmsg.SO_TIMESTAMPNS, 1)
     return sock
 
 

@@ -20,6 +20,8 @@ EXAMPLES = """examples:
   stamp-reflector eth0 -p 8620          # reflect on another port (TWAMP Light peers)
   stamp-reflector eth0 --output --hist 28 25 75 --histpath /tmp/reflector-hist
                                         # per-sender logs and histograms
+  stamp-reflector eth0 --auth-key-file /etc/stamp-bpf/auth/key
+                                        # authenticated mode only (user space, no TC)
   stamp-reflector eth0 --ebpf           # print the C and cflags that would be loaded
 """
 
@@ -46,6 +48,7 @@ def parser():
 def main(argv=None):
     p = parser()
     args = p.parse_args(argv)
+    options.resolve_timestamping(p, args)
     if args.max_sessions < 1:
         p.error(f"--max-sessions must be 1 or more, got {args.max_sessions}")
     hist_layout = histogram.from_args(p, args)

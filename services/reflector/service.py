@@ -23,7 +23,9 @@ def run(args, log, hist_layout):
     ptp = args.timestamp_format == "ptp"
     pending = []
     if args.timestamping == "user":
-        dp = UserReflector(args.interface, args.port, ptp)
+        # Also authenticated mode: no TC program is attached then, so nothing in the
+        # kernel can answer a 112-octet packet as an unauthenticated one.
+        dp = UserReflector(args.interface, args.port, ptp, hmac=getattr(args, "hmac", None))
         attachment = contextlib.nullcontext()
         ts_kind = records.TS_USER
 
@@ -64,6 +66,7 @@ def run(args, log, hist_layout):
     with recordpipe.RecordPusher(args.zmq, log=log) as pusher, attachment:
         log.info("reflecting", interface=args.interface, port=args.port,
                  timestamping=args.timestamping, timestamp_format=args.timestamp_format,
+                 authenticated=getattr(args, "hmac", None) is not None,
                  zmq=args.zmq, clock_synchronized=state.synchronized,
                  clock_error_s=state.error_s, tai_offset_s=state.tai_offset_s)
         while not stop.stopped:

@@ -24,6 +24,8 @@ EXAMPLES = """examples:
   stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local
                                              # every address of a DNS name (a mesh)
   stamp-sender eth0 10.0.0.2 --timestamp-format ptp   # PTPv2 timestamps (Z=1)
+  stamp-sender eth0 10.0.0.2 --auth-key-file /etc/stamp-bpf/auth/key
+                                             # authenticated mode (HMAC, 112 octets)
   stamp-sender eth0 10.0.0.2 -c 5 | tail -n1 | jq .    # the JSON summary
 """
 
@@ -72,6 +74,7 @@ def parser():
 def parse(argv=None):
     p = parser()
     args = p.parse_args(argv)
+    options.resolve_timestamping(p, args)
     if args.reflector_dns is not None and not args.reflector_dns.strip():
         p.error("--reflector-dns needs a DNS name, e.g. stamp-reflector.monitoring.svc.cluster.local")
     if not args.reflectors and not args.reflector_dns:

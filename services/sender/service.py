@@ -126,9 +126,11 @@ class SenderService:
 
     def run(self):
         a = self.args
-        self.tx = Transmitter(a.interface, a.source_port)
+        hmac = getattr(a, "hmac", None)
+        self.tx = Transmitter(a.interface, a.source_port, authenticated=hmac is not None)
         if self.user_mode:
-            self.dp = UserSenderDatapath(self.tx, self.ptp, netif.ipv4_addresses(a.interface)[0])
+            self.dp = UserSenderDatapath(self.tx, self.ptp, netif.ipv4_addresses(a.interface)[0],
+                                         hmac=hmac)
             attachment = contextlib.nullcontext()
         else:
             self.dp, programs = datapath.load(a.source_port, a.dest_port, self.ptp, debug=a.debug)
@@ -141,7 +143,7 @@ class SenderService:
         resolver = None
         with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, attachment:
             self.log.info("sending", interface=a.interface, reflectors=a.reflectors,
-                          timestamping=a.timestamping,
+                          timestamping=a.timestamping, authenticated=hmac is not None,
                           reflector_dns=a.reflector_dns, source_port=a.source_port,
                           dest_port=a.dest_port, timestamp_format=a.timestamp_format,
                           zmq=a.zmq, clock_synchronized=self.state.synchronized,

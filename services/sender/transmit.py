@@ -34,7 +34,7 @@ def source_address(ifname, reflector, port):
 
 
 class Transmitter:
-    def __init__(self, ifname, source_port, size=wire.BASE_LEN):
+    def __init__(self, ifname, source_port, size=wire.BASE_LEN, authenticated=False):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Leave through the interface our TC programs are attached to.
@@ -50,7 +50,8 @@ class Transmitter:
         self.source_port = source_port
         self.stamp = None       # user-space timestamping writes T1 here
         self.cookie = struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
-        self._packet = bytearray(wire.build_sender_packet(0, size=size))
+        self._packet = bytearray(wire.build_sender_auth_packet(0, size=max(size, wire.AUTH_LEN))
+                                 if authenticated else wire.build_sender_packet(0, size=size))
         self.errors = 0
 
     def send(self, seq, reflector, port):
