@@ -36,7 +36,9 @@ EXTRA = {   # name: values, beside the scenario files
     "static-and-dns": {"sender": {"reflectorIPs": ["10.0.0.9"],
                                   "reflectorDNS": "reflectors.example.org", "dnsInterval": 12.5}},
     "dns-only": {"sender": {"reflectorDNS": "reflectors.example.org", "interval": 0.0001}},
+    "authenticated": {"auth": {"existingSecret": "stamp-auth", "secretKey": "hmac"}},
 }
+AUTH_KEY_PATH = "/etc/stamp-bpf/auth/key"     # where the chart mounts the Secret's key
 CASES = SCENARIOS + list(EXTRA)
 
 
@@ -68,6 +70,8 @@ def supervisor_config(values, component):
         # The chart's own default: the release's headless reflector Service.
         cfg["sender.reflectorDNS"] = f"{RELEASE}-stamp-bpf-reflector.{NAMESPACE}.svc." \
                                      f"{values['global']['clusterDomain']}"
+    if values["auth"]["existingSecret"]:
+        cfg["auth.keyFile"] = AUTH_KEY_PATH   # the chart's mount of the Secret
     cfg["monitoring.listen"] = f"0.0.0.0:{values[component]['metricsPort']}"
     # A pod runs one service; its exporter's buckets follow that service's histogram.
     cfg[f"{'reflector' if component == 'sender' else 'sender'}.enabled"] = False

@@ -100,6 +100,11 @@ spec:
               mountPath: /run/stamp-bpf
             - name: tmp
               mountPath: /tmp
+            {{- if $root.Values.auth.existingSecret }}
+            - name: auth-key
+              mountPath: /etc/stamp-bpf/auth
+              readOnly: true
+            {{- end }}
             {{- if $g.hostKernelHeaders }}
             - name: lib-modules
               mountPath: /lib/modules
@@ -173,6 +178,17 @@ spec:
         # The service's /tmp: histogram files and bcc's scratch files.
         - name: tmp
           emptyDir: {}
+        {{- with $root.Values.auth.existingSecret }}
+        # The HMAC key of authenticated mode, readable by its owner only
+        # (the services refuse a key file readable by everyone).
+        - name: auth-key
+          secret:
+            secretName: {{ . | quote }}
+            defaultMode: 0400
+            items:
+              - key: {{ $root.Values.auth.secretKey | quote }}
+                path: key
+        {{- end }}
         {{- if $g.hostKernelHeaders }}
         # The node's kernel headers for bcc; /usr/src at its own path, so that
         # /lib/modules/<release>/build links resolve.

@@ -63,6 +63,8 @@ KEYS = {k.name: k for k in [
     Key("reflector.output", "bool", False, "pass --output (per-session output and histograms)"),
     Key("reflector.maxSessions", "int", 1024, "sender sessions kept at most (--max-sessions; "
         "also the exporter's --max-reflector-sessions)"),
+    Key("auth.keyFile", "str", "", "HMAC key file of authenticated mode (--auth-key-file, both "
+        "services; docs/auth.md); empty = unauthenticated"),
     Key("monitoring.listen", "str", "0.0.0.0:8080", "HOST:PORT the exporter serves /metrics on"),
     Key("exporter.idleTimeout", "number", 300, "seconds before an idle session's series go"),
     Key("exporter.serviceTimeout", "number", 0, "seconds without a service's health record "
