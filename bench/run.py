@@ -11,6 +11,7 @@ Parts (all, in this order, when none is named):
   scale      one sender, 1,000 sessions at 10 pps: CPU, memory, false loss
   startup    time to the first measured packet; memory after minutes at 100 sessions
   exporter   bench/bench_exporter.py's figures
+  auth       authenticated mode: HMAC cost per packet, its accuracy beside the eBPF path's
 Every figure is printed with its unit, its target and whether it is met.
 Exit status: 0 when every part measured (targets met or not), 1 when a part
 could not measure, 2 for bad arguments. Needs root (namespaces, BPF, TC).
@@ -33,9 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import table  # noqa: E402
 
-PARTS = ("kernel", "accuracy", "capacity", "scale", "startup", "exporter")
+PARTS = ("kernel", "accuracy", "capacity", "scale", "startup", "exporter", "auth")
 MODULES = {"kernel": "kernel_cost", "accuracy": "accuracy", "capacity": "capacity",
-           "scale": "scale", "startup": "startup", "exporter": "exporter_part"}
+           "scale": "scale", "startup": "startup", "exporter": "exporter_part",
+           "auth": "auth_cost"}
 
 
 def log(msg):
