@@ -1,0 +1,579 @@
+"""Fuzzing the four TC programs with BPF_PROG_TEST_RUN: generated frames, an independent oracle.
+
+USAGE: python -m stamp_bpf.lab.fuzz [-n FRAMES] [--seed N] [--out DIR]
+
+Frames are mutations of valid STAMP test packets and replies (lengths,
+headers, RFC 8972 TLV lists, checksums, VLAN tags, IPv4 options, fragments,
+addresses, truncation and padding; no IPv6: the programs do not take it yet).
+Each request is run through reflector_ingress and, when reflected, the result
+through reflector_egress; each reply through sender_ingress; every frame of
+both kinds through sender_egress and reflector_egress on their own, which
+must leave a frame that is not theirs as it was. The oracle below is plain
+Python and reads the bytes itself (no code shared with bpf/ or the programs'
+user space): a request may be reflected only if it is a well-formed STAMP
+test packet to us with valid checksums, a reply taken only if it is a
+well-formed reflected packet from a session's reflector to us. Every frame a
+program sends out must have valid IP and UDP checksums and the size of its
+request; the programs' own counters must equal what the runs returned.
+
+A frame that breaks an invariant is written to DIR as <program>-<n>.bin
+(the frame as fed) and named in the failure, for a regression test.
+"""
+
+import argparse
+import os
+import random
+import struct
+import sys
+import time
+from typing import NamedTuple
+
+from . import progtest
+
+SENDER_ADDR, REFLECTOR_ADDR = "198.18.0.1", "198.18.0.2"
+PORT = 862
+TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
+# BPF_PROG_TEST_RUN runs the skb on lo, whose MAC address is all zeros: a frame to it
+# is PACKET_HOST; broadcast, multicast and other addresses are not.
+OUR_MAC, PEER_MAC = bytes(6), bytes.fromhex("020000000001")
+S_IP, R_IP = bytes(map(int, SENDER_ADDR.split("."))), bytes(map(int, REFLECTOR_ADDR.split(".")))
+BASE = 44
+MIN_PAYLOAD = 14
+KEEP_PER_CLASS = 5      # failing frames written out per (program, class)        # TWAMP Light's shortest test packet (RFC 5357 4.1.2)
+
+
+def csum(data):
+    """The Internet checksum (RFC 1071) of `data`, as a header stores it."""
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+# --- building ------------------------------------------------------------------
+
+def tlvs(rng, room):
+    """RFC 8972 TLVs (flags, type, 16-bit length, value) filling about `room` octets;
+    some lengths are wrong on purpose."""
+    out = b""
+    while len(out) + 4 <= room:
+        n = rng.choice((0, 4, 8, 12, rng.randrange(0, 64)))
+        value = bytes(rng.getrandbits(8) for _ in range(min(n, room - len(out) - 4)))
+        length = n if rng.random() < 0.8 else rng.getrandbits(16)
+        out += struct.pack("!BBH", rng.choice((0, 0x80, 0x40, rng.getrandbits(8))),
+                           rng.getrandbits(8), length) + value
+    return out
+
+
+SEQ_FLOOR = 0x10000000     # generated Sequence Numbers are above it, a live session's below
+
+
+def _seq(rng):
+    """A Sequence Number no live session reaches (a live run's sessions count from 0)."""
+    return (SEQ_FLOOR | rng.getrandbits(32)) & 0xFFFFFFFF
+
+
+def sender_payload(rng, size):
+    seq = _seq(rng)
+    base = struct.pack("!III H", seq, 0xE0000000 | rng.getrandbits(28), rng.getrandbits(32),
+                       0x0001) + bytes(30)
+    extra = tlvs(rng, size - BASE) if size > BASE and rng.random() < 0.7 else \
+        bytes(max(0, size - BASE))
+    return (base + extra)[:size].ljust(size, b"\0")
+
+
+def reflector_payload(rng, size):
+    seq = _seq(rng)
+    base = struct.pack("!IIIHH II I II HH B3x", seq, 0xE0000000, 5, 0x0001, 0,
+                       0xE0000000, 7, seq, 0xE0000000, 3, 0x0001, 0, rng.randrange(1, 256))
+    extra = tlvs(rng, size - BASE) if size > BASE and rng.random() < 0.5 else \
+        bytes(max(0, size - BASE))
+    return (base + extra)[:size].ljust(size, b"\0")
+
+
+def build(src, dst, sport, dport, payload, ttl=64, options=b"", dmac=OUR_MAC, smac=PEER_MAC,
+          udp_csum=True):
+    """An Ethernet/IPv4/UDP frame with right lengths and checksums."""
+    ihl = 5 + len(options) // 4
+    udp_len = 8 + len(payload)
+    tot = ihl * 4 + udp_len
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, tot, 0x1234, 0x4000, ttl, 17, 0,
+                               src, dst) + options)
+    struct.pack_into("!H", ip, 10, csum(ip))
+    udp = bytearray(struct.pack("!HHHH", sport, dport, udp_len, 0) + payload)
+    if udp_csum:
+        c = csum(src + dst + struct.pack("!BBH", 0, 17, udp_len) + udp)
+        struct.pack_into("!H", udp, 6, c or 0xFFFF)
+    return bytearray(dmac + smac + b"\x08\x00") + ip + udp
+
+
+def fix_checksums(f):
+    """Recompute the IPv4 and UDP checksums of an untagged frame, as far as its
+    headers allow (a mutated length is kept, and is what the sums cover)."""
+    if len(f) < 34 or f[12:14] != b"\x08\x00":
+        return f
+    ihl = (f[14] & 0x0F) * 4
+    if ihl < 20 or len(f) < 14 + ihl + 8:
+        return f
+    f[24:26] = b"\0\0"
+    struct.pack_into("!H", f, 24, csum(f[14:14 + ihl]))
+    u = 14 + ihl
+    ulen = struct.unpack_from("!H", f, u + 4)[0]
+    if ulen < 8 or u + ulen > len(f):
+        return f
+    f[u + 6:u + 8] = b"\0\0"
+    c = csum(f[26:34] + struct.pack("!BBH", 0, 17, ulen) + f[u:u + ulen])
+    struct.pack_into("!H", f, u + 6, c or 0xFFFF)
+    return f
+
+
+# --- mutating ------------------------------------------------------------------
+
+def _set16(f, off, v):
+    if off + 2 <= len(f):
+        struct.pack_into("!H", f, off, v & 0xFFFF)
+
+
+def mutate(rng, f):
+    """One mutation of a frame, in place or new; returns (name, frame)."""
+    kind = rng.randrange(16)
+    if kind == 0:                                    # flip bits anywhere
+        for _ in range(rng.randrange(1, 4)):
+            i = rng.randrange(len(f))
+            f[i] ^= 1 << rng.randrange(8)
+        return "bitflip", f
+    if kind == 1:                                    # a header byte, checksums made right again
+        i = rng.randrange(min(len(f), 14 + 20 + 8 + BASE))
+        f[i] = rng.getrandbits(8)
+        return "byte_fixed", fix_checksums(f)
+    if kind == 2:       # BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header
+        return "truncate", f[:rng.randrange(14, len(f))] if len(f) > 14 else f
+    if kind == 3:
+        return "pad", f + bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 64)))
+    if kind == 4:                                    # IP total length
+        _set16(f, 16, rng.choice((0, 20, 27, 28, 28 + 13, len(f) - 14 + rng.randrange(-8, 9),
+                                  rng.getrandbits(16))))
+        return "ip_len", fix_checksums(f) if rng.random() < 0.7 else f
+    if kind == 5:                                    # UDP length
+        ihl = (f[14] & 0x0F) * 4 if len(f) > 14 else 20
+        _set16(f, 14 + ihl + 4, rng.choice((0, 7, 8, 8 + 13, 8 + 14, len(f) - 14 - ihl + rng.randrange(-8, 9),
+                                            rng.getrandbits(16))))
+        return "udp_len", fix_checksums(f) if rng.random() < 0.7 else f
+    if kind == 6:                                    # UDP checksum: zero, or wrong
+        if len(f) >= 42:
+            _set16(f, 40, 0 if rng.random() < 0.5 else rng.getrandbits(16))
+        return "udp_csum", f
+    if kind == 7:                                    # IP checksum wrong
+        if len(f) >= 26:
+            _set16(f, 24, struct.unpack_from("!H", f, 24)[0] ^ (1 << rng.randrange(16)))
+        return "ip_csum", f
+    if kind == 8:                                    # VLAN tag(s)
+        tags = b"".join(struct.pack("!HH", 0x8100 if i == 0 else rng.choice((0x8100, 0x88A8)),
+                                    rng.getrandbits(12)) for i in range(rng.randrange(1, 3)))
+        return "vlan", f[:12] + tags + f[12:]
+    if kind == 9:                                    # IPv4 options (IHL 6..15)
+        n = rng.randrange(1, 11) * 4
+        opts = bytes(rng.choice((0, 1, 7, 68, 130, rng.getrandbits(8))) for _ in range(n))
+        ihl = (f[14] & 0x0F) * 4 if len(f) > 14 else 20
+        out = f[:14 + ihl] + opts + f[14 + ihl:]
+        if len(out) > 14:
+            out[14] = 0x40 | min(15, ihl // 4 + n // 4)
+        _set16(out, 16, len(out) - 14)
+        return "ip_options", fix_checksums(out) if rng.random() < 0.8 else out
+    if kind == 10:                                   # fragments
+        if len(f) >= 22:
+            _set16(f, 20, rng.choice((0x2000, 0x0001, 0x2005, 0x8000, rng.getrandbits(16))))
+        return "fragment", fix_checksums(f)
+    if kind == 11:                                   # version, IHL, protocol, ethertype
+        field = rng.randrange(4)
+        if field == 0 and len(f) > 14:
+            f[14] = (rng.choice((0, 4, 6, 15)) << 4) | (f[14] & 0x0F)
+        elif field == 1 and len(f) > 14:
+            f[14] = (f[14] & 0xF0) | rng.randrange(16)
+        elif field == 2 and len(f) > 23:
+            f[23] = rng.choice((6, 1, 0, 255, 136))
+        else:
+            _set16(f, 12, rng.choice((0x86DD, 0x0806, 0x8100, 0x0000, 0x0801)))
+        return "header_field", fix_checksums(f)
+    if kind == 12:                                   # addresses
+        which = rng.randrange(5)
+        addr = rng.choice((b"\xff\xff\xff\xff", b"\xe0\x00\x00\x01", b"\0\0\0\0", S_IP, R_IP,
+                           bytes(rng.getrandbits(8) for _ in range(4)), b"\xc6\x12\x00\xff"))
+        if which == 0 and len(f) >= 30:
+            f[26:30] = addr
+        elif which == 1 and len(f) >= 34:
+            f[30:34] = addr
+        elif which == 2:
+            f[0:6] = rng.choice((b"\xff" * 6, b"\x01\x00\x5e\x00\x00\x01", PEER_MAC,
+                                 bytes.fromhex("02aabbccddee")))
+        elif len(f) >= 38:
+            _set16(f, 34 if which == 3 else 36, rng.choice((0, 862, 863, 53, rng.getrandbits(16))))
+        return "address", fix_checksums(f)
+    if kind == 13:                                   # payload octets (MBZ, timestamps, TTL)
+        if len(f) > 42:
+            for _ in range(rng.randrange(1, 6)):
+                f[rng.randrange(42, len(f))] = rng.getrandbits(8)
+        return "payload", fix_checksums(f)
+    if kind == 14:                                   # the reflection format (loop guard)
+        if len(f) >= 42 + BASE:
+            f[42 + 16:42 + 24] = bytes(rng.getrandbits(8) | 1 for _ in range(8))
+            f[42 + 40] = rng.randrange(1, 256)
+        return "reflection_format", fix_checksums(f)
+    return "none", f                                 # the valid packet itself
+
+
+def request(rng):
+    size = rng.choice((MIN_PAYLOAD, 20, 43, BASE, BASE, 60, 112, 200, rng.randrange(0, 1400)))
+    return build(S_IP, R_IP, rng.choice((PORT, PORT, 50000, rng.randrange(1, 65536))), PORT,
+                 sender_payload(rng, size), ttl=rng.randrange(1, 256))
+
+
+def reply(rng):
+    size = rng.choice((BASE, BASE, 60, 112, rng.randrange(0, 600)))
+    return build(R_IP, S_IP, PORT, PORT, reflector_payload(rng, size), ttl=rng.randrange(1, 256))
+
+
+def generate(rng, make):
+    f = make(rng)
+    names = []
+    for _ in range(rng.choice((0, 1, 1, 1, 2, 3))):
+        name, f = mutate(rng, bytearray(f))
+        names.append(name)
+    return "+".join(names) or "none", bytes(f)
+
+
+def for_link(frame, macs):
+    """A generated frame for a real link: the test-run MACs replaced by the link's
+    {OUR_MAC: receiver's MAC, PEER_MAC: sender's MAC} (mutated MACs stay)."""
+    f = bytearray(frame)
+    if len(f) >= 12:
+        f[0:6] = macs.get(bytes(f[0:6]), f[0:6])
+        f[6:12] = macs.get(bytes(f[6:12]), f[6:12])
+    return bytes(f)
+
+
+def seq_of(frame):
+    """The Sequence Number of a generated untagged IPv4/UDP frame, or None."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+        return None
+    at = 14 + (frame[14] & 0x0F) * 4 + 8
+    return struct.unpack_from("!I", frame, at)[0] if at + 4 <= len(frame) else None
+
+
+# --- the oracle ----------------------------------------------------------------
+
+class Udp(NamedTuple):
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    ttl: int
+    payload: bytes
+    ip_len: int
+
+
+def parse_udp(f):
+    """(Udp, None) for an untagged Ethernet/IPv4 frame to our MAC address whose IPv4
+    header (options allowed) and UDP datagram are whole and consistent and whose
+    checksums are valid (a zero UDP checksum means none, RFC 768); else (None, why)."""
+    if len(f) < 14 + 20 + 8 or f[12:14] != b"\x08\x00":
+        return None, "not_ipv4_udp"
+    if f[0:6] != OUR_MAC:
+        return None, "not_our_mac"
+    ver, ihl = f[14] >> 4, (f[14] & 0x0F) * 4
+    if ver != 4 or ihl < 20 or len(f) < 14 + ihl + 8:
+        return None, "not_ipv4_udp"
+    tot = struct.unpack_from("!H", f, 16)[0]
+    if tot < ihl + 8 or 14 + tot > len(f):
+        return None, "lengths"
+    if struct.unpack_from("!H", f, 20)[0] & 0x3FFF or f[23] != 17:     # a fragment, not UDP
+        return None, "not_ipv4_udp"
+    if csum(f[14:14 + ihl]) != 0:
+        return None, "ip_checksum"
+    u = 14 + ihl
+    sport, dport, ulen, ucs = struct.unpack_from("!HHHH", f, u)
+    if ulen != tot - ihl:
+        return None, "lengths"
+    src, dst = bytes(f[26:30]), bytes(f[30:34])
+    if ucs and csum(src + dst + struct.pack("!BBH", 0, 17, ulen) + f[u:u + ulen]) != 0:
+        return None, "udp_checksum"
+    return Udp(src, dst, sport, dport, f[22], bytes(f[u + 8:u + ulen]), tot), None
+
+
+def well_formed_udp(f):
+    return parse_udp(f)[0]
+
+
+def _unicast(addr):
+    return addr != b"\0\0\0\0" and addr != b"\xff\xff\xff\xff" and not 224 <= addr[0] <= 239
+
+
+def _reflection(p):
+    """RFC 8762 Figure 5 as a reply has it: a Receive Timestamp, a Sender TTL and
+    zero MBZ octets 38-39 and 41-43 (a sender's packet has zeros in 16..43)."""
+    return len(p) >= BASE and any(p[16:24]) and p[40] != 0 and not any(p[38:40]) \
+        and not any(p[41:44])
+
+
+def request_problem(f):
+    """Why a reflector on REFLECTOR_ADDR:PORT must not answer this frame, or None."""
+    u, why = parse_udp(f)
+    if u is None:
+        return why
+    if u.dst != R_IP or u.dport != PORT:
+        return "not_to_us"
+    if not _unicast(u.src) or u.src == R_IP or u.sport == 0:
+        return "source"             # never a reflection to broadcast, multicast, ourselves, port 0
+    if len(u.payload) < MIN_PAYLOAD:
+        return "short"
+    if u.sport == PORT and _reflection(u.payload):
+        return "loop"               # a reflection: answering it could loop
+    return None
+
+
+def valid_request(f):
+    return request_problem(f) is None
+
+
+def reply_problem(f):
+    """Why the sender (sessions to REFLECTOR_ADDR, ports PORT) must not take this frame
+    as a reply, or None."""
+    u, why = parse_udp(f)
+    if u is None:
+        return why
+    if u.src != R_IP or u.sport != PORT or u.dport != PORT:
+        return "not_from_session"
+    if u.dst != S_IP:
+        return "not_to_us"
+    if len(u.payload) < BASE or not _reflection(u.payload):
+        return "not_a_reflection"
+    return None
+
+
+def valid_reply(f):
+    return reply_problem(f) is None
+
+
+def sent_problems(request_frame, out):
+    """[(class, text)] of what is wrong with a frame sent out in answer to a valid request."""
+    req, u = well_formed_udp(request_frame), well_formed_udp(bytes(OUR_MAC) + bytes(out[6:]))
+    if u is None:
+        return [("sent_checksums", "the reflected frame is not a well-formed IPv4/UDP frame "
+                                   "with valid checksums")]
+    problems = []
+    sent_sum = struct.unpack_from("!H", out, 14 + (out[14] & 0x0F) * 4 + 6)[0]
+    req_sum = struct.unpack_from("!H", request_frame, 14 + (request_frame[14] & 0x0F) * 4 + 6)[0]
+    if not sent_sum and req_sum:
+        problems.append(("sent_checksums", "the reflected frame lost its UDP checksum"))
+    if u.ip_len != req.ip_len:
+        problems.append(("grown" if len(req.payload) < BASE else "sent_size",
+                         f"the reflected IP packet has {u.ip_len} octets, its request {req.ip_len}"))
+    if (u.src, u.dst, u.sport, u.dport) != (req.dst, req.src, req.dport, req.sport):
+        problems.append(("sent_address", "the reflected frame is not addressed back to the "
+                                         "request's sender"))
+    return problems
+
+
+# --- running -------------------------------------------------------------------
+
+class Finding(NamedTuple):
+    program: str
+    cls: str            # what kind of broken invariant (the oracle's reason, or sent_*)
+    what: str
+    mutation: str
+    path: str
+
+
+class Fuzzer:
+    """The four programs, loaded as the services load them, and the invariants' state."""
+
+    def __init__(self, out_dir, ptp=False):
+        from ..common import clock
+        from ..reflector import datapath as rdp
+        from ..sender import datapath as sdp
+        from ..common import tc
+        self.out_dir = out_dir
+        state = clock.ClockState(False, 16.0, 37)
+        self.s_dp, s_fns = sdp.load(PORT, PORT, ptp)
+        self.r_dp, r_fns = rdp.load(PORT, ptp)
+        for dp in (self.s_dp, self.r_dp):
+            dp.configure(state)
+        self.r_dp.set_addresses([REFLECTOR_ADDR])
+        self.s_dp.add_session(REFLECTOR_ADDR)
+        self.fd = {"reflector_ingress": r_fns[tc.INGRESS].fd, "reflector_egress": r_fns[tc.EGRESS].fd,
+                   "sender_ingress": s_fns[tc.INGRESS].fd, "sender_egress": s_fns[tc.EGRESS].fd}
+        self.s_events, self.r_events = [0], [0]
+        self.s_dp.open_events(lambda _raw: self._count(self.s_events))
+        self.r_dp.open_events(lambda _raw: self._count(self.r_events))
+        self.counts = dict.fromkeys(("frames", "runs", "reflected", "taken", "valid_requests",
+                                     "valid_replies", "valid_reflected", "valid_taken",
+                                     "refused_by_kernel"), 0)
+        self.findings = []      # the first KEEP_PER_CLASS of each (program, class)
+        self.by_class = {}      # (program, class) -> how many frames broke it
+
+    @staticmethod
+    def _count(box):
+        box[0] += 1
+
+    def close(self):
+        for dp in (self.s_dp, self.r_dp):
+            dp.bpf.cleanup()
+
+    def _run(self, prog, frame, mutation):
+        runner = progtest.TestRunner(frame)
+        try:
+            rc, _ = runner.run(self.fd[prog])
+        except OSError as e:
+            if e.errno == 22 and len(frame) < (14 + 40 if frame[12:14] == b"\x86\xdd" else 14 + 20):
+                # The kernel's test harness (bpf_prog_test_run_skb) refuses an IPv4 or
+                # IPv6 frame too short for its IP header before any program runs.
+                self.counts["refused_by_kernel"] += 1
+            else:
+                self._found(prog, "test_run", f"BPF_PROG_TEST_RUN failed: {e}", mutation, frame)
+            return None, b""
+        self.counts["runs"] += 1
+        return progtest.signed(rc), runner.output()
+
+    def _found(self, prog, cls, what, mutation, frame):
+        self.by_class[prog, cls] = self.by_class.get((prog, cls), 0) + 1
+        if self.by_class[prog, cls] > KEEP_PER_CLASS:
+            return
+        os.makedirs(self.out_dir, exist_ok=True)
+        path = os.path.join(self.out_dir, f"{prog}-{cls}-{self.by_class[prog, cls]}.bin")
+        with open(path, "wb") as fh:
+            fh.write(frame)
+        self.findings.append(Finding(prog, cls, what, mutation, path))
+
+    def request(self, mutation, f):
+        problem = request_problem(f)
+        self.counts["valid_requests"] += problem is None
+        rc, out = self._run("reflector_ingress", f, mutation)
+        if rc == TC_ACT_REDIRECT:
+            self.counts["reflected"] += 1
+            rc2, sent = self._run("reflector_egress", out, mutation)
+            if problem is not None:
+                self._found("reflector_ingress", problem,
+                            f"reflected a frame that is not a valid request ({problem})", mutation, f)
+            else:
+                self.counts["valid_reflected"] += 1
+                if rc2 != TC_ACT_UNSPEC:
+                    self._found("reflector_egress", "return", f"returned {rc2} for a reflection",
+                                mutation, f)
+                for cls, text in sent_problems(f, sent):
+                    self._found("reflector_egress", cls, text, mutation, f)
+        elif rc not in (TC_ACT_UNSPEC, None):
+            self._found("reflector_ingress", "return", f"returned {rc}", mutation, f)
+        self._untouched("reflector_egress", mutation, f)
+        self._untouched("sender_egress", mutation, f)
+        rc, _ = self._run("sender_ingress", f, mutation)      # a request is never a reply
+        if rc == TC_ACT_SHOT:
+            self.counts["taken"] += 1
+            problem = reply_problem(f)
+            if problem is not None:
+                self._found("sender_ingress", problem,
+                            f"took a request frame that is not a valid reply ({problem})",
+                            mutation, f)
+
+    def reply(self, mutation, f):
+        problem = reply_problem(f)
+        self.counts["valid_replies"] += problem is None
+        rc, _ = self._run("sender_ingress", f, mutation)
+        if rc == TC_ACT_SHOT:
+            self.counts["taken"] += 1
+            self.counts["valid_taken"] += problem is None
+            if problem is not None:
+                self._found("sender_ingress", problem,
+                            f"took a frame that is not a valid reply ({problem})", mutation, f)
+        elif rc not in (TC_ACT_UNSPEC, None):
+            self._found("sender_ingress", "return", f"returned {rc}", mutation, f)
+        self._untouched("sender_egress", mutation, f)
+        self._untouched("reflector_egress", mutation, f)
+        # A reply (or what mutation made of it) is reflected only if it became a valid request.
+        rc, out = self._run("reflector_ingress", f, mutation)
+        if rc == TC_ACT_REDIRECT:
+            self.counts["reflected"] += 1
+            self._run("reflector_egress", out, mutation)        # consumes the hand-off
+            problem = request_problem(f)
+            if problem is not None:
+                self._found("reflector_ingress", problem,
+                            f"reflected a reply frame that is not a valid request ({problem})",
+                            mutation, f)
+
+    def _untouched(self, prog, mutation, f):
+        """A program with nothing armed for this frame must pass it as it is."""
+        rc, out = self._run(prog, f, mutation)
+        if rc is not None and (rc != TC_ACT_UNSPEC or out != f):
+            self._found(prog, "untouched", f"changed or stopped a frame that is not its own "
+                                           f"(returned {rc})", mutation, f)
+
+    def drain(self):
+        self.s_dp.bpf.ring_buffer_consume()
+        self.r_dp.bpf.ring_buffer_consume()
+
+    def check_counters(self):
+        """The programs' counters against what their runs returned."""
+        self.drain()
+        r, s = self.r_dp.stats(), self.s_dp.stats()
+        problems = []
+        if r["stamped"] != self.counts["reflected"]:
+            problems.append(f"reflector stamped {r['stamped']}, runs reflected {self.counts['reflected']}")
+        if s["received"] != self.counts["taken"]:
+            problems.append(f"sender received {s['received']}, runs took {self.counts['taken']}")
+        lost = r["ringbuf_lost"] + s["ringbuf_lost"]
+        if self.r_events[0] + r["ringbuf_lost"] != self.counts["reflected"]:
+            problems.append(f"reflector records {self.r_events[0]} + lost {r['ringbuf_lost']} "
+                            f"!= reflected {self.counts['reflected']}")
+        if self.s_events[0] + s["ringbuf_lost"] != self.counts["taken"]:
+            problems.append(f"sender records {self.s_events[0]} + lost {s['ringbuf_lost']} "
+                            f"!= taken {self.counts['taken']}")
+        return problems, lost
+
+
+def run(frames, seed, out_dir, log=print):
+    """Feed `frames` generated frames (half requests, half replies); returns
+    (counts, findings, counter problems, seconds)."""
+    rng = random.Random(seed)
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})     # reflector_ingress hands over to egress per CPU
+    fz = Fuzzer(out_dir)
+    t0 = time.monotonic()
+    try:
+        for i in range(frames):
+            if i % 2:
+                fz.reply(*generate(rng, reply))
+            else:
+                fz.request(*generate(rng, request))
+            fz.counts["frames"] += 1
+            if i % 1000 == 999:
+                fz.drain()
+        problems, _ = fz.check_counters()
+    finally:
+        fz.close()
+        os.sched_setaffinity(0, old)
+    return fz.counts, fz.findings, fz.by_class, problems, time.monotonic() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--frames", type=int, default=100_000, help="frames to generate; default 100000")
+    p.add_argument("--seed", type=int, default=None, help="random seed; default: a new one, printed")
+    p.add_argument("--out", default="/tmp/stamp-fuzz", help="folder for failing frames")
+    a = p.parse_args(argv)
+    seed = a.seed if a.seed is not None else random.randrange(1 << 32)
+    print(f"seed {seed}", flush=True)
+    counts, findings, by_class, problems, secs = run(a.frames, seed, a.out)
+    print(f"{counts['frames']} frames, {counts['runs']} program runs in {secs:.1f} s "
+          f"({counts['frames'] / secs:,.0f} frames/s): {counts}")
+    for (prog, cls), n in sorted(by_class.items()):
+        example = next(f for f in findings if (f.program, f.cls) == (prog, cls))
+        print(f"{prog} {cls}: {n} frames, e.g. {example.what} [{example.mutation}] -> {example.path}")
+    for pr in problems:
+        print("counters:", pr)
+    return 1 if findings or problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
