@@ -38,7 +38,14 @@ KNOWN = {
     ("reflector_egress", "grown"):
         "a TWAMP-Light request of 14..43 octets is answered with 44 (a reply larger than its "
         "request; issue 14's never-reflect rules)",
+    ("reflector_ingress", "udp_checksum"):
+        "udp4_csum_ok (bpf/maps.h) accepts a UDP checksum field equal to the folded "
+        "pseudo-header sum (a local sender's offloaded partial checksum) also from the wire, "
+        "so 1 in 65,536 wrong checksums passes, and anyone can craft one",
 }
+# Found by chance (about one frame per million): tests/test_fuzz_regressions.py has a
+# frame made for it; the others show up in every run of this seed.
+BY_CHANCE = {("reflector_ingress", "udp_checksum")}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,8 @@ def test_a_million_frames_break_no_invariant(fuzzed):
     assert not problems, f"the programs' counters disagree with the runs: {problems}"
 
 
-@pytest.mark.parametrize("key", sorted(KNOWN), ids=["-".join(k) for k in sorted(KNOWN)])
+@pytest.mark.parametrize("key", sorted(set(KNOWN) - BY_CHANCE),
+                         ids=["-".join(k) for k in sorted(set(KNOWN) - BY_CHANCE)])
 def test_known_defect_is_still_there(fuzzed, key, request):
     _counts, findings, by_class, _ = fuzzed
     request.node.add_marker(pytest.mark.xfail(strict=True, reason=KNOWN[key]))
