@@ -13,8 +13,6 @@ with a strict xfail test of its own: it starts failing (XPASS) the day the C is
 fixed, so the entry is removed then and the main test guards it from there on.
 """
 
-import os
-
 import pytest
 
 from stamp_bpf.lab import fuzz
