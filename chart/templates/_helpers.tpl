@@ -56,14 +56,15 @@ Name of the ServiceAccount the pods use.
 
 {{/*
 The image reference: repository:tag, from an image block whose empty fields
-fall back to global.image. Fails on an empty repository or tag.
+fall back to global.image, and an empty tag to the chart's appVersion.
+Fails on an empty repository.
 */}}
 {{- define "stamp-bpf.image" -}}
 {{- $g := .root.Values.global.image }}
 {{- $repo := default $g.repository .image.repository }}
-{{- $tag := default $g.tag .image.tag }}
-{{- if or (not $repo) (not $tag) }}
-{{- fail "global.image.repository and global.image.tag must not be empty: build the image from this repository (docs/image.md) and name it here" }}
+{{- $tag := default (default .root.Chart.AppVersion $g.tag) .image.tag }}
+{{- if not $repo }}
+{{- fail "global.image.repository must not be empty: build the image from this repository (docs/image.md) and name it here" }}
 {{- end }}
 {{- printf "%s:%s" $repo (toString $tag) }}
 {{- end }}

@@ -13,6 +13,8 @@ import os
 import platform
 from importlib import resources
 
+from . import bpfperm
+
 
 class BpfSetupError(Exception):
     """bcc or the kernel headers are missing; the message says how to fix it."""
@@ -84,12 +86,17 @@ def load(files, defines, programs, debug=False):
             "scripts/setup.sh, or make a venv from /usr/bin/python3 with "
             f"--system-site-packages ({e})") from None
     kernel_headers()
+    # Refused before the compile: one line naming why, not bcc's compile error.
+    refused = bpfperm.refusal()
+    if refused:
+        raise BpfSetupError(refused)
     debug_flags = DEBUG_BPF if debug else 0
     try:
         bpf = BPF(text=source(files).encode(), cflags=cflags(defines), debug=debug_flags)
         funcs = {name: bpf.load_func(name, BPF.SCHED_CLS) for name in programs}
     except Exception as e:
-        raise BpfSetupError(f"loading BPF programs {', '.join(programs)} failed: {e}") from None
+        refused = bpfperm.refusal(failed=True)
+        raise BpfSetupError(refused or f"loading BPF programs {', '.join(programs)} failed: {e}") from None
     # The compile leaves ~120 MB of freed heap that glibc keeps; give it back.
     ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
     return bpf, funcs
