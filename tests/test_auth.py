@@ -10,6 +10,7 @@ Python's own hmac module, independently of services/common/auth.py.
 import hashlib
 import hmac
 import os
+import time
 
 import pytest
 
@@ -84,6 +85,7 @@ BAD = {
 def test_the_reflector_drops_and_counts_what_is_not_signed_with_its_key(lab):
     refl = lab.reflector("--auth-key-file", lab.key, "-p", 863)
     try:
+        time.sleep(0.1)
         for case, make in BAD.items():
             sock = udp_socket(lab.topo.sender, port=40002)
             try:
@@ -95,10 +97,14 @@ def test_the_reflector_drops_and_counts_what_is_not_signed_with_its_key(lab):
                 sock.close()
             assert len(reply) == 112 and reply[96:] == independent_hmac(KEY, reply), \
                 f"after {case}, a well-signed packet gets a well-signed 112-octet reply"
+        time.sleep(5.5)     # one stats interval: the auth_failed warning
     finally:
         refl.stop()
     counters = refl.summary()["counters"]
     assert counters["auth_failed"] == len(BAD), counters
+    warned = refl.events("auth_failed")
+    assert warned and warned[-1]["count"] == len(BAD), \
+        f"the reflector logs its auth failures while it runs (every 5 s at most): {warned}"
     assert counters["received"] == len(BAD), counters
 
 

@@ -62,6 +62,22 @@ def service_stats(role, clock_state, pusher, ringbuf_lost, timestamping=records.
         tai_offset_s=clock_state.tai_offset_s, dropped_sessions=dropped_sessions)
 
 
+class AuthFailures:
+    """Logs, at most once per call, how many packets failed authentication since the last
+    (authenticated mode; the count is the datapath's auth_failed, also in the summary)."""
+
+    def __init__(self, log, what):
+        self.log, self.what, self.seen = log, what, 0
+
+    def check(self, counters):
+        n = counters.get("auth_failed", 0)
+        if n > self.seen:
+            self.log.warning("auth_failed", count=n, new=n - self.seen,
+                             hint=f"{self.what} with a missing or wrong HMAC were dropped: a peer "
+                                  "without the key, with another key, or tampering")
+            self.seen = n
+
+
 def refresh_clock(dp, last, log):
     """Re-read the clock, rewrite the datapath's config, log changes; returns the state."""
     state = clock.read()

@@ -52,6 +52,7 @@ def run(args, log, hist_layout):
     every_second = runtime.Every(1.0)
     every_stats = runtime.Every(5.0)
     every_summary = runtime.Every(10.0)
+    auth_failures = runtime.AuthFailures(log, "test packets")
 
     def flush_pending():
         if pending:
@@ -82,6 +83,7 @@ def run(args, log, hist_layout):
                     log.info("session_ended", sender=s.label, reflected=s.reflected)
             if every_stats.due():
                 push_service_stats()
+                auth_failures.check(dp.stats())
             if args.output and every_summary.due():
                 for s in sessions:
                     log.info("session_stats", sender=s.label, reflected=s.reflected,

@@ -175,6 +175,7 @@ class SenderService:
         every_second = runtime.Every(1.0)
         every_stats = runtime.Every(5.0)
         every_summary = runtime.Every(a.summary_interval)
+        auth_failures = runtime.AuthFailures(self.log, "replies")
         while not self.stop.stopped:
             self._send_due()
             self._wait()
@@ -192,6 +193,7 @@ class SenderService:
                 self._push_records(force=True)
                 self.pusher.push([s.stats_record() for s in self.sessions.values()])
                 self._push_service_stats()
+                auth_failures.check(self.dp.stats())
             if every_summary.due():
                 for s in self.sessions.values():
                     self.log.info("session_stats", **s.summary())
