@@ -36,7 +36,7 @@ EXTRA = {   # name: values, beside the scenario files
     "static-and-dns": {"sender": {"reflectorIPs": ["10.0.0.9"],
                                   "reflectorDNS": "reflectors.example.org", "dnsInterval": 12.5}},
     "dns-only": {"sender": {"reflectorDNS": "reflectors.example.org", "interval": 0.0001}},
-    "authenticated": {"auth": {"existingSecret": "stamp-auth", "secretKey": "hmac"}},
+    "authenticated-other-key": {"auth": {"existingSecret": "stamp-auth", "secretKey": "hmac"}},
 }
 AUTH_KEY_PATH = "/etc/stamp-bpf/auth/key"     # where the chart mounts the Secret's key
 CASES = SCENARIOS + list(EXTRA)
