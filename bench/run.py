@@ -11,6 +11,7 @@ Parts (all, in this order, when none is named):
   scale      one sender, 1,000 sessions at 10 pps: CPU, memory, false loss
   startup    time to the first measured packet; memory after minutes at 100 sessions
   exporter   bench/bench_exporter.py's figures
+  series     series per node at --max-peers 16 and full mesh (N = 10, 100, 1,000), scrape time
   auth       authenticated mode: HMAC cost per packet, its accuracy beside the eBPF path's
   soak       1,000 packets/s with churning sessions for --minutes: memory, open files,
              BPF map entries and exporter series must stop growing
@@ -37,9 +38,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import table  # noqa: E402
 
-PARTS = ("kernel", "accuracy", "capacity", "scale", "startup", "exporter", "auth", "soak")
+PARTS = ("kernel", "accuracy", "capacity", "scale", "startup", "exporter", "series", "auth",
+         "soak")
 MODULES = {"kernel": "kernel_cost", "accuracy": "accuracy", "capacity": "capacity",
-           "scale": "scale", "startup": "startup", "exporter": "exporter_part",
+           "scale": "scale", "startup": "startup", "exporter": "exporter_part", "series": "series",
            "auth": "auth_cost", "soak": "soak"}
 
 

@@ -45,7 +45,7 @@ command -v apt-get >/dev/null || die "apt-get not found: stamp-bpf's setup needs
 runtime_pkgs=(python3 python3-venv python3-bpfcc iproute2 ethtool libelf1 ca-certificates)
 header_pkgs=(linux-headers-amd64)
 test_pkgs=(iputils-ping tshark prometheus stress-ng dnsmasq-base make gcc git curl unzip systemd python3-seccomp
-           prometheus-smokeping-prober podman runc debootstrap uidmap)
+           prometheus-smokeping-prober podman runc debootstrap uidmap chromium)
 
 missing=()
 want=("${runtime_pkgs[@]}")

@@ -6,8 +6,10 @@ scripts (the same ones a user runs), started inside the namespaces.
 """
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -108,6 +110,22 @@ def service(tmp_path):
         return svc
 
     return start
+
+
+@pytest.fixture
+def resolv_confs():
+    """/etc/netns/<ns>/resolv.conf files (ip netns exec mounts them), removed afterwards."""
+    made = []
+
+    def make(ns, text):
+        d = Path("/etc/netns") / ns
+        d.mkdir(parents=True)
+        made.append(d)
+        (d / "resolv.conf").write_text(text)
+
+    yield make
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def reflector(service, topo, *args, host=None):

@@ -286,12 +286,38 @@ def test_default_install_is_a_full_mesh(helm_bin, helm_env):
     args = args_of(docs, "sender")
     assert args[:5] == ["eth0", "--reflector-dns", dns, "--dns-interval", "30"], (
         f"With no reflectorIPs the sender should resolve the reflector Service {dns}; args are {args}.")
+    assert args[5:7] == ["--max-peers", "16"], (
+        f"By default each sender should measure at most 16 reflectors; args are {args}.")
     for pod in (sender_pod, reflector_pod):
         spec = pod["spec"]
         assert spec["hostNetwork"] is True, "Every pod must use the node's network."
         assert spec["dnsPolicy"] == "ClusterFirstWithHostNet", (
             "Host-network pods need ClusterFirstWithHostNet to resolve the reflector Service.")
         assert [c["name"] for c in spec["containers"]] in (["sender", "exporter"], ["reflector", "exporter"])
+
+
+def test_max_peers_zero_measures_every_reflector(helm_bin, helm_env):
+    args = args_of(render(helm_bin, helm_env, sets=["sender.maxPeers=0"]), "sender")
+    assert "--max-peers" not in args, f"sender.maxPeers=0 should measure every reflector: {args}."
+    args = args_of(render(helm_bin, helm_env, sets=["sender.maxPeers=5"]), "sender")
+    assert args[args.index("--max-peers") + 1] == "5", f"sender.maxPeers should be passed on: {args}."
+
+
+def test_exporter_buckets_and_reflector_histogram(helm_bin, helm_env):
+    docs = render(helm_bin, helm_env)
+    assert "--no-reflector-histogram" in args_of(docs, "reflector", "exporter"), (
+        "By default the reflector's exporter should leave out the forward-delay histogram.")
+    assert "--no-reflector-histogram" not in args_of(docs, "sender", "exporter")
+    assert "--buckets" not in args_of(docs, "sender", "exporter"), "Default buckets by default."
+    docs = render(helm_bin, helm_env, sets=["exporter.buckets={0.001,0.005}", "reflector.delayHistogram=true"])
+    for comp in ("sender", "reflector"):
+        args = args_of(docs, comp, "exporter")
+        assert args[args.index("--buckets") + 1] == "0.001,0.005", f"exporter.buckets should reach {comp}: {args}."
+    assert "--no-reflector-histogram" not in args_of(docs, "reflector", "exporter")
+    proc = helm(helm_bin, helm_env, "template", "x", str(CHART), "--set", "exporter.buckets={0.001}",
+                "--set", "reflector.histogram.enabled=true", check=False)
+    assert proc.returncode != 0 and "exporter.buckets and reflector.histogram.enabled" in proc.stderr, (
+        f"Two sources of buckets should fail with one clear line: {proc.stderr}")
 
 
 def test_sender_args_carry_exactly_the_values(helm_bin, helm_env):
@@ -602,7 +628,7 @@ def test_readme_shows_the_commands_the_chart_runs(helm_bin, helm_env):
             shown[current] = m.group(2)
         else:
             shown[current] += " " + line.strip()
-    shown = {k: re.sub(r"\s*\(.*\)$", "", " ".join(v.split())) for k, v in shown.items()}
+    shown = {k: re.sub(r"\s*\([^()]*\)$", "", " ".join(v.split())) for k, v in shown.items()}
     docs = render(helm_bin, helm_env, release="my-release", namespace="default")
     for comp, ds, name in (("sender", "sender", "sender"), ("reflector", "reflector", "reflector"),
                            ("exporter", "sender", "exporter")):
@@ -695,7 +721,8 @@ FREE_FORM = {"global.nodeSelector", "global.affinity", "global.updateStrategy", 
              "global.podLabels", "sender.resources", "reflector.resources", "exporter.resources",
              "exporter.securityContext", "security.podSecurityContext",
              "security.containerSecurityContext", "monitoring.additionalLabels",
-             "serviceAccount.annotations"}
+             "monitoring.prometheusRule.additionalLabels", "monitoring.dashboards.labels",
+             "monitoring.dashboards.annotations", "serviceAccount.annotations"}
 
 
 def test_notes_warn_of_seccomp_without_privilege(helm_bin, helm_env, tmp_path):

@@ -21,7 +21,6 @@ none for itself, and the other way round.
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -105,7 +104,8 @@ class Node:
         keep = installtree.install_dirs(VENV_BIN.parent)
         venv = VENV_BIN.parent
         argv = [f"{venv}/bin/python3", f"{venv}/bin/{c['command'][0]}"] + c["command"][1:] + c["args"]
-        env = {**image_env(), **{e["name"]: e["value"] for e in c.get("env", [])}}
+        env = {**image_env(), **{e["name"]: self.env_value(e) for e in c.get("env", [])}}
+        argv = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in argv]
         script = " && ".join([shlex.join(cmd) for cmd in installtree.park(keep)] + mounts
                              + installtree.restore(keep) + ['exec "$@"'])
         log = self.workdir / f"{self.host.ns}-{label.replace('/', '-')}.log"
@@ -114,6 +114,14 @@ class Node:
             self.topo.popen(self.host, ["env", "-i", *[f"{k}={v}" for k, v in env.items()],
                                         "sh", "-c", script, "sh", *drop, "--", *argv],
                             stdout=out, stderr=subprocess.STDOUT)
+
+    def env_value(self, e):
+        """An env entry's value; the downward API's spec.nodeName is this node's namespace."""
+        if "value" in e:
+            return e["value"]
+        field = e["valueFrom"]["fieldRef"]["fieldPath"]
+        assert field == "spec.nodeName", f"The test cannot provide {field} for {e['name']}."
+        return self.host.ns
 
     def scrape(self, port):
         """The metrics of this node's exporter on `port`, scraped from inside the node."""
@@ -127,22 +135,6 @@ class Node:
     def log_tail(self):
         return "\n".join(f"--- {label} ---\n" + "\n".join(p.read_text(errors="replace").splitlines()[-8:])
                          for label, p in self.logs.items())
-
-
-@pytest.fixture
-def resolv_confs():
-    """/etc/netns/<ns>/resolv.conf files (ip netns exec mounts them), removed afterwards."""
-    made = []
-
-    def make(ns, text):
-        d = Path("/etc/netns") / ns
-        d.mkdir(parents=True)
-        made.append(d)
-        (d / "resolv.conf").write_text(text)
-
-    yield make
-    for d in made:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -240,6 +232,11 @@ def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_
             own = [l for _, l, _ in sm if l.get("reflector", "").startswith(f"{x.host.addr}:")]
             assert not own, f"The sender pod on {x.host.addr} should not measure to its own node: {own[:3]}."
             rm = scraped[(y.host.addr, reflector_port)]
+            for m, node in ((sm, x), (rm, y)):
+                assert value_of(m, "stamp_node_address_info", node_name=node.host.ns,
+                                address=node.host.addr) == 1, (
+                    f"The exporters on {node.host.ns} should name it (downward API spec.nodeName) "
+                    f"as the node of {node.host.addr}.")
             assert value_of(rm, "stamp_reflector_packets_reflected_total", sender=f"{x.host.addr}:{refl_udp}"), (
                 f"The reflector pod on {y.host.addr} should report the packets of {x.host.addr}'s sender.")
             readme = readme_series_per_session(histogram=scenario == "histogram")

@@ -55,6 +55,8 @@ FLAG_ERRORS = [
     ("stamp-sender", [NOIF, "198.18.0.2", "-i", "0"], ["-i/--interval", "minimum"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "-c", "-1"], ["--count", "-1"]),
     ("stamp-sender", [NOIF, "198.18.0.2", "--timestamp-format", "gps"], ["--timestamp-format", "gps"]),
+    ("stamp-sender", [NOIF, "198.18.0.2", "--max-peers", "4"], ["--max-peers", "--reflector-dns"]),
+    ("stamp-sender", [NOIF, "--reflector-dns", "x.example", "--max-peers", "-1"], ["--max-peers", "'-1'"]),
 ]
 
 

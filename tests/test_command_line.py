@@ -73,6 +73,7 @@ def supervisor_config(values, component):
     if values["auth"]["existingSecret"]:
         cfg["auth.keyFile"] = AUTH_KEY_PATH   # the chart's mount of the Secret
     cfg["monitoring.listen"] = f"0.0.0.0:{values[component]['metricsPort']}"
+    cfg["exporter.nodeName"] = "$(NODE_NAME)"     # the pod's spec.nodeName (downward API)
     # A pod runs one service; its exporter's buckets follow that service's histogram.
     cfg[f"{'reflector' if component == 'sender' else 'sender'}.enabled"] = False
     return cfg

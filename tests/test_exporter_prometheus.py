@@ -32,18 +32,30 @@ def free_port():
 
 
 class PrometheusServer:
-    def __init__(self, folder, target_port):
+    """A real Prometheus scraping `target_ports` on loopback every second, evaluating
+    `rule_files` every second."""
+
+    def __init__(self, folder, target_ports, rule_files=()):
         self.port = free_port()
+        ports = [target_ports] if isinstance(target_ports, int) else target_ports
         config = os.path.join(folder, "prometheus.yml")
         with open(config, "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                    f"rule_files: {json.dumps([str(r) for r in rule_files])}\n"
                     "scrape_configs:\n  - job_name: stamp\n    static_configs:\n"
-                    f"      - targets: ['127.0.0.1:{target_port}']\n")
+                    f"      - targets: {json.dumps([f'127.0.0.1:{p}' for p in ports])}\n")
         self.log = open(os.path.join(folder, "prometheus.log"), "w")
         self.proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={folder}/tsdb",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT)
+
+    def api(self, path):
+        """The `data` of a GET on the HTTP API, e.g. api("alerts")."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/{path}", timeout=10) as r:
+            body = json.load(r)
+        assert body["status"] == "success", f"Prometheus answered {path} with {body}"
+        return body["data"]
 
     def query(self, expr):
         url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})

@@ -23,6 +23,7 @@ naming seccomp.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -32,7 +33,7 @@ import pytest
 from podman_image import RUN_FLAGS, podman, stamp_image  # noqa: F401
 from stamp_bpf.lab.netns import Topology
 from test_chart import container, daemonset, helm_bin, helm_env, render, scenario_file  # noqa: F401
-from test_chart_e2e import parse_metrics, resolv_confs, value_of  # noqa: F401
+from test_chart_e2e import parse_metrics, value_of  # noqa: F401
 
 pytestmark = pytest.mark.timeout(600)
 RELEASE, NAMESPACE = "stamp", "mesh"
@@ -58,8 +59,15 @@ def podman_args(ds, c, node_ns, pod_dir, name, resolv):
         else:
             pytest.fail(f"The pod mounts a volume kind this test does not map: {vol}")
         argv += ["-v", f"{src}:{m['mountPath']}{':ro' if m.get('readOnly') else ''}"]
+    env = {}
     for e in c.get("env", []):
-        argv += ["-e", f"{e['name']}={e['value']}"]
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:   # the downward API, as the kubelet fills it: the node is the namespace
+            field = e["valueFrom"]["fieldRef"]["fieldPath"]
+            assert field == "spec.nodeName", f"The test cannot provide {field} for {e['name']}."
+            env[e["name"]] = node_ns
+        argv += ["-e", f"{e['name']}={env[e['name']]}"]
     if sc.get("privileged"):
         argv.append("--privileged")
     caps = sc.get("capabilities", {})
@@ -80,7 +88,9 @@ def podman_args(ds, c, node_ns, pod_dir, name, resolv):
         argv += ["--read-only", "--read-only-tmpfs=false"]
     if sc.get("allowPrivilegeEscalation") is False:
         argv += ["--security-opt", "no-new-privileges"]
-    return argv + ["--", "IMAGE", *c.get("args", [])]
+    # $(VAR) in args is the kubelet's to expand, from the container's env.
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in c.get("args", [])]
+    return argv + ["--", "IMAGE", *args]
 
 
 class PodmanNode:

@@ -207,7 +207,7 @@ def test_check_prints_the_commands_a_user_would_type(tmp_path):
     assert cmds == {
         "exporter": ["/opt/sb/bin/stamp-exporter", "--listen", "127.0.0.1:9100", *zmq,
                      "--idle-timeout", "300", "--max-reflector-sessions", "1024",
-                     "--log-format", "json", "--hist", "28", "25", "75"],
+                     "--log-format", "json", "--no-reflector-histogram", "--hist", "28", "25", "75"],
         "reflector": ["/opt/sb/bin/stamp-reflector", "lo", "--port", "862",
                       "--max-sessions", "1024", *zmq,
                       "--log-format", "json", "--output"],

@@ -15,6 +15,10 @@ supervisor; services/supervisor/commands.py builds the same list (tests/test_com
 - {{ include "stamp-bpf.reflectorDNS" . | quote }}
 - --dns-interval
 - {{ toString $s.dnsInterval | quote }}
+{{- if $s.maxPeers }}
+- --max-peers
+- {{ int $s.maxPeers | quote }}
+{{- end }}
 {{- end }}
 - --source-port
 - {{ int $s.sourcePort | quote }}

@@ -118,6 +118,13 @@ spec:
           imagePullPolicy: {{ default $g.image.pullPolicy $ex.image.pullPolicy }}
           command:
             - stamp-exporter
+          env:
+            # The node's name (downward API) names this node's addresses in
+            # stamp_node_address_info: no API rights needed.
+            - name: NODE_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: spec.nodeName
           args:
             - --listen
             - {{ printf "0.0.0.0:%d" (int $v.metricsPort) | quote }}
@@ -135,6 +142,15 @@ spec:
             {{- end }}
             - --log-format
             - json
+            - --node-name
+            - $(NODE_NAME)
+            {{- with $ex.buckets }}
+            - --buckets
+            - {{ join "," . | quote }}
+            {{- end }}
+            {{- if and (eq .component "reflector") (not $v.delayHistogram) }}
+            - --no-reflector-histogram
+            {{- end }}
             {{- if $v.histogram.enabled }}
             {{- include "stamp-bpf.histArgs" (dict "histogram" $v.histogram "component" .component) | nindent 12 }}
             {{- end }}

@@ -132,6 +132,11 @@ Checks across values that the schema cannot express; fails with one clear line.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- range $c := list "sender" "reflector" }}
+{{- if and $.Values.exporter.buckets (get $.Values $c).histogram.enabled }}
+{{- fail (printf "exporter.buckets and %s.histogram.enabled both set the exporter's buckets: use one of them" $c) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.sender.enabled (not .Values.sender.reflectorIPs) (not .Values.sender.reflectorDNS) (not .Values.reflector.enabled) }}
 {{- fail "the sender has no reflector to measure to: set sender.reflectorIPs or sender.reflectorDNS, or enable the reflector" }}
 {{- end }}

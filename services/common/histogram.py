@@ -22,6 +22,23 @@ def default_buckets():
     return [10e-6 * 2 ** k for k in range(21)] + [math.inf]
 
 
+def parse_buckets(text):
+    """--buckets "0.001,0.005,0.02": ascending upper bounds in seconds, +Inf added.
+
+    Raises ValueError with a sentence that says what is wrong.
+    """
+    try:
+        bounds = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--buckets wants seconds separated by commas, e.g. 0.001,0.005,0.02; "
+                         f"got {text!r}") from None
+    if not bounds:
+        raise ValueError("--buckets needs at least one bound, e.g. 0.001,0.005,0.02")
+    if any(not math.isfinite(b) for b in bounds) or any(b >= c for b, c in zip(bounds, bounds[1:])):
+        raise ValueError(f"--buckets bounds must be finite and strictly ascending, got {text!r}")
+    return bounds + [math.inf]
+
+
 @dataclass(frozen=True)
 class HistLayout:
     """Bins defined by BINS, FLOOR and CEIL (see the module docstring)."""

@@ -10,5 +10,20 @@ def ipv4_addresses(ifname):
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=ifname)
         if not index:
-            raise LookupError(f"no network interface named {ifname!r}; see `ip link` for the names here")
+            raise LookupError(f"no network interface named {ifname!r}; this host has "
+                              f"{', '.join(names(ipr))} (or give auto: the route's interface)")
         return sorted(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index[0], family=socket.AF_INET))
+
+
+def names(ipr=None):
+    """Names of every network interface here, sorted."""
+    if ipr is None:
+        with IPRoute() as ipr:
+            return names(ipr)
+    return sorted(link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
+
+
+def all_ipv4_addresses():
+    """Every IPv4 address on this host (all interfaces)."""
+    with IPRoute() as ipr:
+        return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}

@@ -2,7 +2,7 @@
 
 import argparse
 
-from . import auth, bpfprog, clock, logs, netif, recordpipe, tc
+from . import auth, autoif, bpfprog, clock, logs, netif, recordpipe, tc
 
 TIMESTAMP_FORMATS = ("ntp", "ptp")
 
@@ -111,6 +111,9 @@ def run_service(name, args, files, defines, run):
         # stamp_ptp_tai_offset_missing says so for as long as it lasts.
         log.warning("tai_offset_missing", reason=tai_problem)
     try:
+        if args.interface == autoif.AUTO:
+            args.interface = autoif.resolve(args)
+            log.info("interface_chosen", interface=args.interface, by="route")
         netif.ipv4_addresses(args.interface)
         if args.timestamping == "bpf":
             log.info("starting", interface=args.interface, timestamping="bpf",

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from ..common import records
 
 from .delays import DelayBuckets
+from .history import INTERVAL_S as HISTORY_INTERVAL_S, History, sender_judged
+from .node_info import NodeInfo
 from .pipeline import Pipeline
 from .reflector_sessions import ReflectorFamilies
 from .sender_sessions import SenderFamilies
@@ -18,15 +20,22 @@ from .service_info import ServiceInfo
 
 
 class Aggregator:
-    """Everything the exporter knows; `bounds` are the delay buckets in seconds (+Inf last)."""
+    """Everything the exporter knows; `bounds` are the delay buckets in seconds (+Inf last),
+    `node_name` the node it runs on (stamp_node_info), `history_interval` the seconds
+    between two points of the / page's graphs; reflector_histogram False leaves out
+    stamp_reflector_delay_seconds."""
 
-    def __init__(self, bounds, log, idle_timeout=300.0, max_reflector_sessions=None):
+    def __init__(self, bounds, log, idle_timeout=300.0, max_reflector_sessions=None,
+                 node_name="", history_interval=HISTORY_INTERVAL_S, reflector_histogram=True):
         buckets = DelayBuckets(bounds)
         self.lock = threading.Lock()
         self.idle_timeout = idle_timeout
         self.sender = SenderFamilies(buckets, log)
-        self.reflector = ReflectorFamilies(buckets, log, max_reflector_sessions)
+        self.reflector = ReflectorFamilies(buckets, log, max_reflector_sessions,
+                                           reflector_histogram)
         self.info = ServiceInfo(log)
+        self.history = History({"sender": (self.sender.table, sender_judged),
+                                "reflector": (self.reflector.table, None)}, history_interval)
         self.pipeline = Pipeline(self.info, {"sender": self.sender,
                                              "reflector": self.reflector}, log)
         # Session records are aggregated as raw tuples (addresses as bytes, fast); the
@@ -36,7 +45,9 @@ class Aggregator:
         self._routes = {records.ServiceStats: self.info.service,
                         records.SupervisorStats: self.info.supervisor}
         self.registry = CollectorRegistry()
-        for collector in (self.pipeline, self.info, ProcessCollector(registry=None)):
+        self.node = NodeInfo(node_name, {self.sender.table: "sender",
+                                         self.reflector.table: "reflector"})
+        for collector in (self.pipeline, self.info, self.node, ProcessCollector(registry=None)):
             self.registry.register(collector)
 
     def handle(self, msg, now):

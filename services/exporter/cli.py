@@ -6,6 +6,7 @@ USAGE: stamp-exporter [--listen HOST:PORT] [--zmq ENDPOINT] [--hist BINS FLOOR C
 
 import argparse
 import signal
+import socket
 import sys
 import threading
 import time
@@ -23,6 +24,9 @@ EXAMPLES = """examples:
     stamp-exporter --zmq tcp://0.0.0.0:5556   # take records from other hosts over TCP
     stamp-exporter --hist 28 25 75            # buckets 316 ns .. 31.6 ms, as the services' bins
     stamp-exporter --idle-timeout 60          # drop a session's series after 60 s of silence
+    stamp-exporter --node-name worker-3       # the node name its addresses are joined to
+    stamp-exporter --buckets 0.0005,0.001,0.002,0.005,0.01,0.05   # 6 buckets + Inf: fewer series
+    stamp-exporter --no-reflector-histogram   # reflector side: counters, last, jitter; no buckets
 """
 
 
@@ -45,6 +49,15 @@ def parse_args(argv=None):
                         help="ZeroMQ endpoint to bind for records; the folder of an ipc:// "
                              f"path is created (default {recordpipe.DEFAULT_ENDPOINT})")
     histogram.add_arguments(parser)
+    parser.add_argument("--buckets", metavar="SECONDS,...",
+                        help="delay histogram bucket bounds in seconds, ascending, comma "
+                             "separated (+Inf is added); instead of --hist; default 10 us "
+                             "doubling to 10.5 s")
+    parser.add_argument("--no-reflector-histogram", dest="reflector_histogram",
+                        action="store_false",
+                        help="leave out stamp_reflector_delay_seconds (buckets, sum, count): it "
+                             "repeats the sender's near_end one; last value, jitter and "
+                             "counters stay")
     parser.add_argument("-t", "--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="remove a session's series after this long without a record, "
                              "seconds (default 300)")
@@ -59,6 +72,12 @@ def parse_args(argv=None):
                              "records of more are dropped and counted in "
                              "stamp_records_dropped_total{stage=\"session_limit\"} "
                              f"(default {DEFAULT_MAX_SESSIONS}, as stamp-reflector's --max-sessions)")
+    parser.add_argument("-n", "--node-name", default=socket.gethostname(), metavar="NAME",
+                        help="name of the node this exporter runs on, exported with its "
+                             "addresses as stamp_node_address_info (default: the host name)")
+    parser.add_argument("--history-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds between two points of the graphs on the / page; "
+                             "it keeps the last 180 (default 10)")
     parser.add_argument("-D", "--debug", action="store_true",
                         help="log every malformed message, not only the first of each kind")
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
@@ -68,6 +87,9 @@ def parse_args(argv=None):
     args.host, args.port = parse_listen(parser, args.listen)
     if not args.idle_timeout > 0:
         parser.error(f"--idle-timeout must be a positive number of seconds, got {args.idle_timeout}")
+    if not args.history_interval >= receiver.SWEEP_SECONDS:
+        parser.error(f"--history-interval must be at least {receiver.SWEEP_SECONDS:g} second "
+                     f"(the receive loop's sweep), got {args.history_interval}")
     if args.service_timeout < 0 or args.service_timeout != args.service_timeout:
         parser.error(f"--service-timeout must be 0 (off) or a number of seconds, "
                      f"got {args.service_timeout}")
@@ -77,14 +99,24 @@ def parse_args(argv=None):
     if args.max_reflector_sessions < 1:
         parser.error(f"--max-reflector-sessions must be 1 or more, got {args.max_reflector_sessions}")
     args.layout = histogram.from_args(parser, args)
+    args.bounds = None
+    if args.buckets is not None:
+        if args.layout:
+            parser.error("--buckets and --hist both set the buckets: give one of them")
+        try:
+            args.bounds = histogram.parse_buckets(args.buckets)
+        except ValueError as e:
+            parser.error(str(e))
     return parser, args
 
 
 def main(argv=None):
     parser, args = parse_args(argv)
     log = logs.configure("exporter", debug=args.debug, fmt=args.log_format)
-    bounds = args.layout.prometheus_buckets() if args.layout else histogram.default_buckets()
-    aggregator = Aggregator(bounds, log, args.idle_timeout, args.max_reflector_sessions)
+    bounds = (args.bounds or (args.layout.prometheus_buckets() if args.layout
+                              else histogram.default_buckets()))
+    aggregator = Aggregator(bounds, log, args.idle_timeout, args.max_reflector_sessions,
+                            args.node_name, args.history_interval, args.reflector_histogram)
     heartbeat = [time.monotonic()]
     try:
         puller = recordpipe.RecordPuller(args.zmq)

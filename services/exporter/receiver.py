@@ -28,5 +28,6 @@ def run(puller, aggregator, stop, heartbeat):
         if now >= next_sweep:
             with aggregator.lock:
                 aggregator.expire(now)
+                aggregator.history.maybe_snapshot(now)
             next_sweep = now + SWEEP_SECONDS
         heartbeat[0] = now

@@ -19,9 +19,10 @@ class ReflectorFamilies:
     """Aggregates ReflectorPacket records (records.decode_raw tuples); renders the
     stamp_reflector_ families."""
 
-    def __init__(self, buckets, log, max_sessions=None):
+    def __init__(self, buckets, log, max_sessions=None, histogram=True):
         self.table = SeriesTable(lambda key: ReflectorSeries(key, buckets), "reflector", log,
                                  limit=max_sessions)
+        self.histogram = histogram      # False: no stamp_reflector_delay_seconds family
 
     def packet(self, rec, now):
         s = self.table.get(rec[0:4], now)
@@ -44,4 +45,5 @@ class ReflectorFamilies:
         return "".join(out).encode() + render_info(
             "stamp_reflector_session_info", sessions) + render_delays(
             "stamp_reflector_", sessions, DIRECTIONS,
-            "Forward delay T2-T1 seen by the reflector (direction near_end)")
+            "Forward delay T2-T1 seen by the reflector (direction near_end)",
+            histogram=self.histogram)

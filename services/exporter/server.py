@@ -1,4 +1,5 @@
-"""HTTP: /metrics (Prometheus text format) and the health checks, on one threaded server.
+"""HTTP: /metrics (Prometheus text format), the health checks and / (page.py), on one
+threaded server.
 
     /healthz           the pod's liveness: both checks below
     /healthz/exporter  the exporter's own: its receive loop runs
@@ -21,13 +22,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-HEALTHY_SECONDS = 10.0   # /healthz fails when the receive loop is stuck this long
+from . import page
 
-INDEX = b"""<html><head><title>stamp-exporter</title></head><body>
-<h1>stamp-exporter</h1><p><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a>
-<a href="/healthz/exporter">/healthz/exporter</a> <a href="/healthz/service">/healthz/service</a></p>
-</body></html>
-"""
+HEALTHY_SECONDS = 10.0   # /healthz fails when the receive loop is stuck this long
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -98,8 +95,10 @@ def make_app(aggregator, health):
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [body]
         if path == "/":
-            start_response("200 OK", [("Content-Type", "text/html")])
-            return [INDEX]
+            body = page.render(aggregator)
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found: try /metrics or /healthz\n"]
     return app

@@ -107,12 +107,13 @@ def render_info(name, sessions):
     return "".join(out).encode()
 
 
-def render_delays(prefix, sessions, directions, what):
+def render_delays(prefix, sessions, directions, what, histogram=True):
     """The delay families of `sessions` as exposition bytes; `prefix` is "stamp_" or similar.
 
     `what` names the delays. Delays >= 0 go to the histogram `<prefix>delay_seconds`,
     the magnitudes of negative ones to the summary `<prefix>delay_negative_seconds`
-    (_sum and _count only; delays.DelayHistogram says why).
+    (_sum and _count only; delays.DelayHistogram says why). histogram False leaves
+    the histogram out (the negative summary, last value and jitter stay).
     """
     name = f"{prefix}delay_seconds"
     neg_name = f"{prefix}delay_negative_seconds"
@@ -129,11 +130,12 @@ def render_delays(prefix, sessions, directions, what):
         for d in directions:
             st = s.delays[d]
             lab = s.by_dir[d]
-            hist.append(s.histogram_template(name, d)
-                        % (*accumulate(st.counts), st.pos_sum_ns / 1e9, st.count - st.negative))
+            if histogram:
+                hist.append(s.histogram_template(name, d)
+                            % (*accumulate(st.counts), st.pos_sum_ns / 1e9, st.count - st.negative))
             neg.append(f"{neg_name}_sum{lab} {st.neg_sum_ns / 1e9!r}\n"
                        f"{neg_name}_count{lab} {st.negative}\n")
             if st.last is not None:
                 last.append(f"{prefix}delay_last_seconds{lab} {st.last / 1e9!r}\n")
                 jitter.append(f"{prefix}jitter_seconds{lab} {st.jitter_ns / 1e9!r}\n")
-    return b"".join(hist) + "".join(neg + last + jitter).encode()
+    return (b"".join(hist) if histogram else b"") + "".join(neg + last + jitter).encode()

@@ -14,7 +14,7 @@ import ipaddress
 import sys
 
 from ..common import histogram, options
-from . import datapath
+from . import datapath, peers
 from .service import SenderService
 
 EXAMPLES = """examples:
@@ -23,6 +23,8 @@ EXAMPLES = """examples:
   stamp-sender eth0 10.0.0.2 -i 0.001 -w 0.5 # 1,000 packets/s, late after 500 ms
   stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local
                                              # every address of a DNS name (a mesh)
+  stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local --max-peers 16
+                                             # at most 16 of them, the same on every restart
   stamp-sender eth0 10.0.0.2 --timestamp-format ptp   # PTPv2 timestamps (Z=1)
   stamp-sender eth0 10.0.0.2 --auth-key-file /etc/stamp-bpf/auth/key
                                              # authenticated mode (HMAC, 112 octets)
@@ -36,6 +38,17 @@ def ipv4(text):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an IPv4 address; for a DNS name use --reflector-dns") from None
+
+
+def max_peers(text):
+    """argparse type: --max-peers K, 0 (every peer) or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a peer count: give 0 (every peer) or more")
+    return value
 
 
 def parser():
@@ -64,6 +77,10 @@ def parser():
                         "are measured whatever NAME resolves to")
     p.add_argument("--dns-interval", type=options.seconds(1.0), default=30.0,
                    help="seconds between --reflector-dns lookups; default 30")
+    p.add_argument("--max-peers", metavar="K", type=max_peers, default=None,
+                   help="with --reflector-dns: measure at most K of its addresses, chosen "
+                        "by a hash ring so every reflector is measured by K senders "
+                        "(docs/cli.md); default 0, every address")
     p.add_argument("--summary-interval", type=options.seconds(1.0), default=10.0,
                    help="seconds between per-session stats log lines; default 10")
     histogram.add_arguments(p, histpath=True)
@@ -83,6 +100,10 @@ def parse(argv=None):
         p.error("a REFLECTOR is listed twice; each address is one session")
     if args.count < 0:
         p.error(f"--count must be 0 (forever) or more, got {args.count}")
+    if args.max_peers is not None and not args.reflector_dns:
+        p.error("--max-peers chooses among the addresses of --reflector-dns; give --reflector-dns "
+                "NAME, or list fewer REFLECTOR addresses")
+    args.max_peers = args.max_peers or peers.ALL
     if args.late_window is None:
         args.late_window = args.timeout
     return p, args, histogram.from_args(p, args)

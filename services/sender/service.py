@@ -153,7 +153,8 @@ class SenderService:
             for i, r in enumerate(a.reflectors):
                 self.add_session(r, offset_ns=int(i * a.interval * 1e9 / n))
             if a.reflector_dns:
-                resolver = Resolver(a.reflector_dns, a.dns_interval, self.log)
+                resolver = Resolver(a.reflector_dns, a.dns_interval, self.log, a.max_peers,
+                                    (netif.ipv4_addresses(a.interface) or [None])[0])
                 resolver.start()
             try:
                 self._loop(resolver)

@@ -78,6 +78,8 @@ def sender_args(cfg, log_format):
     if cfg["sender.reflectorDNS"]:
         args += ["--reflector-dns", cfg["sender.reflectorDNS"],
                  "--dns-interval", _num(cfg["sender.dnsInterval"])]
+        if cfg["sender.maxPeers"]:
+            args += ["--max-peers", str(cfg["sender.maxPeers"])]
     args += ["--source-port", str(cfg["sender.sourcePort"]),
              "--dest-port", str(cfg["sender.destinationPort"]),
              "--count", str(cfg["sender.count"]),
@@ -102,6 +104,12 @@ def exporter_args(cfg, log_format):
     if cfg["reflector.enabled"]:
         args += ["--max-reflector-sessions", str(cfg["reflector.maxSessions"])]
     args += ["--log-format", log_format]
+    if cfg["exporter.nodeName"]:
+        args += ["--node-name", cfg["exporter.nodeName"]]
+    if cfg["exporter.buckets"]:
+        args += ["--buckets", ",".join(map(_num, cfg["exporter.buckets"]))]
+    if cfg["reflector.enabled"] and not cfg["reflector.delayHistogram"]:
+        args.append("--no-reflector-histogram")
     hist = exporter_histogram(cfg)
     if hist:
         args += ["--hist", *map(_num, hist)]
@@ -128,7 +136,7 @@ def check_host(cfg, commands):
             raise ConfigError(f"{name}: {argv[0]} is not an executable; install the stamp-bpf "
                               "package beside this stamp-bpf, or point --bin-dir at its bin folder")
     for svc in ("sender", "reflector"):
-        if svc in commands:
+        if svc in commands and cfg[f"{svc}.interface"] != "auto":
             iface = cfg[f"{svc}.interface"]
             try:
                 socket.if_nametoindex(iface)

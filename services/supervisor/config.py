@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from ..common import histogram
 from ..common.recordpipe import DEFAULT_ENDPOINT
 
 
@@ -27,7 +28,7 @@ class ConfigError(ValueError):
 class Key:
     """One configuration key: dotted name, type, default and a one-line meaning."""
     name: str
-    kind: str          # "bool", "int", "number", "str" or "list" (of strings)
+    kind: str          # "bool", "int", "number", "str", "list" (of strings) or "numbers"
     default: object
     help: str
 
@@ -53,6 +54,8 @@ KEYS = {k.name: k for k in [
     Key("sender.reflectorIPs", "list", [], "IPv4 addresses of the reflectors, one session each"),
     Key("sender.reflectorDNS", "str", "", "name to resolve for reflectors (--reflector-dns)"),
     Key("sender.dnsInterval", "number", 30, "seconds between resolutions of reflectorDNS"),
+    Key("sender.maxPeers", "int", 16, "with reflectorDNS: measure at most this many of its "
+        "reflectors, chosen on a hash ring (--max-peers); 0 = all"),
     Key("sender.sourcePort", "int", 862, "UDP source port of the test packets"),
     Key("sender.destinationPort", "int", 862, "UDP port of the reflectors"),
     Key("sender.count", "int", 0, "packets per session, 0 = forever"),
@@ -61,6 +64,8 @@ KEYS = {k.name: k for k in [
     *_service_keys("reflector", "/tmp/reflector-hist"),
     Key("reflector.port", "int", 862, "UDP port to reflect on"),
     Key("reflector.output", "bool", False, "pass --output (per-session output and histograms)"),
+    Key("reflector.delayHistogram", "bool", False, "export the reflector side's forward-delay "
+        "histogram (else the exporter gets --no-reflector-histogram)"),
     Key("reflector.maxSessions", "int", 1024, "sender sessions kept at most (--max-sessions; "
         "also the exporter's --max-reflector-sessions)"),
     Key("auth.keyFile", "str", "", "HMAC key file of authenticated mode (--auth-key-file, both "
@@ -69,6 +74,10 @@ KEYS = {k.name: k for k in [
     Key("exporter.idleTimeout", "number", 300, "seconds before an idle session's series go"),
     Key("exporter.serviceTimeout", "number", 0, "seconds without a service's health record "
         "before /healthz fails (--service-timeout); 0 = off"),
+    Key("exporter.nodeName", "str", "", "this node's name in stamp_node_address_info "
+        "(--node-name); empty: the host name"),
+    Key("exporter.buckets", "numbers", [], "delay bucket bounds in seconds, ascending (--buckets); "
+        "empty: the default buckets"),
     Key("exporter.debug", "bool", False, "pass -D/--debug to the exporter"),
     Key("exporter.extraArgs", "list", [], "more exporter arguments, appended as given"),
     Key("zmq.endpoint", "str", DEFAULT_ENDPOINT, "record stream (--zmq) of all three"),
@@ -86,7 +95,7 @@ _TABLES = {name.rsplit(".", 1)[0] for name in KEYS} | {
     name.rsplit(".", 2)[0] for name in KEYS if name.count(".") == 2}
 
 _TYPE_WORDS = {"bool": "true or false", "int": "an integer", "number": "a number",
-               "str": "a string", "list": "a list of strings"}
+               "str": "a string", "list": "a list of strings", "numbers": "a list of numbers"}
 
 
 def _describe(value):
@@ -98,7 +107,8 @@ def _describe(value):
 
 def defaults():
     """A fresh configuration holding every key's default."""
-    return {k.name: (list(k.default) if k.kind == "list" else k.default) for k in KEYS.values()}
+    return {k.name: (list(k.default) if k.kind in ("list", "numbers") else k.default)
+            for k in KEYS.values()}
 
 
 def _unknown(name):
@@ -166,9 +176,15 @@ def parse_set(item):
     if key is None:
         raise _unknown(name)
     text = text.strip()
-    if key.kind == "list":
+    if key.kind in ("list", "numbers"):
         inner = text[1:-1] if text[:1] + text[-1:] in ("{}", "[]") else text
-        return name, [p.strip() for p in inner.split(",") if p.strip()]
+        items = [p.strip() for p in inner.split(",") if p.strip()]
+        if key.kind == "list":
+            return name, items
+        try:
+            return name, [float(p) for p in items]
+        except ValueError:
+            raise ConfigError(f"{name}: {text!r} is not {_TYPE_WORDS[key.kind]}") from None
     if key.kind == "bool":
         if text.lower() not in ("true", "false"):
             raise ConfigError(f"{name}: {text!r} is not true or false")
@@ -192,7 +208,9 @@ def _check_type(key, value):
           "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
           "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           "str": lambda v: isinstance(v, str),
-          "list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
+          "list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+          "numbers": lambda v: isinstance(v, list) and all(
+              isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)}
     if not ok[key.kind](value):
         raise ConfigError(f"{key.name}: expected {_TYPE_WORDS[key.kind]}, got {_describe(value)}")
     if key.kind == "number" and not math.isfinite(value):
@@ -263,6 +281,9 @@ def _sender(cfg):
     _positive(cfg, "sender.interval")
     _positive(cfg, "sender.timeout")
     _positive(cfg, "sender.dnsInterval")
+    if cfg["sender.maxPeers"] < 0:
+        raise ConfigError(f"sender.maxPeers: {cfg['sender.maxPeers']} is negative; "
+                          "use 0 (every reflector) or more")
 
 
 def _supervisor(cfg):
@@ -311,6 +332,14 @@ def validate(cfg):
         raise ConfigError("reflector.histogram: bins, floor and ceiling differ from "
                           "sender.histogram's, but the one exporter has one bucket layout; "
                           "make them equal")
+    if cfg["exporter.buckets"]:
+        if exporter_histogram(cfg):
+            raise ConfigError("exporter.buckets: the histogram.* bins also set the exporter's "
+                              "buckets; use one of them")
+        try:
+            histogram.parse_buckets(",".join(map(str, cfg["exporter.buckets"])))
+        except ValueError as e:
+            raise ConfigError(f"exporter.buckets: {e}") from None
     _listen(cfg)
     _positive(cfg, "exporter.idleTimeout")
     _endpoint(cfg)
