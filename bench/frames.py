@@ -41,9 +41,9 @@ def udp(sport, dport, payload, src=SENDER_ADDR, dst=REFLECTOR_ADDR):
 
 
 def stamp_request(sport=862, dport=862, seq=7, size=wire.BASE_LEN, src=SENDER_ADDR,
-                  dst=REFLECTOR_ADDR):
+                  dst=REFLECTOR_ADDR, ssid=0, tlvs=b""):
     """A Session-Sender test packet, Timestamp zero (the sender's user space leaves it so)."""
-    payload = wire.build_sender_packet(seq, size=size)
+    payload = wire.build_sender_packet(seq, size=size, ssid=ssid, tlvs=tlvs)
     return eth(ipv4(17, udp(sport, dport, payload, src, dst), src, dst))
 
 
@@ -53,6 +53,13 @@ def stamp_reply(sport=862, dport=862, seq=7):
                                           (0xE0000000, 0), 0x0001, 64)
     return eth(ipv4(17, udp(sport, dport, payload, REFLECTOR_ADDR, SENDER_ADDR),
                     REFLECTOR_ADDR, SENDER_ADDR), src=REFLECTOR_MAC, dst=SENDER_MAC)
+
+
+def three_tlvs():
+    """Timestamp Information, Class of Service (DSCP 46) and 16 octets of Extra Padding."""
+    return (wire.build_tlv(wire.TLV_TIMESTAMP_INFO, bytes(4))
+            + wire.build_tlv(wire.TLV_CLASS_OF_SERVICE, wire.build_cos(46))
+            + wire.build_tlv(wire.TLV_EXTRA_PADDING, bytes(16)))
 
 
 def other_udp(dport=53, size=64):

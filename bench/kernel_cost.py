@@ -11,8 +11,11 @@ syscalls so every STAMP run writes its record, as in service.
 The reflector rewrites the packet it reflects, so its second run on the same
 skb would no longer be a test packet. Its STAMP path is measured through
 bench wrappers compiled from the same C: the program's body, then the frame
-put back from a map (and the egress hand-off re-armed); the cost of that
-restore alone is measured in the same round and taken off. The same wrappers,
+put back from a map (and the egress hand-off re-armed to name the restored
+reflected frame, which a stateful ingress would otherwise move on); the cost
+of that restore alone is measured in the same round and taken off. RFC 8972
+rows run the shipped C, stateless and stateful, on requests with an SSID
+and with three TLVs (frames.three_tlvs). The same wrappers,
 with one piece of the C removed at a time, show what dominates the cost.
 Every STAMP figure is checked against the programs' own counters: a round
 that did not take the STAMP path on every run is an error, not a figure.
@@ -55,13 +58,18 @@ static __always_inline void bench_restore(struct __sk_buff *skb, int which)
 		bpf_skb_store_bytes(skb, 0, f->b, BENCH_LEN, 0);
 }
 
+/* The hand-off names the reflected frame (key 1) that egress is run on: a
+ * stateful ingress moves its Sequence Number on with every run. */
 static __always_inline void bench_rearm(void)
 {
-	__u32 key = 0;
+	__u32 key = 0, one = 1;
 	struct reflect_handoff *h = handoff.lookup(&key);
+	struct bench_frame *f = bench_frames.lookup(&one);
 
-	if (h)
+	if (h && f) {
 		h->valid = 1;
+		h->seq = *(__be32 *)&f->b[PAYLOAD_OFF];
+	}
 }
 
 static __always_inline struct stamp_ts bench_ts_raw(__u64 ns, const struct stamp_config *cfg)
@@ -73,7 +81,7 @@ static __always_inline struct stamp_ts bench_ts_raw(__u64 ns, const struct stamp
 static __always_inline void bench_nop(int idx) {}
 
 int bench_empty(struct __sk_buff *skb) { return TC_ACT_UNSPEC; }
-int bench_restore_in(struct __sk_buff *skb) { bench_restore(skb, 0); return TC_ACT_UNSPEC; }
+int bench_restore_in(struct __sk_buff *skb) { bench_restore(skb, 0); bench_rearm(); return TC_ACT_UNSPEC; }
 int bench_restore_eg(struct __sk_buff *skb) { bench_restore(skb, 1); bench_rearm(); return TC_ACT_UNSPEC; }
 
 /* One helper each, to price the pieces; results land in skb->mark so none is optimised out. */
@@ -139,6 +147,14 @@ VARIANTS = {
 }
 
 
+# RFC 8972 rows: label -> (stateful, TLVs after the base); every request has SSID 0x1234.
+RFC8972_CASES = {
+    "SSID, stateless": (False, b""),
+    "SSID + 3 TLVs, stateless": (False, frames.three_tlvs()),
+    "SSID, stateful": (True, b""),
+    "SSID + 3 TLVs, stateful": (True, frames.three_tlvs()),
+}
+
 HELPERS = {"clock": "bpf_ktime_get_tai_ns()", "csum_diff": "bpf_csum_diff() of 44 + 44 octets",
            "l4_csum": "bpf_l4_csum_replace()", "hash": "local_addrs hash lookup",
            "ringbuf": "ring buffer reserve + submit"}
@@ -203,7 +219,8 @@ def _wrapped(variant, edits, src_dir=None):
         text = text.replace(f"int {prog}(struct __sk_buff *skb)",
                             f"static __always_inline int {prog}_{variant}(struct __sk_buff *skb)")
         text = text.replace("grow_to_base", f"grow_to_base_{variant}")
-        rearm = " bench_rearm();" if restore else ""
+        text = text.replace("set_dscp(", f"set_dscp_{variant}(")
+        rearm = " bench_rearm();"       # both sides: see bench_rearm
         side = "in" if restore == 0 else "eg"
         text += (f"\nint bench_{side}_{variant}(struct __sk_buff *skb)\n"
                  f"{{ int rc = {prog}_{variant}(skb); bench_restore(skb, {restore});{rearm} return rc; }}\n"
@@ -213,8 +230,9 @@ def _wrapped(variant, edits, src_dir=None):
 
 
 def bench_source(variants, src_dir=None):
-    parts = [_read("maps.h", src_dir), _read("reflector_maps.h", src_dir), BENCH_PRELUDE,
-             INLINE_CSUM_C]
+    # The reflector's headers, joined as its loader joins them (map accesses rewritten).
+    parts = [_read(h, src_dir) for h in rdp.FILES if h.endswith(".h")]
+    parts += [BENCH_PRELUDE, INLINE_CSUM_C]
     parts += [_wrapped(v, edits, src_dir) for v, (_, edits) in variants.items()]
     return "\n".join(parts)
 
@@ -222,9 +240,9 @@ def bench_source(variants, src_dir=None):
 class BenchModule:
     """The bench wrappers of `variants`, compiled from `src_dir`, configured like a reflector."""
 
-    def __init__(self, variants, frames_, clock_state, src_dir=None):
+    def __init__(self, variants, frames_, clock_state, src_dir=None, stateful=False):
         from bcc import BPF
-        defines = {**rdp.defines(PORT, False), "BENCH_LEN": len(frames_[0])}
+        defines = {**rdp.defines(PORT, False, stateful), "BENCH_LEN": len(frames_[0])}
         cflags = bpfprog.cflags(defines)
         if src_dir:
             cflags = [f"-I{src_dir}"] + cflags
@@ -236,11 +254,27 @@ class BenchModule:
         names += [f"bench_h_{h}" for h in HELPERS]
         names += [f"bench_{k}{s}_{v}" for v in variants for s in ("in", "eg") for k in ("", "raw_")]
         self.fd = {name: b.load_func(name, BPF.SCHED_CLS).fd for name in names}
-        fr = b["bench_frames"]
         for i, frame in enumerate(frames_):
-            leaf = fr.Leaf()
-            leaf.b[:] = list(frame)
-            fr[fr.Key(i)] = leaf
+            self.set_frame(i, frame)
+
+    def set_frame(self, i, frame):
+        """What bench_restore(skb, i) puts back: 0 the request, 1 the reflected frame."""
+        fr = self.dp.bpf["bench_frames"]
+        leaf = fr.Leaf()
+        leaf.b[:] = list(frame)
+        fr[fr.Key(i)] = leaf
+
+    def reflect_own(self):
+        """Set frame 1 to what this module's own ingress makes of frame 0 (checked)."""
+        request = bytes(self.dp.bpf["bench_frames"][self.dp.bpf["bench_frames"].Key(0)].b)
+        r = TestRunner(request)
+        rc, _ = r.run(self.fd["bench_raw_in_shipped"], 1)
+        out = r.output()
+        if rc != TC_ACT_REDIRECT or not (frames.udp_checksum_ok(out) and frames.ip_checksum_ok(out)):
+            raise RuntimeError(f"the RFC 8972 bench frame was not reflected with valid checksums "
+                               f"(returned {rc})")
+        self.set_frame(1, out)
+        return out
 
 
 class Bench:
@@ -272,13 +306,21 @@ class Bench:
         pair = (self.request, self.reflected)
         self.bench = BenchModule(VARIANTS, pair, st)
         self.proposed = BenchModule(PROPOSALS, pair, st, aligned_copy(tmp))
+        # RFC 8972: {label: (module, request, reflected)}, only the shipped programs.
+        self.rfc8972 = {}
+        for label, (stateful, tlvs) in RFC8972_CASES.items():
+            req = frames.stamp_request(sport=PORT, dport=PORT, ssid=0x1234, tlvs=tlvs)
+            mod = BenchModule({"shipped": VARIANTS["shipped"]}, (req, req), st, stateful=stateful)
+            self.rfc8972[label] = (mod, req, mod.reflect_own())
         self.records = {}
-        for dp in (self.refl, self.snd, self.bench.dp, self.proposed.dp):
+        for dp in (self.refl, self.snd, self.bench.dp, self.proposed.dp,
+                   *(m.dp for m, _, _ in self.rfc8972.values())):
             self.records[id(dp)] = 0
             dp.open_events(lambda raw, k=id(dp): self.records.__setitem__(k, self.records[k] + 1))
 
     def drain(self):
-        for dp in (self.refl, self.snd, self.bench.dp, self.proposed.dp):
+        for dp in (self.refl, self.snd, self.bench.dp, self.proposed.dp,
+                   *(m.dp for m, _, _ in self.rfc8972.values())):
             dp.bpf.ring_buffer_consume()
 
     def measure(self, jobs, rounds=ROUNDS, repeat=REPEAT, pick=min):
@@ -342,8 +384,8 @@ def _run(log, tmp):
     for prog, fd in b.prog.items():
         for pkt, runner in (("TCP", tcp), ("UDP 53", udp53), ("IPv6", v6)):
             jobs[f"{prog}, {pkt}"] = (fd, runner, unspec)
-    jobs["sender egress, STAMP"] = (b.prog["sender egress"], req, (b.snd, "stamped", TC_ACT_UNSPEC))
-    jobs["sender ingress, STAMP"] = (b.prog["sender ingress"], reply, (b.snd, "received", TC_ACT_SHOT))
+    jobs["sender egress, STAMP"] = (b.prog["sender egress"], req, (b.snd, "t1_stamped", TC_ACT_UNSPEC))
+    jobs["sender ingress, STAMP"] = (b.prog["sender ingress"], reply, (b.snd, "replies_taken", TC_ACT_SHOT))
     for mod, variants in ((b.bench, VARIANTS), (b.proposed, PROPOSALS)):
         tag = "" if mod is b.bench else "p "
         jobs[f"{tag}restore in"] = (mod.fd["bench_restore_in"], req, None)
@@ -352,10 +394,16 @@ def _run(log, tmp):
             # Proof of the STAMP path: the counters, or (without them) the
             # return code and the ring buffer records. Ingress runs first in
             # each round and leaves egress its hand-off; egress re-arms it.
-            jobs[f"in {v}"] = (mod.fd[f"bench_in_{v}"], req, (mod.dp, "stamped", TC_ACT_REDIRECT)
+            jobs[f"in {v}"] = (mod.fd[f"bench_in_{v}"], req, (mod.dp, "reflected", TC_ACT_REDIRECT)
                                if v != "nostats" else (None, None, TC_ACT_REDIRECT))
-            jobs[f"eg {v}"] = (mod.fd[f"bench_eg_{v}"], refl, (mod.dp, "received", TC_ACT_UNSPEC)
+            jobs[f"eg {v}"] = (mod.fd[f"bench_eg_{v}"], refl, (mod.dp, "t3_stamped", TC_ACT_UNSPEC)
                                if v != "nostats" else (mod.dp, "records", TC_ACT_UNSPEC))
+    for label, (mod, rq, rf) in b.rfc8972.items():
+        rq_run, rf_run = TestRunner(rq), TestRunner(rf)
+        jobs[f"{label} restore in"] = (mod.fd["bench_restore_in"], rq_run, None)
+        jobs[f"{label} restore eg"] = (mod.fd["bench_restore_eg"], rf_run, None)
+        jobs[f"{label} in"] = (mod.fd["bench_in_shipped"], rq_run, (mod.dp, "reflected", TC_ACT_REDIRECT))
+        jobs[f"{label} eg"] = (mod.fd["bench_eg_shipped"], rf_run, (mod.dp, "t3_stamped", TC_ACT_UNSPEC))
     for h in HELPERS:
         jobs[f"helper {h}"] = (b.bench.fd[f"bench_h_{h}"], req, None)
     m = b.measure(jobs)
@@ -363,8 +411,8 @@ def _run(log, tmp):
 
     # One packet per syscall: the shipped programs as they are, cold-ish.
     one = b.measure({"empty x1": (b.bench.fd["bench_empty"], tcp, None),
-                     "ingress x1": (b.prog["reflector ingress"], req, (b.refl, "stamped", TC_ACT_REDIRECT)),
-                     "egress x1": (b.prog["reflector egress"], refl, (b.refl, "received", TC_ACT_UNSPEC))},
+                     "ingress x1": (b.prog["reflector ingress"], req, (b.refl, "reflected", TC_ACT_REDIRECT)),
+                     "egress x1": (b.prog["reflector egress"], refl, (b.refl, "t3_stamped", TC_ACT_UNSPEC))},
                     rounds=2000, repeat=1, pick=statistics.median)
     return rows(m, one, checks, b.load_s)
 
@@ -430,6 +478,12 @@ def rows(m, one, checks, load_s):
     out.append(table.row(PART, "reflection path (ingress + egress)", cin + ceg, "ns/pkt", "<",
                          TARGET_REFLECT_NS, note=f"net of the harness; with it ({empty:.0f} ns per "
                          f"program) {cin + ceg + 2 * empty:.0f} ns"))
+    for label in RFC8972_CASES:
+        rin = m[f"{label} in"] - m[f"{label} restore in"]
+        reg = m[f"{label} eg"] - m[f"{label} restore eg"]
+        out.append(table.row(PART, f"reflection path, {label}", rin + reg, "ns/pkt",
+                             note=f"net, as above; ingress {rin:.0f}, egress {reg:.0f} ns; "
+                                  f"{rin + reg - cin - ceg:+.0f} ns over the base packet, stateless"))
     for v, (what, _) in VARIANTS.items():
         if v == "shipped":
             continue

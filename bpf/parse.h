@@ -28,6 +28,33 @@
 #define IP_CSUM_OFF	(L3_OFF + offsetof(struct iphdr, check))
 #define UDP_CSUM_OFF	(L4_OFF + offsetof(struct udphdr, check))
 
+/* parse_udp4() return values other than 0. */
+#define PARSE_NOT_OURS		-1	/* not a packet for this program: pass it on */
+#define PARSE_BAD_IP_CSUM	-2	/* ours by its headers, but the IPv4 header
+					 * checksum is wrong: the stack drops it */
+
+/**
+ * ip4_csum_ok() - does a 20-octet IPv4 header sum to 0xffff (RFC 791, RFC 1071)?
+ *
+ * ip_rcv() drops a frame whose header checksum is wrong; TC ingress runs
+ * before it, so a program that acted on such a frame would answer what the
+ * stack throws away, and a reflector would patch the checksum for its new
+ * TTL and send the corruption on. The five 32-bit words are summed here
+ * rather than with bpf_csum_diff(): no helper call on the path of every
+ * STAMP packet. One's complement sums do not depend on byte order.
+ */
+static __always_inline int ip4_csum_ok(const struct iphdr *ip)
+{
+	const __u32 *w = (const __u32 *)ip;
+	__u64 s = (__u64)w[0] + w[1] + w[2] + w[3] + w[4];
+
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return s == 0xffff;
+}
+
 struct udp4 {
 	struct ethhdr *eth;
 	struct iphdr *ip;
@@ -43,8 +70,10 @@ struct udp4 {
  *
  * Return: 0 when the frame is untagged IPv4 without options, not a fragment,
  * UDP between the wanted ports, with a UDP length that agrees with the IP
- * total length and at least TWAMP_LIGHT_MIN_LEN octets of payload; -1 for
- * anything else, which the caller passes on untouched.
+ * total length, at least TWAMP_LIGHT_MIN_LEN octets of payload and a valid
+ * IPv4 header checksum; PARSE_BAD_IP_CSUM when all holds but the checksum;
+ * PARSE_NOT_OURS for anything else. The caller passes both on untouched.
+ * The checksum is summed last, so packets of other ports never pay for it.
  */
 static __always_inline int parse_udp4(struct __sk_buff *skb, __be16 sport,
 				      __be16 dport, struct udp4 *p)
@@ -59,29 +88,31 @@ static __always_inline int parse_udp4(struct __sk_buff *skb, __be16 sport,
 	/* Ethernet, a 20-octet IPv4 header and the UDP header are in the linear
 	 * area: this one check covers every header field read below. */
 	if (data + PAYLOAD_OFF > data_end)
-		return -1;
+		return PARSE_NOT_OURS;
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || skb->vlan_present)
-		return -1;
+		return PARSE_NOT_OURS;
 	if (ip->protocol != IPPROTO_UDP)
-		return -1;
+		return PARSE_NOT_OURS;
 	if (dport && udp->dest != dport)
-		return -1;
+		return PARSE_NOT_OURS;
 	if (sport && udp->source != sport)
-		return -1;
+		return PARSE_NOT_OURS;
 	/* IP options would move the UDP header; fragments carry a partial datagram. */
 	if (ip->version != 4 || ip->ihl != 5)
-		return -1;
+		return PARSE_NOT_OURS;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return -1;
+		return PARSE_NOT_OURS;
 	ulen = bpf_ntohs(udp->len);
 	if (ulen != bpf_ntohs(ip->tot_len) - sizeof(*ip))
-		return -1;
+		return PARSE_NOT_OURS;
 	/* The frame must hold the whole datagram the headers announce (it may be
 	 * longer: Ethernet padding). IP would drop a truncated one; so do we. */
 	if (skb->len < L3_OFF + bpf_ntohs(ip->tot_len))
-		return -1;
+		return PARSE_NOT_OURS;
 	if (ulen < sizeof(*udp) + TWAMP_LIGHT_MIN_LEN)
-		return -1;
+		return PARSE_NOT_OURS;
+	if (!ip4_csum_ok(ip))
+		return PARSE_BAD_IP_CSUM;
 
 	p->eth = eth;
 	p->ip = ip;

@@ -57,7 +57,7 @@ int reflector_egress(struct __sk_buff *skb)
 		ev->payload_len = bpf_htons(h->payload_len);
 		ev->sender_ttl = h->sender_ttl;
 		ev->pad = 0;
-		ev->seq = h->seq;
+		ev->seq = h->sender_seq;
 		ev->t1 = h->t1;
 		ev->t2 = h->t2;
 		ev->t3 = new;

@@ -5,11 +5,14 @@
  * A test packet to one of the interface's addresses on STAMP_PORT gets its
  * receive timestamp T2 (the kernel's receive timestamp of the frame, see
  * stamp_rx_tai(), or the time now), is rewritten in place into the Session-Reflector
- * format (RFC 8762 section 4.3.1, stateless: the Sequence Number is the
- * sender's), addressed back to its sender with IP TTL 255 (RFC 5357 section
- * 4.2) and sent out of the same interface, where reflector_egress.c writes T3.
- * Octets past the 44-octet base are sent back as received (RFC 8762 4.6); a
- * shorter TWAMP-Light packet (14..43 octets) is grown to the base packet.
+ * format (RFC 8762 section 4.3.1, the SSID copied as RFC 8972 section 3 says),
+ * addressed back to its sender with IP TTL 255 (RFC 5357 section 4.2) and sent
+ * out of the same interface, where reflector_egress.c writes T3.
+ * Stateless (default), the Sequence Number is the sender's; stateful
+ * (STAMP_STATEFUL), the session's own count (reflector_sessions.h).
+ * The TLVs after the 44-octet base are answered in place (RFC 8972 section
+ * 4, tlv.h), so the reply has the request's size (RFC 8762 4.6); a shorter
+ * TWAMP-Light packet (14..43 octets) is grown to the base packet.
  *
  * Returns:
  *   TC_ACT_UNSPEC    not a test packet for us: continue with the next filter
@@ -49,23 +52,45 @@ static __always_inline int grow_to_base(struct __sk_buff *skb, __u32 plen)
 	return 0;
 }
 
+/**
+ * set_dscp() - send the reply with DSCP @dscp (RFC 8972 4.4: Class of Service).
+ * @tos: the TOS octet as received; its ECN bits are kept.
+ * Fixes the IPv4 header checksum for the word holding version/IHL and TOS.
+ * Return: 0, or -1 if the kernel refused.
+ */
+static __always_inline int set_dscp(struct __sk_buff *skb, __u8 tos, __u8 dscp)
+{
+	__u8 new_tos = (dscp << 2) | (tos & 3);
+	__be16 from = bpf_htons(0x4500 | tos), to = bpf_htons(0x4500 | new_tos);
+
+	if (bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct iphdr, tos), &new_tos, 1, 0))
+		return -1;
+	return bpf_l3_csum_replace(skb, IP_CSUM_OFF, from, to, 2) ? -1 : 0;
+}
+
 int reflector_ingress(struct __sk_buff *skb)
 {
 	struct stamp_reflector_pkt old, new = {};
 	struct stamp_sender_pkt *req = (struct stamp_sender_pkt *)&old;
 	struct reflect_handoff *h;
 	struct stamp_config *cfg;
+	struct tlv_ctx tc = {};
 	struct stamp_frame f;
 	struct udp4 p;
 	__u8 mac[ETH_ALEN];
 	__be32 daddr, addr;
 	__be16 port, ttl_word;
 	__u32 key = 0, plen;
+	int rc;
 	__s64 diff;
 	__u64 now;
 
-	if (parse_udp4(skb, 0, bpf_htons(STAMP_PORT), &p))
+	rc = parse_udp4(skb, 0, bpf_htons(STAMP_PORT), &p);
+	if (rc) {
+		if (rc == PARSE_BAD_IP_CSUM && skb->pkt_type == PACKET_HOST)
+			stat_inc(STAT_BAD_CSUM);	/* ip_rcv() will drop it */
 		return TC_ACT_UNSPEC;
+	}
 	/* Only frames addressed to this host: not broadcast, multicast or another
 	 * host's MAC seen in promiscuous mode (the stack would drop those). */
 	if (skb->pkt_type != PACKET_HOST)
@@ -111,9 +136,28 @@ int reflector_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	}
 
+	tc.plen = plen < STAMP_BASE_LEN ? STAMP_BASE_LEN : plen;
+#if STAMP_STATEFUL
+	{
+		struct stamp_session_key sk = {
+			.sender_addr = f.ip->saddr, .reflector_addr = f.ip->daddr,
+			.sender_port = f.udp->source, .reflector_port = f.udp->dest,
+			.ssid = req->ssid,
+		};
+		__s64 seq = session_step(&sk, now, cfg, &tc.rx, &tc.tx);
+
+		if (seq < 0)
+			return TC_ACT_UNSPEC;
+		new.seq = bpf_htonl((__u32)seq);
+		tc.have_counts = 1;
+	}
+#else
+	new.seq = req->seq;
+#endif
+
 	/* The Session-Reflector packet, Figure 5. Timestamp (T3) is written at
 	 * egress; the MBZ fields stay zero from the initialiser. */
-	new.seq = req->seq;
+	new.ssid = req->ssid;
 	new.error_estimate = cfg->error_estimate;
 	new.rx_ts = stamp_ts_from_tai(stamp_rx_tai(skb, now, cfg), cfg);
 	new.sender_seq = req->seq;
@@ -122,6 +166,15 @@ int reflector_ingress(struct __sk_buff *skb)
 	new.sender_ttl = f.ip->ttl;
 	__builtin_memcpy(f.payload, &new, sizeof(new));
 	diff = bpf_csum_diff((__be32 *)&old, sizeof(old), (__be32 *)&new, sizeof(new), 0);
+
+	/* What the TLVs report is the packet as it came in. */
+	tc.saddr = f.ip->saddr;
+	tc.daddr = f.ip->daddr;
+	tc.sport = f.udp->source;
+	tc.dport = f.udp->dest;
+	__builtin_memcpy(tc.smac, f.eth->h_source, ETH_ALEN);
+	tc.tos = f.ip->tos;
+	tc.sync_src = cfg->sync_src;
 
 	/* Back to the sender: swapping addresses and ports leaves both
 	 * checksums as they are; the new TTL changes the IP header's. */
@@ -138,19 +191,27 @@ int reflector_ingress(struct __sk_buff *skb)
 	f.ip->ttl = 255;
 	stamp_csum_replace2(&f.ip->check, ttl_word, *(__be16 *)&f.ip->ttl);
 
+	h->valid = 0;		/* set again once the packet is ready */
 	h->sender_addr = f.ip->daddr;
 	h->local_addr = f.ip->saddr;
 	h->sender_port = f.udp->dest;
 	h->payload_len = plen;
 	h->seq = new.seq;
+	h->sender_seq = new.sender_seq;
 	h->t1 = new.sender_ts;
 	h->t2 = new.rx_ts;
 	h->sender_error_estimate = new.sender_error_estimate;
 	h->sender_ttl = new.sender_ttl;
-	h->valid = 1;
 
-	/* NOTE: invalidates the packet pointers in f; nothing reads them after. */
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, diff, BPF_F_MARK_MANGLED_0);
+	/* NOTE: the TLV walk and everything after it invalidate the packet
+	 * pointers in f; nothing reads them after this. */
+	if (tc.plen > STAMP_BASE_LEN && tlv_walk(skb, &tc))
+		return TC_ACT_UNSPEC;
+	if (tc.set_dscp && set_dscp(skb, tc.tos, tc.dscp))
+		return TC_ACT_UNSPEC;
+	h->valid = 1;
+	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, csum_add32((__u32)diff, tc.csum),
+			    BPF_F_MARK_MANGLED_0);
 	stat_inc(STAT_STAMPED);
 	return bpf_redirect(skb->ifindex, 0);
 }

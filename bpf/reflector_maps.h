@@ -2,14 +2,17 @@
 /*
  * reflector_maps.h - maps shared by reflector_ingress.c and reflector_egress.c.
  *
- * Compile-time knob (bcc cflags, set by services/reflector/datapath.py):
+ * Compile-time knobs (bcc cflags, set by services/reflector/datapath.py):
  *   STAMP_PORT     the UDP port we reflect on (host order)
+ *   STAMP_STATEFUL, STAMP_MAX_SESSIONS: see reflector_sessions.h
  * The ring buffer carries struct stamp_reflector_event, one per reflection.
  */
 #ifndef STAMP_REFLECTOR_MAPS_H
 #define STAMP_REFLECTOR_MAPS_H
 
 #include "maps.h"
+#include "tlv.h"
+#include "reflector_sessions.h"
 
 /*
  * What ingress tells egress about the packet it just reflected. bpf_redirect()
@@ -22,7 +25,8 @@ struct reflect_handoff {
 	__be32 local_addr;
 	__be16 sender_port;
 	__u16 payload_len;
-	__be32 seq;
+	__be32 seq;			/* the reflected Sequence Number */
+	__be32 sender_seq;
 	struct stamp_ts t1;
 	struct stamp_ts t2;
 	__be16 sender_error_estimate;

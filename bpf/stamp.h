@@ -2,7 +2,8 @@
 /*
  * stamp.h - STAMP test packet formats (RFC 8762) and timestamp conversion.
  *
- * The one C definition of the wire format. services/common/wire.py is the one
+ * The one C definition of the base wire format (bpf/tlv.h has RFC 8972's
+ * TLVs). services/common/wire.py is the one
  * Python definition; tests/test_wire_layout.py compiles this header with bcc
  * and checks that both agree on every field's offset and size.
  *
@@ -33,20 +34,23 @@ struct stamp_ts {
 	__be32 frac;
 } __attribute__((packed));
 
-/* RFC 8762 section 4.2.1, Figure 2: Session-Sender test packet, unauthenticated. */
+/* RFC 8762 section 4.2.1, Figure 2: Session-Sender test packet, unauthenticated;
+ * RFC 8972 section 3, Figure 1, names octets 14-15 the SSID (0: none). */
 struct stamp_sender_pkt {
 	__be32 seq;
 	struct stamp_ts ts;
 	__be16 error_estimate;		/* Figure 3: S|Z|Scale(6)|Multiplier(8) */
-	__u8 mbz[30];			/* RFC 8972 puts the SSID in the first two */
+	__be16 ssid;			/* STAMP Session Identifier */
+	__u8 mbz[28];
 } __attribute__((packed));
 
-/* RFC 8762 section 4.3.1, Figure 5: Session-Reflector test packet, unauthenticated. */
+/* RFC 8762 section 4.3.1, Figure 5: Session-Reflector test packet, unauthenticated;
+ * RFC 8972 section 3, Figure 2: the SSID copied from the test packet. */
 struct stamp_reflector_pkt {
 	__be32 seq;
 	struct stamp_ts ts;		/* T3: when the reflector sent it */
 	__be16 error_estimate;
-	__be16 mbz1;
+	__be16 ssid;
 	struct stamp_ts rx_ts;		/* T2: when the reflector received it */
 	__be32 sender_seq;
 	struct stamp_ts sender_ts;	/* T1: when the sender sent it */
@@ -65,7 +69,10 @@ struct stamp_config {
 	__s64 tai_offset_ns;	/* TAI - UTC as the kernel reports it (adjtimex) */
 	__u64 sock_cookie;	/* sender: the cookie of the socket whose packets we stamp */
 	__be16 error_estimate;	/* Error Estimate for our timestamps, wire order */
-	__u8 pad[6];
+	__u8 sync_src;		/* reflector: RFC 8972 Table 7 value for the
+				 * Timestamp Information TLV (clock state) */
+	__u8 pad[5];
+	__u64 session_timeout_ns; /* stateful reflector: idle time that ends a session */
 };
 
 /**
@@ -143,7 +150,12 @@ static __always_inline __u64 stamp_rx_tai(struct __sk_buff *skb, __u64 now_tai,
  * twin, checked against this header by tests/test_wire_layout.py.
  */
 
-/* Sender: one per reply taken at TC ingress (services/sender/ringbuf.py). */
+/* The first octets past the base that a sender record carries: room for the
+ * TLVs a sender asks with (Location with its three sub-TLVs 60, Class of
+ * Service 8, Timestamp Information 8, Direct Measurement 16: 92). */
+#define STAMP_EVENT_TLV_LEN	96
+
+/* Sender: one per reply taken at TC ingress (services/common/events.py). */
 struct stamp_sender_event {
 	__be32 reflector_addr;
 	__be32 local_addr;
@@ -151,9 +163,10 @@ struct stamp_sender_event {
 	__be16 local_port;
 	__be16 payload_len;		/* UDP payload length of the reply */
 	__u8 reply_ttl;			/* IPv4 TTL of the reply as it arrived */
-	__u8 pad;
+	__u8 reply_tos;			/* and its DSCP and ECN (RFC 8972 4.4) */
 	struct stamp_ts t4;		/* our receive timestamp, our format */
 	struct stamp_reflector_pkt pkt;	/* the reply's first 44 octets, as on the wire */
+	__u8 tlvs[STAMP_EVENT_TLV_LEN];	/* the octets after them, zero padded */
 } __attribute__((packed));
 
 /* Reflector: one per reflected packet, emitted at TC egress once T3 is known. */
@@ -165,7 +178,7 @@ struct stamp_reflector_event {
 	__be16 payload_len;		/* UDP payload length as received */
 	__u8 sender_ttl;
 	__u8 pad;
-	__be32 seq;
+	__be32 seq;			/* the Session-Sender Sequence Number */
 	struct stamp_ts t1;		/* sender's timestamp, sender's format */
 	struct stamp_ts t2;
 	struct stamp_ts t3;
@@ -180,7 +193,12 @@ enum stamp_stat {
 	STAT_RINGBUF_LOST,	/* records the ring buffer had no room for */
 	STAT_LOOP_GUARD,	/* reflector: a reflected packet not reflected again */
 	STAT_GROWN,		/* reflector: short TWAMP-Light packet grown to 44 octets */
-	STAT_BAD_CSUM,		/* test packets or replies with a wrong UDP checksum, ignored */
+	STAT_BAD_CSUM,		/* test packets or replies with a wrong UDP or IPv4
+				 * header checksum, ignored */
+	STAT_TLV_UNRECOGNIZED,	/* reflector: TLVs returned with U=1 */
+	STAT_TLV_MALFORMED,	/* reflector: TLVs returned with M=1 */
+	STAT_SESSION_NEW,	/* stateful reflector: sessions created */
+	STAT_SESSION_EXPIRED,	/* stateful reflector: idle sessions restarted */
 	STAT_MAX,
 };
 

@@ -17,6 +17,10 @@ from stamp_bpf.lab import jsonlog
 from stamp_bpf.lab.netns import Topology
 
 BIN = os.path.dirname(sys.executable)
+# Extra flags for every stamp-reflector the tests start, e.g. STAMP_TEST_REFLECTOR_ARGS=
+# --stateful runs the reflector suites against the stateful mode.
+REFLECTOR_ARGS = os.environ.get("STAMP_TEST_REFLECTOR_ARGS", "").split()
+STATEFUL = "--stateful" in REFLECTOR_ARGS
 
 
 def command(name):
@@ -37,6 +41,11 @@ class Service:
     def __init__(self, topo, host, argv, log_path):
         self.topo = topo
         self.log_path = log_path
+        # Not to the user-space reflector, nor to authenticated mode's (also user space):
+        # the stateful mode is the kernel's only.
+        if (REFLECTOR_ARGS and os.path.basename(argv[0]) == "stamp-reflector"
+                and "user" not in argv and "--auth-key-file" not in argv):
+            argv = [*argv, *REFLECTOR_ARGS]
         self.argv = argv
         with open(log_path, "wb") as out:
             self.proc = topo.popen(host, argv, stdout=out, stderr=subprocess.STDOUT)

@@ -19,7 +19,7 @@ import time
 from stamp_bpf.lab import capture, packets
 from stamp_bpf.lab.netns import Topology
 
-from conftest import Service, command, require_root
+from conftest import REFLECTOR_ARGS, STATEFUL, Service, command, require_root  # noqa: F401
 
 CLONE_NEWNET = 0x40000000
 SO_NO_CHECK = 11             # socket(7): send IPv4/UDP with checksum 0

@@ -62,8 +62,13 @@ def test_sender_and_reflector_with_the_same_key_measure_and_sign_each_packet(lab
     for u in replies:
         r = wire.parse_reflector_auth_packet(u.payload)
         assert r.sender_ttl > 0 and not wire.ts_is_zero(r.rx_ts) and not wire.ts_is_zero(r.ts)
-    assert not any(any(u.payload[4:16]) or any(u.payload[26:96]) for u in requests), \
-        "the sender's MBZ octets are zero (RFC 8762 Figure 4)"
+    assert not any(any(u.payload[4:16]) or any(u.payload[28:96]) for u in requests), \
+        "the sender's MBZ octets are zero (RFC 8762 Figure 4, RFC 8972 Figure 3)"
+    # RFC 8972 section 3: the session's SSID at octets 26-27 each way, and checked.
+    ssids = {u.payload[26:28] for u in requests} | {u.payload[26:28] for u in replies}
+    assert ssids == {s["ssid"].to_bytes(2, "big")} and s["ssid"] != 0, \
+        f"requests and replies carry the session's SSID {s['ssid']}: {ssids}"
+    assert s["ssid_echoed"] is True, s
 
 
 def signed(seq, key=KEY):
@@ -105,7 +110,7 @@ def test_the_reflector_drops_and_counts_what_is_not_signed_with_its_key(lab):
     warned = refl.events("auth_failed")
     assert warned and warned[-1]["count"] == len(BAD), \
         f"the reflector logs its auth failures while it runs (every 5 s at most): {warned}"
-    assert counters["received"] == len(BAD), counters
+    assert counters["reflected"] == len(BAD), counters
 
 
 def test_an_authenticated_reflector_attaches_no_tc_program(lab):

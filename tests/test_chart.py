@@ -346,9 +346,11 @@ def test_reflector_args_carry_exactly_the_values(helm_bin, helm_env):
         "reflector.interface=ens5", "reflector.port=4862", "reflector.output=true",
         "reflector.histogram.enabled=true", "reflector.histogram.bins=10",
         "reflector.histogram.floor=30", "reflector.histogram.ceiling=60",
-        "reflector.enforcePTP=true", "reflector.debug=true", "reflector.extraArgs={--timestamping,user}"])
+        "reflector.enforcePTP=true", "reflector.debug=true", "reflector.extraArgs={--timestamping,user}",
+        "reflector.maxRate=250", "reflector.burst=7"])
     assert args_of(docs, "reflector") == [
-        "ens5", "--port", "4862", "--max-sessions", "1024", "--zmq", "ipc:///run/stamp-bpf/records.sock",
+        "ens5", "--port", "4862", "--max-sessions", "1024", "--max-rate", "250", "--burst", "7",
+        "--zmq", "ipc:///run/stamp-bpf/records.sock",
         "--log-format", "json", "--hist", "10", "30", "60", "--histpath", "/tmp/reflector-hist",
         "--output", "--enforce-ptp", "--debug", "--timestamping", "user"], (
         "The reflector's arguments should carry exactly the values given.")
@@ -356,6 +358,28 @@ def test_reflector_args_carry_exactly_the_values(helm_bin, helm_env):
     assert args_of(docs, "reflector", "exporter")[-4:] == ["--hist", "10", "30", "60"]
     svc = by_kind(docs, "Service")[0]
     assert svc["spec"]["ports"][0]["port"] == 4862, "The Service should show the reflector's port."
+    assert not by_kind(docs, "ConfigMap"), "No allow-list should render no ConfigMap."
+
+
+def test_allowed_sources_are_a_configmap_the_reflector_reads_as_its_allow_file(helm_bin, helm_env):
+    docs = render(helm_bin, helm_env, sets=["reflector.allowedSources={10.0.0.0/8,fd00::/8}"])
+    args = args_of(docs, "reflector")
+    path = args[args.index("--allow-file") + 1]
+    cm, = by_kind(docs, "ConfigMap")
+    listed = [line for line in cm["data"]["list"].splitlines() if not line.startswith("#")]
+    assert listed == ["10.0.0.0/8", "fd00::/8"], (
+        f"The ConfigMap should list the prefixes one a line, got {cm['data']['list']!r}.")
+    pod = daemonset(docs, "reflector")["spec"]["template"]["spec"]
+    mount, = [m for m in container(daemonset(docs, "reflector"), "reflector")["volumeMounts"]
+              if m["name"] == "allowed-sources"]
+    assert path == mount["mountPath"] + "/list", (
+        f"--allow-file {path} should be the ConfigMap's key in its mounted folder "
+        f"{mount['mountPath']} (a folder, so kubelet updates it in place).")
+    assert "subPath" not in mount, "A subPath mount is never updated by kubelet."
+    vol, = [v for v in pod["volumes"] if v["name"] == "allowed-sources"]
+    assert vol["configMap"]["name"] == cm["metadata"]["name"]
+    assert "allowed-sources" not in str(daemonset(docs, "sender")), (
+        "The sender's pods should not mount the reflector's allow-list.")
 
 
 def test_histograms_off_means_no_hist_args(helm_bin, helm_env):

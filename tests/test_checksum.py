@@ -93,7 +93,7 @@ def test_crafted_requests_of_every_size(lab, session_frames, no_check):
     replies = {}
     for frame, u in stampnet.udp_frames(frames):
         if u.src == topo.reflector.addr:
-            replies[struct.unpack_from("!I", u.payload)[0]] = (frame, u)
+            replies[struct.unpack_from("!I", u.payload, 24)[0]] = (frame, u)
         elif no_check:
             assert stampnet.udp_checksum(frame)[0] == 0, "SO_NO_CHECK did not send checksum 0"
     for i, size in enumerate(sizes):
@@ -133,8 +133,35 @@ def test_request_with_a_wrong_udp_checksum_is_not_reflected(lab, session_frames)
             tx.send(good)
     finally:
         tx.close()
-    replies = [struct.unpack_from("!I", u.payload)[0] for f, u in stampnet.udp_frames(frames)
+    replies = [struct.unpack_from("!I", u.payload, 24)[0] for f, u in stampnet.udp_frames(frames)
                if u.src == r.addr]
     assert replies == [0xC5C5], (
         f"replies {[hex(x) for x in replies]} to a request with a wrong UDP checksum (0xbad5) and "
         "a valid one (0xc5c5): a corrupted request must not be reflected (RFC 1122 4.1.3.4)")
+
+
+def test_request_with_a_wrong_ip_header_checksum_is_not_reflected(lab, session_frames):
+    """ip_rcv() drops a frame whose IPv4 header checksum is wrong; TC ingress runs before
+    it, so the reflector must not answer one (it used to, patching the header checksum
+    for TTL 255 and so sending the corruption back with a valid-looking header)."""
+    topo = lab.topo
+    s, r = topo.sender, topo.reflector
+
+    def request(seq, ip_chksum=None):
+        return bytes(Ether(src=s.mac, dst=r.mac) / IP(src=s.addr, dst=r.addr, chksum=ip_chksum)
+                     / UDP(sport=40011, dport=862) / (struct.pack("!I", seq) + bytes(40)))
+
+    bad = request(0xBAD4)
+    bad = request(0xBAD4, ip_chksum=int.from_bytes(bad[24:26], "big") ^ 0x0F0F)
+    tx = stampnet.frame_socket(s)
+    try:
+        with lab.capture(s, "badipsum") as frames:
+            tx.send(bad)
+            tx.send(request(0xC4C4))
+    finally:
+        tx.close()
+    replies = [struct.unpack_from("!I", u.payload, 24)[0] for f, u in stampnet.udp_frames(frames)
+               if u.src == r.addr]
+    assert replies == [0xC4C4], (
+        f"replies {[hex(x) for x in replies]} to a request with a wrong IPv4 header checksum "
+        "(0xbad4) and a valid one (0xc4c4): the corrupt one must not be reflected")

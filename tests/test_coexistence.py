@@ -9,11 +9,12 @@ A's port 862) must be stopped by A's loop guard instead of bouncing between
 the two reflectors.
 """
 
+import socket
 import struct
 
 import pytest
 
-from stamp_bpf.common import wire
+from stamp_bpf.common import bpfsys, wire
 from stamp_bpf.lab import packets
 
 import stampnet
@@ -36,6 +37,12 @@ def mesh(tmp_path_factory):
                 "A": lab.start(a, "stamp-sender", a.ifname, b.addr, "-c", COUNT, "-i", "0.005"),
                 "B": lab.start(b, "stamp-sender", b.ifname, a.addr, "-c", COUNT, "-i", "0.005"),
             }
+            order = {}
+            for k, h in (("A", a), ("B", b)):
+                senders[k].wait_event("sending", 120)
+                with stampnet.netns(h.ns):
+                    order[k] = [p for p, _ in bpfsys.prog_query(socket.if_nametoindex(h.ifname),
+                                                                bpfsys.TCX_INGRESS)]
             rcs = {k: s.wait_exit(90) for k, s in senders.items()}
         # A's sender is gone; a reply to A's port 862 must not be reflected again.
         sock = stampnet.udp_socket(a, 862)
@@ -47,7 +54,7 @@ def mesh(tmp_path_factory):
             sock.close()
         alive = {k: r.proc.poll() is None for k, r in refl.items()}
         refl_rcs = {k: r.stop() for k, r in refl.items()}
-        yield dict(topo=topo, frames=frames, senders=senders, rcs=rcs, reflectors=refl,
+        yield dict(topo=topo, frames=frames, senders=senders, rcs=rcs, reflectors=refl, order=order,
                    alive=alive, refl_rcs=refl_rcs, stale_frames=stale_frames, stale_got=stale_got)
     finally:
         lab.close()
@@ -91,7 +98,7 @@ def test_replies_are_never_reflected_again(mesh):
         assert mesh["alive"][k] and mesh["refl_rcs"][k] == 0, f"{k}'s reflector did not run to the end"
         c = r.summary()["counters"]
         want = COUNT + (1 if k == "B" else 0)       # B also reflected the stale-reply request
-        assert c["stamped"] == want, f"{k}'s reflector reflected {c['stamped']} packets, not {want}: {c}"
+        assert c["reflected"] == want, f"{k}'s reflector reflected {c['reflected']} packets, not {want}: {c}"
 
 
 def test_loop_guard_stops_a_stale_reply(mesh):
@@ -107,3 +114,14 @@ def test_loop_guard_stops_a_stale_reply(mesh):
         f"A's reflector should count one loop-guard stop (the stale reply): {counters['A']}"
     assert counters["B"]["loop_guard"] == 0, \
         f"B's reflector saw no reflected packet, yet counts loop-guard stops: {counters['B']}"
+
+
+def test_sender_ingress_runs_before_the_reflectors(mesh):
+    """With tcx the order is a place in the list: each sender started after its
+    host's reflector and still went just before it."""
+    for k in ("A", "B"):
+        ids = {role: [e["prog_id"] for e in svc.events("attached") if e["hook"] == "ingress"][0]
+               for role, svc in (("sender", mesh["senders"][k]), ("reflector", mesh["reflectors"][k]))}
+        order = mesh["order"][k]
+        assert order.index(ids["sender"]) + 1 == order.index(ids["reflector"]), \
+            f"host {k}: tcx ingress order {order}, sender {ids['sender']}, reflector {ids['reflector']}"

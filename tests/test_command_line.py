@@ -31,7 +31,9 @@ EXTRA = {   # name: values, beside the scenario files
     "every-reflector-value": {"reflector": {
         "interface": "ens5", "port": 4862, "output": True,
         "histogram": {"enabled": True, "bins": 10, "floor": 30, "ceiling": 60},
-        "enforcePTP": True, "debug": True, "extraArgs": ["--timestamping", "user"]},
+        "enforcePTP": True, "debug": True, "extraArgs": ["--timestamping", "user"],
+        "allowedSources": ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"],
+        "maxRate": 0.5, "burst": 3},
         "exporter": {"idleTimeout": 60}},
     "static-and-dns": {"sender": {"reflectorIPs": ["10.0.0.9"],
                                   "reflectorDNS": "reflectors.example.org", "dnsInterval": 12.5}},
@@ -73,6 +75,8 @@ def supervisor_config(values, component):
     if values["auth"]["existingSecret"]:
         cfg["auth.keyFile"] = AUTH_KEY_PATH   # the chart's mount of the Secret
     cfg["monitoring.listen"] = f"0.0.0.0:{values[component]['metricsPort']}"
+    # The chart's allow-list file is its ConfigMap, mounted at a path of its own.
+    cfg["reflector.allowFile"] = "/etc/stamp-bpf/allowed-sources/list"
     cfg["exporter.nodeName"] = "$(NODE_NAME)"     # the pod's spec.nodeName (downward API)
     # A pod runs one service; its exporter's buckets follow that service's histogram.
     cfg[f"{'reflector' if component == 'sender' else 'sender'}.enabled"] = False

@@ -181,7 +181,7 @@ def test_decode_reply_takes_t1_t4_in_our_format_and_t2_t3_in_the_reflectors():
     pkt = wire.build_reflector_packet(7, wire.ns_to_ptp(t3, tai), ee_ptp, wire.ns_to_ptp(t2, tai),
                                       42, wire.ns_to_ntp(t1), ee_ntp, 250)
     raw = events.SENDER_EVENT.pack(bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1]), 862, 862, 44, 60,
-                                   *wire.ns_to_ntp(t4), pkt)
+                                   0, *wire.ns_to_ntp(t4), pkt, b"")
     r = sess.decode_reply(events.sender_event(raw), ee_ntp, tai)
     assert r.valid and (r.seq, r.reflector_seq, r.sender_ttl) == (42, 7, 250)
     for name, got, want in (("T1", r.t1, t1), ("T2", r.t2, t2), ("T3", r.t3, t3), ("T4", r.t4, t4)):
@@ -191,6 +191,6 @@ def test_decode_reply_takes_t1_t4_in_our_format_and_t2_t3_in_the_reflectors():
 def test_decode_reply_with_a_zero_timestamp_is_invalid():
     pkt = wire.build_reflector_packet(1, (0, 0), 0, wire.ns_to_ntp(T0), 1, wire.ns_to_ntp(T0), 0, 64)
     raw = events.SENDER_EVENT.pack(bytes(4), bytes(4), 862, 862, 44, 60,
-                                   *wire.ns_to_ntp(T0), pkt)
+                                   0, *wire.ns_to_ntp(T0), pkt, b"")
     r = sess.decode_reply(events.sender_event(raw), 0, 0)
     assert not r.valid and r.t3 == 0, "T3 was never written: no delays from this reply."

@@ -154,8 +154,9 @@ def test_only_valid_test_packets_are_reflected(burst):
     reflected = []
     for _ts, frame in burst["frames"]:
         u = packets.parse_udp4(frame)
-        if u and u.src == topo.reflector.addr and u.sport == 862 and len(u.payload) >= 4:
-            reflected.append((struct.unpack_from("!I", u.payload)[0], len(u.payload)))
+        if u and u.src == topo.reflector.addr and u.sport == 862 and len(u.payload) >= 28:
+            # The Session-Sender Sequence Number: the sender's in both modes.
+            reflected.append((struct.unpack_from("!I", u.payload, 24)[0], len(u.payload)))
     names = {}
     for what, f in burst["requests"]:
         at = f.find(struct.pack("!I", BAD)[:3])        # the marker, wherever the headers end
@@ -167,8 +168,8 @@ def test_only_valid_test_packets_are_reflected(burst):
     assert big == [1472] * ROUNDS, \
         f"the oversized valid request should come back {ROUNDS} times with 1472 octets: {big}"
     counters = burst["reflector"].summary()["counters"]
-    assert counters["stamped"] == COUNT + ROUNDS, (
-        f"the reflector reflected {counters['stamped']} packets; the session's {COUNT} and the "
+    assert counters["reflected"] == COUNT + ROUNDS, (
+        f"the reflector reflected {counters['reflected']} packets; the session's {COUNT} and the "
         f"{ROUNDS} oversized requests were the only valid ones")
 
 

@@ -89,7 +89,7 @@ def test_the_reflector_reflects_every_sender_but_records_at_most_max_sessions(
         assert refl.stop() == 0
         summary = refl.events("summary")[-1]
         assert summary["sessions_overflow"] == 2, f"Two senders did not fit: {summary}"
-        assert summary["counters"]["stamped"] == 5, "All five packets were reflected anyway."
+        assert summary["counters"]["reflected"] == 5, "All five packets were reflected anyway."
         assert len(summary["sessions"]) == 3
         assert got[key("stamp_exporter_sessions", side="reflector")] == 3
     finally:

@@ -82,6 +82,23 @@ INVALID_VALUES = [
      "ipc:///run/stamp-bpf/records.sock"),
     ("invalid-zmq-scheme.yaml", "sender: {reflectorIPs: [192.0.2.1]}\nzmq: {endpoint: 'udp://x:1'}\n",
      "zmq.endpoint: 'udp://x:1' is not ipc:///PATH or tcp://HOST:PORT"),
+    ("invalid-reflector-allowed-host-bits.yaml",
+     "sender: {enabled: false}\nreflector: {allowedSources: [10.0.0.0/8, 10.1.2.3/16]}\n",
+     "reflector.allowedSources[1]: '10.1.2.3/16' has bits set past its prefix length; "
+     "did you mean 10.1.0.0/16?"),
+    ("invalid-reflector-allowed-garbage.toml",
+     '[sender]\nenabled = false\n[reflector]\nallowedSources = ["eth0"]\n',
+     "reflector.allowedSources[0]: 'eth0' is not an IPv4 or IPv6 prefix ('eth0' does not "
+     "appear to be an IPv4 or IPv6 network); write it as 10.0.0.0/8, 2001:db8::/32 or a "
+     "single address"),
+    ("invalid-reflector-allow-file.yaml",
+     "sender: {enabled: false}\nreflector: {allowedSources: [fd00::/8], allowFile: allow.txt}\n",
+     "reflector.allowFile: 'allow.txt' is not an absolute path, e.g. "
+     "/run/stamp-bpf/allowed-sources"),
+    ("invalid-reflector-max-rate.toml", '[sender]\nenabled = false\n[reflector]\nmaxRate = -5\n',
+     "reflector.maxRate: must be 0 (no limit) up to 1e9 packets/s"),
+    ("invalid-reflector-burst.yaml", "sender: {enabled: false}\nreflector: {burst: 0}\n",
+     "reflector.burst: must be 1 or more packets"),
     ("invalid-supervisor-backoff.toml", OK_SENDER + "[supervisor]\nbackoffMax = 0.5\n",
      "supervisor.backoffMax: 0.5 is below supervisor.backoffInitial (1.0)"),
     ("invalid-supervisor-restarts.yaml",
@@ -209,7 +226,7 @@ def test_check_prints_the_commands_a_user_would_type(tmp_path):
                      "--idle-timeout", "300", "--max-reflector-sessions", "1024",
                      "--log-format", "json", "--no-reflector-histogram", "--hist", "28", "25", "75"],
         "reflector": ["/opt/sb/bin/stamp-reflector", "lo", "--port", "862",
-                      "--max-sessions", "1024", *zmq,
+                      "--max-sessions", "1024", "--max-rate", "12000", "--burst", "1200", *zmq,
                       "--log-format", "json", "--output"],
         "sender": ["/opt/sb/bin/stamp-sender", "lo", "192.0.2.1", "192.0.2.2",
                    "--source-port", "862", "--dest-port", "862", "--count", "10",

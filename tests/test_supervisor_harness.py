@@ -23,6 +23,8 @@ SERVICES = ("exporter", "reflector", "sender")
 #   NAME.spam      write N long JSON lines (N in the file) as fast as it can
 # Otherwise it prints a JSON line every 0.2 s and exits 0 on SIGTERM. As the
 # exporter, it listens on its --listen address, as the real one serves /metrics.
+# As the reflector, it takes SIGHUP as the real one does (an event "hup", with
+# the content of its --allow-file), after NAME.hupdelay seconds if that file exists.
 STANDIN = r'''
 import json, os, signal, socket, sys, time
 here = os.path.dirname(os.path.abspath(__file__))
@@ -44,8 +46,16 @@ def on_term(signum, frame):
     print(json.dumps({"event": "stopping", "service": name}), flush=True)
     sys.exit(0)
 
+def on_hup(signum, frame):
+    path = sys.argv[sys.argv.index("--allow-file") + 1] if "--allow-file" in sys.argv else None
+    event("hup", allow=open(path).read() if path else None)
+
 signal.signal(signal.SIGTERM, signal.SIG_IGN if order("stubborn") is not None else on_term)
 event("start", argv=sys.argv[1:])
+if name == "reflector":
+    time.sleep(float(order("hupdelay") or 0))
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 if order("crash") is not None:
     print(f"{name}: cannot start: the crash order file says so", file=sys.stderr, flush=True)
     sys.exit(3)

@@ -252,6 +252,37 @@ def test_sighup_restarts_only_the_changed_child(run, bin_dir, tmp_path):
         "After a refused reload every child keeps running as before."
 
 
+def test_sighup_with_a_new_allow_list_reaches_the_reflector_without_a_restart(run, bin_dir,
+                                                                              tmp_path):
+    allow = tmp_path / "allowed-sources"
+    conf = tmp_path / "stamp-bpf.yaml"
+    conf.write_text(f"reflector: {{allowedSources: [10.0.0.0/8], allowFile: '{allow}'}}\n")
+    # The stand-in reflector takes SIGHUP only 2 s after its start, as the real one
+    # does only once it runs Python: an early SIGHUP must wait, not end it.
+    (tmp_path / "bin" / "reflector.hupdelay").write_text("2")
+    sup = run(config=conf)
+    wait_until(lambda: len(started(bin_dir)) == 3, 10, "the three children started")
+    argv = started(bin_dir, "reflector")[0]["argv"]
+    assert argv[argv.index("--allow-file") + 1] == str(allow), \
+        "The reflector gets the list as a file."
+    assert "10.0.0.0/8\n" in allow.read_text()
+    conf.write_text(f"reflector: {{allowedSources: [10.0.0.0/8, 'fd00::/8'], "
+                    f"allowFile: '{allow}'}}\n")
+    sup.signal(signal.SIGHUP)
+    assert sup.wait_event("reloaded")[0]["restarted"] == [], \
+        "A new allow-list restarts no child."
+    hup = wait_until(lambda: standin_events(bin_dir, "hup", "reflector"), 10,
+                     "the reflector got SIGHUP")
+    assert "fd00::/8" in hup[0]["allow"], \
+        "The file holds the new list by the time the reflector is told."
+    assert len(started(bin_dir, "reflector")) == 1, "The reflector kept running."
+    sup.signal(signal.SIGHUP)                   # nothing changed
+    sup.wait_event("reloaded", count=2)
+    time.sleep(0.5)
+    assert len(standin_events(bin_dir, "hup", "reflector")) == 1, \
+        "A reload that does not change the list does not signal the reflector."
+
+
 def test_sighup_with_a_new_endpoint_moves_everything_to_it(run, bin_dir, tmp_path):
     conf = tmp_path / "stamp-bpf.toml"
     conf.write_text(f'[zmq]\nendpoint = "ipc://{tmp_path}/old.sock"\n')

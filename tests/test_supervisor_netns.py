@@ -9,6 +9,7 @@ chart's default deployment does on every node.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,10 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stamp_bpf.common import bpfsys
 from stamp_bpf.lab.netns import Topology
+
+import stampnet
 from test_supervisor_harness import SupervisorRun, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -84,11 +88,16 @@ def received(ns):
 
 
 def our_filters(host):
-    """The TC filters on host's interface, ingress and egress, as `tc` prints them."""
+    """The TC programs on host's interface, ingress and egress: the filters as `tc`
+    prints them, and the tcx programs as BPF_PROG_QUERY lists them."""
     out = []
     for direction in ("ingress", "egress"):
         out += subprocess.run(["tc", "-n", host.ns, "filter", "show", "dev", host.ifname,
                                direction], capture_output=True, text=True).stdout.splitlines()
+    with stampnet.netns(host.ns):
+        idx = socket.if_nametoindex(host.ifname)
+        for direction, hook in (("ingress", bpfsys.TCX_INGRESS), ("egress", bpfsys.TCX_EGRESS)):
+            out += [f"tcx {direction} prog {p} link {link}" for p, link in bpfsys.prog_query(idx, hook)]
     return [line for line in out if line.strip()]
 
 

@@ -134,11 +134,28 @@ def test_udp_to_port_862_of_another_address_is_not_reflected(lab):
 
 
 def test_port_862_of_another_socket_is_not_stamped(lab):
-    """The sender's egress program stamps its own socket's packets only."""
+    """The sender's egress program stamps its own socket's packets only.
+
+    No other UDP socket can bind port 862 beside the sender's (it binds
+    without SO_REUSEADDR, so a second sender refuses), so the other socket is
+    a packet socket sending UDP frames from port 862; they pass TC egress too.
+    """
+    from scapy.all import IP, UDP, Ether
     topo = lab.topo
+    s, r = topo.sender, topo.reflector
+    with pytest.raises(OSError, match="in use"):
+        stampnet.udp_socket(s, 862, addr=s.addr).close()
     payloads = [stamp_like(10), stamp_like(11)]
-    got, _ = send_and_receive(topo.sender, (topo.sender.addr, 862), topo.reflector,
-                              (OTHER_ADDR, 862), payloads)
+    rx = stampnet.udp_socket(r, 862, addr=OTHER_ADDR)
+    tx = stampnet.frame_socket(s)
+    try:
+        for p in payloads:
+            tx.send(bytes(Ether(src=s.mac, dst=r.mac) / IP(src=s.addr, dst=OTHER_ADDR)
+                          / UDP(sport=862, dport=862) / p))
+        got = [d for d, _ in stampnet.recv_all(rx)]
+    finally:
+        rx.close()
+        tx.close()
     assert got == payloads, "a packet from another socket on port 862 was stamped by the sender"
 
 

@@ -32,10 +32,12 @@ OUTLIERS = 1
 OUTLIER_NS = 250_000
 # Authenticated mode takes T1 and T3 in user space, before the HMAC and the
 # sendto() that follow (T2 and T4 are the kernel's receive timestamps): on the
-# same guests T1 is 70-160 us before the frame is on the wire and T3 20-50 us,
-# so near-end and round-trip delays read that much long. Its bound is wider,
-# and docs/auth.md states it; the far-end direction keeps TOLERANCE_NS.
+# same guests T1 is 70-160 us before the frame is on the wire and T3 20-75 us
+# (shared with other work), so near-end and round-trip delays read long by T1's
+# share and far-end delays by T3's. Its bounds are wider, and docs/auth.md
+# states them.
 AUTH_TOLERANCE_NS = 300_000
+AUTH_FAR_TOLERANCE_NS = 150_000
 AUTH_OUTLIER_NS = 2_000_000
 COUNT = 40
 DROPPED_FWD = {3, 17}
@@ -43,17 +45,28 @@ DROPPED_BACK = {9, 30}
 LATE_BACK = 22          # held 450 ms on the way back: after -w 0.3, within the late window
 
 
+def back_seq(seq, stateful):
+    """The Sequence Number the reply to test packet `seq` carries, as the emulator keys
+    back frames by it: the sender's (stateless), or a stateful reflector's own count,
+    which skips the test packets dropped on the way there (jitter here never reorders)."""
+    return seq - sum(f < seq for f in DROPPED_FWD) if stateful else seq
+
+
 @pytest.fixture(scope="module", params=["bpf", "auth"])
 def run(tmp_path_factory, request):
     """One measured session through the emulator, with captures on both ends."""
     from conftest import Service, command, require_root
     from stamp_bpf.lab.netns import Topology
+    import stampnet
     require_root()
     tmp = tmp_path_factory.mktemp("truth")
+    # Authenticated mode has no stateful reflector (cli.py refuses the two together),
+    # and conftest.Service leaves STAMP_TEST_REFLECTOR_ARGS' --stateful off for it.
+    stateful = stampnet.STATEFUL and request.param != "auth"
     emu = ["--fwd-delay", "3ms", "--back-delay", "7ms", "--jitter", "0.5ms", "--seed", "7",
            "--drop", "fwd:" + ",".join(map(str, sorted(DROPPED_FWD))),
-           "--drop", "back:" + ",".join(map(str, sorted(DROPPED_BACK))),
-           "--delay-seq", f"back:{LATE_BACK}=450ms"]
+           "--drop", "back:" + ",".join(str(back_seq(q, stateful)) for q in sorted(DROPPED_BACK)),
+           "--delay-seq", f"back:{back_seq(LATE_BACK, stateful)}=450ms"]
     (tmp / "topo").mkdir()
     mode = []
     if request.param == "auth":
@@ -107,7 +120,7 @@ def test_per_packet_delays_match_the_captures(run):
     off = {}        # seq -> what was more than its tolerance off
     auth = run["mode"] == "auth"
     tolerance = {"near_end": AUTH_TOLERANCE_NS if auth else TOLERANCE_NS,
-                 "far_end": TOLERANCE_NS,
+                 "far_end": AUTH_FAR_TOLERANCE_NS if auth else TOLERANCE_NS,
                  "round_trip": AUTH_TOLERANCE_NS if auth else TOLERANCE_NS}
     outlier_ns = AUTH_OUTLIER_NS if auth else OUTLIER_NS
     for seq, e in sorted(replies.items()):

@@ -64,8 +64,9 @@ def layouts():
     """{struct name: ctypes type} as bcc compiled bpf/stamp.h."""
     from bcc import BPF
     structs = ["stamp_sender_pkt", "stamp_reflector_pkt", "stamp_sender_event",
-               "stamp_reflector_event"]
-    text = '#include "stamp.h"\n' + "".join(
+               "stamp_reflector_event", "stamp_tlv", "stamp_tlv_location",
+               "stamp_tlv_timestamp_info", "stamp_tlv_cos", "stamp_tlv_direct"]
+    text = '#include "stamp.h"\n#include "tlv.h"\n' + "".join(
         f"BPF_ARRAY(t_{name}, struct {name}, 1);\n" for name in structs)
     b = BPF(text=text, cflags=[f"-I{bpfprog.bpf_dir()}"])
     try:
@@ -84,6 +85,11 @@ def c_fields(leaf):
     ("stamp_reflector_pkt", wire.REFLECTOR_FIELDS, wire.REFLECTOR),
     ("stamp_sender_event", events.SENDER_EVENT_FIELDS, events.SENDER_EVENT),
     ("stamp_reflector_event", events.REFLECTOR_EVENT_FIELDS, events.REFLECTOR_EVENT),
+    ("stamp_tlv", wire.TLV_FIELDS, wire.TLV),
+    ("stamp_tlv_location", wire.LOCATION_FIELDS, wire.LOCATION),
+    ("stamp_tlv_timestamp_info", wire.TIMESTAMP_INFO_FIELDS, wire.TIMESTAMP_INFO),
+    ("stamp_tlv_cos", wire.COS_FIELDS, wire.COS),
+    ("stamp_tlv_direct", wire.DIRECT_FIELDS, wire.DIRECT),
 ])
 def test_c_and_python_agree_on_every_field(layouts, name, fields, fmt):
     leaf = layouts[name]
@@ -96,9 +102,25 @@ def test_c_and_python_agree_on_every_field(layouts, name, fields, fmt):
         f"the fields of {name} do not end where the struct does"
 
 
+@pytest.mark.unit
+def test_tlv_constants_are_the_same_in_c_and_python():
+    """Every #define of bpf/tlv.h's TLV, flag, sub-TLV, sync source, method and bound
+    names has a wire.py twin with the same value."""
+    import re
+    with open(os.path.join(bpfprog.bpf_dir(), "tlv.h")) as f:
+        text = f.read()
+    found = dict(re.findall(r"^#define\s+((?:TLV|LOC|SYNC_SRC|TS_METHOD|COS)_\w+)\s+(0x[0-9a-fA-F]+|\d+)",
+                            text, re.M))
+    assert len(found) >= 20, f"found only {sorted(found)} in bpf/tlv.h"
+    for name, value in found.items():
+        assert hasattr(wire, name), f"bpf/tlv.h defines {name}, services/common/wire.py does not"
+        assert getattr(wire, name) == int(value, 0), \
+            f"{name} is {value} in bpf/tlv.h but {getattr(wire, name)} in wire.py"
+
+
 def test_python_formats_put_fields_where_the_tables_say():
     """A packet built by wire.py carries each value at its table's offset (big endian)."""
-    values = dict(seq=0x01020304, ts=(0x11121314, 0x15161718), error_estimate=0x2122,
+    values = dict(seq=0x01020304, ts=(0x11121314, 0x15161718), error_estimate=0x2122, ssid=0x2324,
                   rx_ts=(0x31323334, 0x35363738), sender_seq=0x41424344,
                   sender_ts=(0x51525354, 0x55565758), sender_error_estimate=0x6162,
                   sender_ttl=0x71)
@@ -111,10 +133,12 @@ def test_python_formats_put_fields_where_the_tables_say():
         v = values[field]
         want = (struct.pack("!II", *v) if isinstance(v, tuple) else v.to_bytes(size, "big"))
         assert got == want, f"{field} is at the wrong place in wire.REFLECTOR"
-    sbuf = wire.build_sender_packet(0x01020304, (0x11121314, 0x15161718), 0x2122)
+    sbuf = wire.build_sender_packet(0x01020304, (0x11121314, 0x15161718), 0x2122, ssid=0x2324)
     for field, (off, size) in wire.SENDER_FIELDS.items():
         if field == "mbz":
             assert sbuf[off:off + size] == bytes(size)
+        if field == "ssid":
+            assert sbuf[off:off + size] == b"\x23\x24", "the SSID is at the wrong place"
     assert wire.parse_sender_packet(sbuf) == (0x01020304, (0x11121314, 0x15161718), 0x2122)
 
 
@@ -212,6 +236,7 @@ def chain(state, ptp, s_dp, s_fns, r_dp, r_fns):
             sev.reply_ttl) == (REFLECTOR_ADDR, SENDER_ADDR, 862, 862, 60, 255), \
         f"the sender's record as Python decodes it: {sev}"
     assert sev.pkt == out3[42:42 + 44], "the record's packet is not the reply's first 44 octets"
+    assert sev.tlvs == out3[42 + 44:], "the record's TLV octets are not the reply's octets 44.."
     t4_ns = decode_ts(sev.t4, ptp)
     assert before - offset <= t4_ns <= after - offset, f"T4 {t4_ns} is outside the run"
 
@@ -222,7 +247,7 @@ def test_sender_t1_on_the_wire_decodes_to_the_capture_time(tmp_path_factory, fmt
     the frame left: just before the capture tap (which runs after TC egress), on this
     host's clock, converted with the kernel's real TAI-UTC offset. The request itself is
     a 44-octet Session-Sender packet sent with IP TTL 255 (RFC 5357 4.1.2), sequence
-    numbers from 0, MBZ zero, and an Error Estimate with the right Z and S bits."""
+    numbers from 0, one non-zero SSID (RFC 8972), MBZ zero, and an Error Estimate with the right Z and S bits."""
     lab = stampnet.Lab(tmp_path_factory.mktemp("t1"))
     try:
         topo = lab.topo
@@ -240,8 +265,10 @@ def test_sender_t1_on_the_wire_decodes_to_the_capture_time(tmp_path_factory, fmt
     for i, (ts, u) in enumerate(reqs):
         seq, t1, ee = wire.parse_sender_packet(u.payload)
         assert seq == i, f"test packet {i} carries sequence number {seq}"
-        assert len(u.payload) == 44 and u.payload[14:] == bytes(30), \
+        assert len(u.payload) == 44 and u.payload[16:] == bytes(28), \
             f"packet {seq} is not a 44-octet sender packet with MBZ zero: {u.payload.hex()}"
+        assert u.payload[14:16] == reqs[0][1].payload[14:16] != bytes(2), \
+            f"packet {seq} does not carry the session's non-zero SSID (RFC 8972 section 3)"
         assert u.ttl == 255, f"packet {seq} left with IP TTL {u.ttl}, not 255"
         assert bool(ee & wire.EE_Z) == (fmt == "ptp"), f"{fmt} sender wrote Error Estimate {ee:#06x}"
         assert bool(ee & wire.EE_S) == state.synchronized, f"S bit of {ee:#06x} vs adjtimex"

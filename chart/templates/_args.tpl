@@ -61,6 +61,14 @@ stamp-reflector's arguments, as YAML list items, from .Values.reflector.
 - {{ int $r.port | quote }}
 - --max-sessions
 - {{ int $r.maxSessions | quote }}
+- --max-rate
+- {{ toString $r.maxRate | quote }}
+- --burst
+- {{ int $r.burst | quote }}
+{{- if $r.allowedSources }}
+- --allow-file
+- {{ include "stamp-bpf.allowFile" . | quote }}
+{{- end }}
 {{- include "stamp-bpf.authArgs" . }}
 - --zmq
 - {{ include "stamp-bpf.zmqEndpoint" . | quote }}

@@ -105,6 +105,11 @@ spec:
               mountPath: /etc/stamp-bpf/auth
               readOnly: true
             {{- end }}
+            {{- if and (eq .component "reflector") $v.allowedSources }}
+            - name: allowed-sources
+              mountPath: {{ include "stamp-bpf.allowDir" $root }}
+              readOnly: true
+            {{- end }}
             {{- if $g.hostKernelHeaders }}
             - name: lib-modules
               mountPath: /lib/modules
@@ -204,6 +209,12 @@ spec:
             items:
               - key: {{ $root.Values.auth.secretKey | quote }}
                 path: key
+        {{- end }}
+        {{- if and (eq .component "reflector") $v.allowedSources }}
+        # reflector.allowedSources; kubelet rewrites it in place on a change.
+        - name: allowed-sources
+          configMap:
+            name: {{ include "stamp-bpf.fullname" $root }}-allowed-sources
         {{- end }}
         {{- if $g.hostKernelHeaders }}
         # The node's kernel headers for bcc; /usr/src at its own path, so that

@@ -90,6 +90,17 @@ The DNS name the sender resolves for its reflectors when sender.reflectorIPs is 
 {{/*
 The ZeroMQ endpoint the service and its exporter share (the default of all three commands).
 */}}
+{{/*
+The reflector's allow-list file: the allowed-sources ConfigMap, mounted as a folder
+so that kubelet updates it in place (a subPath mount would never change).
+*/}}
+{{- define "stamp-bpf.allowDir" -}}
+/etc/stamp-bpf/allowed-sources
+{{- end }}
+{{- define "stamp-bpf.allowFile" -}}
+{{ include "stamp-bpf.allowDir" . }}/list
+{{- end }}
+
 {{- define "stamp-bpf.zmqEndpoint" -}}
 ipc:///run/stamp-bpf/records.sock
 {{- end }}

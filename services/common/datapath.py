@@ -9,7 +9,21 @@ import ctypes
 import socket
 import struct
 
-STATS = ("stamped", "received", "ringbuf_lost", "loop_guard", "grown", "bad_checksum")
+# The ring buffer's size in pages, the same for both services: 2 MiB, about
+# 2 s of records at 10,000 packets/s, so a sender or reflector process that
+# waits for a CPU does not lose records (a lost sender record is a reply
+# counted as lost). Passed to bpf/maps.h as -DRINGBUF_PAGES.
+RINGBUF_PAGES = 512
+
+# The per-CPU counters, in the order of enum stamp_stat (bpf/stamp.h). Its
+# first two (STAT_STAMPED, STAT_RECEIVED) count different things in the two
+# services, so each service names them for what they count here.
+_COMMON_STATS = ("ringbuf_lost", "loop_guard", "grown", "bad_checksum",
+                 "tlv_unrecognized", "tlv_malformed", "sessions_created", "sessions_expired")
+SENDER_STATS = ("t1_stamped",       # sender_egress.c wrote T1 into a test packet
+                "replies_taken") + _COMMON_STATS   # sender_ingress.c took a reply
+REFLECTOR_STATS = ("reflected",     # reflector_ingress.c stamped T2 and sent a reply
+                   "t3_stamped") + _COMMON_STATS   # reflector_egress.c wrote T3
 
 
 def ipv4_be32(addr):
@@ -19,6 +33,8 @@ def ipv4_be32(addr):
 
 class Datapath:
     """A loaded service datapath: its config, counters and event ring."""
+
+    STATS = ()      # the counters' names: SENDER_STATS or REFLECTOR_STATS
 
     def __init__(self, bpf, ptp):
         self.bpf = bpf
@@ -32,12 +48,16 @@ class Datapath:
         leaf.tai_offset_ns = clock_state.tai_offset_s * 1_000_000_000
         leaf.sock_cookie = self.socket_cookie
         leaf.error_estimate = socket.htons(clock_state.error_estimate(self.ptp))
+        self.fill_config(leaf, clock_state)
         self._config[self._config.Key(0)] = leaf
+
+    def fill_config(self, leaf, clock_state):
+        """Set a service's own fields of struct stamp_config (none here)."""
 
     def stats(self):
         """{name: count} summed over CPUs."""
         table = self.bpf[b"stats"]
-        return {name: sum(table[table.Key(i)]) for i, name in enumerate(STATS)}
+        return {name: sum(table[table.Key(i)]) for i, name in enumerate(self.STATS)}
 
     def open_events(self, callback):
         """Call callback(raw bytes) for each ring buffer record on poll()."""

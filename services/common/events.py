@@ -9,13 +9,14 @@ import socket
 import struct
 from typing import NamedTuple
 
-SENDER_EVENT = struct.Struct("!4s4sHHHBx II 44s")
+EVENT_TLV_LEN = 96         # STAMP_EVENT_TLV_LEN
+SENDER_EVENT = struct.Struct(f"!4s4sHHHBB II 44s {EVENT_TLV_LEN}s")
 REFLECTOR_EVENT = struct.Struct("!4s4sHHHBx I II II II HH")
 
 SENDER_EVENT_FIELDS = {
     "reflector_addr": (0, 4), "local_addr": (4, 4), "reflector_port": (8, 2),
-    "local_port": (10, 2), "payload_len": (12, 2), "reply_ttl": (14, 1), "pad": (15, 1),
-    "t4": (16, 8), "pkt": (24, 44),
+    "local_port": (10, 2), "payload_len": (12, 2), "reply_ttl": (14, 1), "reply_tos": (15, 1),
+    "t4": (16, 8), "pkt": (24, 44), "tlvs": (68, EVENT_TLV_LEN),
 }
 REFLECTOR_EVENT_FIELDS = {
     "sender_addr": (0, 4), "local_addr": (4, 4), "sender_port": (8, 2), "local_port": (10, 2),
@@ -35,6 +36,8 @@ class SenderEvent(NamedTuple):
     reply_ttl: int
     t4: tuple
     pkt: bytes
+    tlvs: bytes = b""       # the octets after the 44-octet base (at most EVENT_TLV_LEN)
+    reply_tos: int = 0      # DSCP and ECN of the reply as it arrived
 
 
 class ReflectorEvent(NamedTuple):
@@ -54,9 +57,9 @@ class ReflectorEvent(NamedTuple):
 
 
 def sender_event(buf):
-    (ra, la, rp, lp, plen, ttl, s4, f4, pkt) = SENDER_EVENT.unpack_from(buf)
+    (ra, la, rp, lp, plen, ttl, tos, s4, f4, pkt, tlvs) = SENDER_EVENT.unpack_from(buf)
     return SenderEvent(socket.inet_ntoa(ra), socket.inet_ntoa(la), rp, lp, plen, ttl,
-                       (s4, f4), pkt)
+                       (s4, f4), pkt, tlvs[:max(0, plen - 44)], tos)
 
 
 def reflector_event(buf):

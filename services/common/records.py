@@ -115,6 +115,21 @@ class SupervisorStats(NamedTuple):
     pid: int
 
 
+# Why a reflector did not reflect a test packet (bpf/stamp.h enum stamp_stat has
+# a STAT_<REASON> for each), exported as stamp_reflector_packets_not_reflected_total{reason}.
+DROP_REASONS = ("not_allowed", "rate_limited", "bad_checksum", "malformed", "too_short",
+                "loop_guard", "bad_source")
+
+
+class DropCount(NamedTuple):
+    """Test packets a service did not answer for one reason; cumulative, sent with
+    its ServiceStats; `reason` is one of DROP_REASONS."""
+    role: int             # ROLE_*
+    pid: int
+    reason: str           # at most 16 bytes of UTF-8, snake_case
+    count: int
+
+
 # kind number: (class, struct layout, indexes of IPv4 fields, of bool fields, of str fields)
 _LAYOUTS = {
     1: (SenderPacket, "<4sH4sHBBBBIIqqqqHHQQQQQQ", (0, 2), (5,), ()),
@@ -122,10 +137,11 @@ _LAYOUTS = {
     3: (SessionStats, "<4sH4sHQQQQQQB", (0, 2), (10,), ()),
     4: (ServiceStats, "<BBBqQQQIBiQ", (), (2, 8), ()),
     5: (SupervisorStats, "<16sBQI", (), (1,), (0,)),
+    6: (DropCount, "<BI16sQ", (), (), (2,)),
 }
 
 KIND_SENDER_PACKET, KIND_REFLECTOR_PACKET, KIND_SESSION_STATS = 1, 2, 3
-KIND_SERVICE_STATS, KIND_SUPERVISOR_STATS = 4, 5
+KIND_SERVICE_STATS, KIND_SUPERVISOR_STATS, KIND_DROP_COUNT = 4, 5, 6
 
 
 class _Kind:

@@ -35,6 +35,29 @@ class StopSignals:
         self.signal = signal.Signals(signum).name
 
 
+class ReloadSignal:
+    """Notes SIGHUP, for a service that re-reads some settings without a restart.
+
+    Made first thing in main(), before the BPF compile: a SIGHUP that came
+    earlier would have ended the process. The supervisor starts such a child
+    with SIGHUP blocked (supervisor/child.py), so one sent before this handler
+    exists waits, and is taken here.
+    """
+
+    def __init__(self):
+        self._pending = False
+        signal.signal(signal.SIGHUP, self._handle)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+
+    def _handle(self, _signum, _frame):
+        self._pending = True
+
+    def take(self):
+        """True once for each batch of SIGHUPs received since the last call."""
+        pending, self._pending = self._pending, False
+        return pending
+
+
 class Every:
     """True from due() once every `interval` seconds (monotonic)."""
 

@@ -13,6 +13,7 @@ from ..common import records
 from .delays import DelayBuckets
 from .history import INTERVAL_S as HISTORY_INTERVAL_S, History, sender_judged
 from .node_info import NodeInfo
+from .not_reflected import NotReflected
 from .pipeline import Pipeline
 from .reflector_sessions import ReflectorFamilies
 from .sender_sessions import SenderFamilies
@@ -38,16 +39,19 @@ class Aggregator:
                                 "reflector": (self.reflector.table, None)}, history_interval)
         self.pipeline = Pipeline(self.info, {"sender": self.sender,
                                              "reflector": self.reflector}, log)
+        self.not_reflected = NotReflected(self.pipeline)
         # Session records are aggregated as raw tuples (addresses as bytes, fast); the
         # few service records as NamedTuples.
         self._raw_routes = {records.ReflectorPacket: self.reflector.packet,
                             records.SessionStats: self.sender.stats}
         self._routes = {records.ServiceStats: self.info.service,
-                        records.SupervisorStats: self.info.supervisor}
+                        records.SupervisorStats: self.info.supervisor,
+                        records.DropCount: self.not_reflected.drop_count}
         self.registry = CollectorRegistry()
         self.node = NodeInfo(node_name, {self.sender.table: "sender",
                                          self.reflector.table: "reflector"})
-        for collector in (self.pipeline, self.info, self.node, ProcessCollector(registry=None)):
+        for collector in (self.pipeline, self.info, self.node, self.not_reflected,
+                          ProcessCollector(registry=None)):
             self.registry.register(collector)
 
     def handle(self, msg, now):
@@ -80,6 +84,7 @@ class Aggregator:
         self.sender.table.expire(now, self.idle_timeout)
         self.reflector.table.expire(now, self.idle_timeout)
         self.info.expire(now, self.idle_timeout)
+        self.not_reflected.expire(now, self.idle_timeout)
 
     def metrics(self):
         """The whole /metrics page, bytes in text format 0.0.4."""

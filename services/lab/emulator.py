@@ -2,7 +2,7 @@
 
 USAGE: python -m stamp_bpf.lab.emulator SENDER_IF REFLECTOR_IF [--fwd-delay D] [--back-delay D]
            [--jitter D] [--drop DIR:SEQ,...] [--drop-prob DIR:P] [--delay-seq DIR:SEQ=D]
-           [--reorder DIR:SEQ,...] [--port PORT] [--seed N] [--rt-priority N]
+           [--reorder DIR:SEQ,...] [--remark DIR:DSCP] [--port PORT] [--seed N] [--rt-priority N]
            [--log PATH] [--ready-file PATH]
 
 The kernel has no netem, so this runs in the middle namespace of the lab
@@ -56,6 +56,7 @@ EXAMPLES = """examples:
   emulator ms0 mr0 --drop fwd:3,4 --drop back:10        # lose these STAMP packets
   emulator ms0 mr0 --delay-seq back:10=1500ms           # make reply 10 arrive late
   emulator ms0 mr0 --reorder fwd:5                      # send 5 just after 6
+  emulator ms0 mr0 --remark fwd:10                      # STAMP packets re-marked DSCP 10
 """
 
 
@@ -107,6 +108,27 @@ def dir_seq_delay(text):
     return d, _seq(seq), duration_ns(dur)
 
 
+def dir_dscp(text):
+    d, rest = _split_dir(text, "--remark")
+    try:
+        dscp = int(rest)
+    except ValueError:
+        dscp = -1
+    if not 0 <= dscp <= 63:
+        raise argparse.ArgumentTypeError(f"{text!r}: --remark wants DIR:DSCP with DSCP 0-63")
+    return d, dscp
+
+
+def remark(frame, dscp):
+    """`frame` with the IPv4 DSCP set to `dscp` (ECN kept) and the header checksum redone."""
+    f = bytearray(frame)
+    ihl = (f[14] & 0x0F) * 4
+    f[15] = (dscp << 2) | (f[15] & 3)
+    f[24:26] = b"\0\0"
+    f[24:26] = packets.rfc1071(bytes(f[14:14 + ihl])).to_bytes(2, "big")
+    return bytes(f)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m stamp_bpf.lab.emulator",
@@ -129,6 +151,8 @@ def parse_args(argv=None):
                    metavar="DIR:SEQ=D", help="add D to the delay of one STAMP packet (repeatable)")
     p.add_argument("-r", "--reorder", type=dir_seqs, action="append", default=[], metavar="DIR:SEQ,...",
                    help="send these STAMP packets just after the next one of DIR (repeatable)")
+    p.add_argument("-m", "--remark", type=dir_dscp, action="append", default=[], metavar="DIR:DSCP",
+                   help="re-mark every STAMP packet of DIR with DSCP (ECN kept; repeatable)")
     p.add_argument("-p", "--port", type=int, default=862, help="STAMP UDP port (default 862)")
     p.add_argument("-s", "--seed", type=int, default=1, help="seed for jitter and --drop-prob (default 1)")
     p.add_argument("-T", "--rt-priority", type=int, default=10, choices=range(0, 100), metavar="N",
@@ -156,6 +180,7 @@ class Emulator:
         self.reorder = {d: set() for d in DIRS}
         for d, seqs in args.reorder:
             self.reorder[d] |= seqs
+        self.remark = dict(args.remark)
         self.jitter_rng = random.Random(args.seed)
         self.drop_rng = random.Random(args.seed + 1)
         self.socks = {"fwd": packets.open_packet_socket(args.sender_if),
@@ -208,6 +233,9 @@ class Emulator:
                     self.stats[f"dropped_{d}"] += 1
                     self.write({"event": "drop", **record})
                     continue
+                if d in self.remark:
+                    frame = remark(frame, self.remark[d])
+                    record["dscp"] = self.remark[d]
             jitter = self.jitter_rng.randint(-self.args.jitter, self.args.jitter) if self.args.jitter else 0
             due = max(rx_mono + max(0, self.base[d] + jitter), self.last_due[d])
             self.last_due[d] = due

@@ -11,10 +11,16 @@ both kinds through sender_egress and reflector_egress on their own, which
 must leave a frame that is not theirs as it was. The oracle below is plain
 Python and reads the bytes itself (no code shared with bpf/ or the programs'
 user space): a request may be reflected only if it is a well-formed STAMP
-test packet to us with valid checksums, a reply taken only if it is a
-well-formed reflected packet from a session's reflector to us. Every frame a
-program sends out must have valid IP and UDP checksums and the size of its
-request; the programs' own counters must equal what the runs returned.
+test packet to us with valid checksums (the IPv4 header's too), a reply
+taken only if it is a well-formed reflected packet from a session's
+reflector to us. Every frame a program sends out must have valid IP and UDP
+checksums and the size of its request, and must be the answer RFC 8762 and
+RFC 8972 ask for: the request's Sequence Number, Timestamp, Error Estimate,
+SSID and TTL copied, MBZ zero, and each TLV answered as section 4 says
+(type and length kept; U for a type not supported, M for a wrong length,
+and the walk ends there; Extra Padding and unsupported TLVs unchanged;
+Class of Service with DSCP2 and ECN as received and the reply sent with
+DSCP1). The programs' own counters must equal what the runs returned.
 
 A frame that breaks an invariant is written to DIR as <program>-<n>.bin
 (the frame as fed) and named in the failure, for a regression test.
@@ -39,7 +45,15 @@ OUR_MAC, PEER_MAC = bytes(6), bytes.fromhex("020000000001")
 S_IP, R_IP = bytes(map(int, SENDER_ADDR.split("."))), bytes(map(int, REFLECTOR_ADDR.split(".")))
 BASE = 44
 MIN_PAYLOAD = 14
-KEEP_PER_CLASS = 5      # failing frames written out per (program, class)        # TWAMP Light's shortest test packet (RFC 5357 4.1.2)
+KEEP_PER_CLASS = 5      # failing frames written out per (program, class)
+
+# RFC 8972 section 4, written out here rather than imported (the oracle shares no
+# code with the programs' user space): Figure 6's flags, Table 2's types.
+TLV_U, TLV_M, TLV_I = 0x80, 0x40, 0x20
+TLV_PADDING, TLV_LOCATION, TLV_TS_INFO, TLV_COS, TLV_DIRECT = 1, 2, 3, 4, 5
+# The reflector answers the first 16 TLVs and leaves later ones as they came
+# (docs/rfc8972.md "Bounds"; a verifier limit, not the RFC's).
+TLV_ANSWERED = 16
 
 
 def csum(data):
@@ -55,15 +69,22 @@ def csum(data):
 # --- building ------------------------------------------------------------------
 
 def tlvs(rng, room):
-    """RFC 8972 TLVs (flags, type, 16-bit length, value) filling about `room` octets;
-    some lengths are wrong on purpose."""
+    """RFC 8972 TLVs (flags, type, 16-bit length, value) filling about `room` octets:
+    the supported types with their right lengths half the time, so the answers are
+    checked too; other types, and some lengths and flags wrong on purpose."""
     out = b""
     while len(out) + 4 <= room:
-        n = rng.choice((0, 4, 8, 12, rng.randrange(0, 64)))
+        kind = rng.choice((TLV_PADDING, TLV_LOCATION, TLV_TS_INFO, TLV_COS, TLV_DIRECT,
+                           None, None, None, None, None))
+        if kind is None:
+            kind, n = rng.getrandbits(8), rng.choice((0, 4, 8, 12, rng.randrange(0, 64)))
+        else:
+            n = {TLV_PADDING: rng.randrange(0, 40), TLV_LOCATION: 4 + 12 * rng.randrange(0, 4),
+                 TLV_TS_INFO: 4, TLV_COS: 4, TLV_DIRECT: 12}[kind]
         value = bytes(rng.getrandbits(8) for _ in range(min(n, room - len(out) - 4)))
         length = n if rng.random() < 0.8 else rng.getrandbits(16)
-        out += struct.pack("!BBH", rng.choice((0, 0x80, 0x40, rng.getrandbits(8))),
-                           rng.getrandbits(8), length) + value
+        out += struct.pack("!BBH", rng.choice((0x80, 0x80, 0, 0x40, rng.getrandbits(8))),
+                           kind, length) + value
     return out
 
 
@@ -77,8 +98,9 @@ def _seq(rng):
 
 def sender_payload(rng, size):
     seq = _seq(rng)
-    base = struct.pack("!III H", seq, 0xE0000000 | rng.getrandbits(28), rng.getrandbits(32),
-                       0x0001) + bytes(30)
+    ssid = rng.choice((0, rng.randrange(1, 1 << 16)))    # RFC 8972 section 3
+    base = struct.pack("!III HH", seq, 0xE0000000 | rng.getrandbits(28), rng.getrandbits(32),
+                       0x0001, ssid) + bytes(28)
     extra = tlvs(rng, size - BASE) if size > BASE and rng.random() < 0.7 else \
         bytes(max(0, size - BASE))
     return (base + extra)[:size].ljust(size, b"\0")
@@ -94,12 +116,12 @@ def reflector_payload(rng, size):
 
 
 def build(src, dst, sport, dport, payload, ttl=64, options=b"", dmac=OUR_MAC, smac=PEER_MAC,
-          udp_csum=True):
+          udp_csum=True, tos=0):
     """An Ethernet/IPv4/UDP frame with right lengths and checksums."""
     ihl = 5 + len(options) // 4
     udp_len = 8 + len(payload)
     tot = ihl * 4 + udp_len
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, tot, 0x1234, 0x4000, ttl, 17, 0,
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, tos, tot, 0x1234, 0x4000, ttl, 17, 0,
                                src, dst) + options)
     struct.pack_into("!H", ip, 10, csum(ip))
     udp = bytearray(struct.pack("!HHHH", sport, dport, udp_len, 0) + payload)
@@ -227,7 +249,8 @@ def mutate(rng, f):
 def request(rng):
     size = rng.choice((MIN_PAYLOAD, 20, 43, BASE, BASE, 60, 112, 200, rng.randrange(0, 1400)))
     return build(S_IP, R_IP, rng.choice((PORT, PORT, 50000, rng.randrange(1, 65536))), PORT,
-                 sender_payload(rng, size), ttl=rng.randrange(1, 256))
+                 sender_payload(rng, size), ttl=rng.randrange(1, 256),
+                 tos=rng.choice((0, 0, rng.getrandbits(8))))
 
 
 def reply(rng):
@@ -272,6 +295,7 @@ class Udp(NamedTuple):
     ttl: int
     payload: bytes
     ip_len: int
+    tos: int
 
 
 def parse_udp(f):
@@ -299,7 +323,7 @@ def parse_udp(f):
     src, dst = bytes(f[26:30]), bytes(f[30:34])
     if ucs and csum(src + dst + struct.pack("!BBH", 0, 17, ulen) + f[u:u + ulen]) != 0:
         return None, "udp_checksum"
-    return Udp(src, dst, sport, dport, f[22], bytes(f[u + 8:u + ulen]), tot), None
+    return Udp(src, dst, sport, dport, f[22], bytes(f[u + 8:u + ulen]), tot, f[15]), None
 
 
 def well_formed_udp(f):
@@ -356,8 +380,9 @@ def valid_reply(f):
     return reply_problem(f) is None
 
 
-def sent_problems(request_frame, out):
-    """[(class, text)] of what is wrong with a frame sent out in answer to a valid request."""
+def sent_problems(request_frame, out, stateful=False):
+    """[(class, text)] of what is wrong with a frame sent out in answer to a valid request
+    (`stateful`: by a stateful reflector, whose Sequence Numbers are its own)."""
     req, u = well_formed_udp(request_frame), well_formed_udp(bytes(OUR_MAC) + bytes(out[6:]))
     if u is None:
         return [("sent_checksums", "the reflected frame is not a well-formed IPv4/UDP frame "
@@ -373,6 +398,125 @@ def sent_problems(request_frame, out):
     if (u.src, u.dst, u.sport, u.dport) != (req.dst, req.src, req.dport, req.sport):
         problems.append(("sent_address", "the reflected frame is not addressed back to the "
                                          "request's sender"))
+    if len(u.payload) == len(req.payload):
+        problems += base_problems(req, u.payload, stateful)
+        problems += tlv_problems(req, u.payload, out[15], stateful)
+    return problems
+
+
+def base_problems(req, out, stateful=False):
+    """[(class, text)]: the reflected base packet (RFC 8762 Figure 5, the SSID of
+    RFC 8972 Figure 2) against its request `req` (a Udp)."""
+    p, problems = req.payload, []
+
+    def differs(at, n, src):
+        return len(p) >= src + n and out[at:at + n] != p[src:src + n]
+    if not stateful and differs(0, 4, 0):
+        problems.append(("sent_fields", "the Sequence Number is not the request's (stateless)"))
+    if differs(24, 4, 0) or differs(28, 8, 4) or differs(36, 2, 12):
+        problems.append(("sent_fields", "the Session-Sender Sequence Number, Timestamp or "
+                                        "Error Estimate is not the request's"))
+    if differs(14, 2, 14):
+        problems.append(("sent_ssid", "the SSID is not the request's (RFC 8972 section 3)"))
+    if out[40] != req.ttl:
+        problems.append(("sent_fields", f"Session-Sender TTL {out[40]}, the request came "
+                                        f"with {req.ttl}"))
+    if any(out[38:40]) or any(out[41:44]):
+        problems.append(("sent_fields", "MBZ octets 38-39 or 41-43 are not zero"))
+    if not any(out[4:12]) or not any(out[16:24]):
+        problems.append(("sent_fields", "the Timestamp or Receive Timestamp is zero"))
+    return problems
+
+
+def _tlv_list(p):
+    """The request's octets past the base: do they start as RFC 8972 says a sender's
+    TLVs must (flags U=1 and nothing else, a type other than 0 Reserved)?"""
+    return len(p) >= BASE + 4 and p[BASE] == TLV_U and p[BASE + 1] != 0
+
+
+def tlv_problems(req, out, out_tos, stateful=False):
+    """[(class, text)]: the octets past the base, as RFC 8972 section 4 has a
+    Session-Reflector answer them. Octets the reflector does not take for TLVs come
+    back as they came (RFC 8762 4.6: padding); what it did take (anything changed,
+    and every list that starts as a sender's must) is checked TLV by TLV."""
+    p = req.payload
+    if len(p) <= BASE or (out[BASE:] == p[BASE:] and not _tlv_list(p)):
+        return []
+    problems, dscp1s = [], set()
+
+    def bad(text):
+        problems.append(("sent_tlv", text))
+    off, n = BASE, 0
+    while off < len(p) and n < TLV_ANSWERED:
+        n += 1
+        if len(p) - off < 4:
+            # No room for a header: M on the octet where its flags would be.
+            if not out[off] & TLV_M or out[off + 1:] != p[off + 1:]:
+                bad(f"the {len(p) - off} octets left at {off} (too few for a TLV) are "
+                    "not flagged M, or changed")
+            return problems
+        flags, typ, length = out[off], p[off + 1], struct.unpack_from("!H", p, off + 2)[0]
+        where = f"TLV {n} (type {typ}, length {length}) at {off}"
+        if out[off + 1:off + 4] != p[off + 1:off + 4]:
+            bad(f"{where}: the type or length changed")
+            return problems
+        if flags & ~(TLV_U | TLV_M):
+            bad(f"{where}: flags {flags:#04x} (I and the reserved bits are sent as 0)")
+        val, end = off + 4, off + 4 + length
+        wrong_len = (end > len(p)
+                     or (typ in (TLV_LOCATION, TLV_TS_INFO) and length < 4)
+                     or (typ == TLV_COS and length != 4) or (typ == TLV_DIRECT and length != 12))
+        if wrong_len:
+            if not flags & TLV_M or out[val:] != p[val:]:
+                bad(f"{where}: a wrong length, not flagged M, or the rest of the packet "
+                    "changed (the walk ends there)")
+            return problems
+        kept = out[val:end] == p[val:end]
+        if typ == TLV_PADDING:
+            if flags or not kept:
+                bad(f"{where}: Extra Padding comes back unflagged and unchanged")
+        elif typ == TLV_COS:
+            problems += [("sent_tlv", f"{where}: {t}") for t in _cos_problems(
+                flags, p[val:end], out[val:end], req.tos)]
+            dscp1s.add(p[val] >> 2)
+        elif typ == TLV_DIRECT and stateful:
+            if flags or out[val:val + 4] != p[val:val + 4]:
+                bad(f"{where}: a stateful reflector answers Direct Measurement, S_TxC kept")
+        elif typ in (TLV_LOCATION, TLV_TS_INFO):
+            if flags & TLV_U:
+                bad(f"{where}: a supported type flagged U")
+            if flags & TLV_M:       # a Location sub-TLV of a wrong length: the walk ends
+                if out[end:] != p[end:]:
+                    bad(f"{where}: flagged M, but the octets after it changed")
+                return problems
+        elif flags != TLV_U or not kept:
+            # Not supported here (Direct Measurement: no session when stateless).
+            bad(f"{where}: an unsupported type comes back flagged U (only) and unchanged")
+        off = end
+    if out[off:] != p[off:]:
+        bad(f"octets past the first {TLV_ANSWERED} TLVs, from {off}, changed")
+    if dscp1s and out_tos >> 2 not in dscp1s:
+        # RP 0: the reply uses the DSCP1 asked for (of one of them, if several ask).
+        problems.append(("sent_dscp", f"the reply left with DSCP {out_tos >> 2}, not the "
+                                      f"DSCP1 {sorted(dscp1s)} a Class of Service TLV asked for"))
+    return problems
+
+
+def _cos_problems(flags, sent, got, req_tos):
+    """RFC 8972 section 4.4, Figure 12: DSCP1 kept, DSCP2 and ECN as the request
+    arrived, RP 0 (no policy refused DSCP1), Reserved 0."""
+    if flags:
+        return [f"Class of Service flagged {flags:#04x}"]
+    bits = struct.unpack_from("!H", got)[0]
+    dscp1, dscp2, ecn, rp = bits >> 10, (bits >> 4) & 0x3F, (bits >> 2) & 3, bits & 3
+    problems = []
+    if dscp1 != sent[0] >> 2:
+        problems.append("DSCP1 changed")
+    if (dscp2, ecn) != (req_tos >> 2, req_tos & 3):
+        problems.append(f"DSCP2/ECN {dscp2}/{ecn}, the request came with "
+                        f"{req_tos >> 2}/{req_tos & 3}")
+    if rp or any(got[2:4]):
+        problems.append("RP or Reserved not 0")
     return problems
 
 
@@ -517,10 +661,12 @@ class Fuzzer:
         self.drain()
         r, s = self.r_dp.stats(), self.s_dp.stats()
         problems = []
-        if r["stamped"] != self.counts["reflected"]:
-            problems.append(f"reflector stamped {r['stamped']}, runs reflected {self.counts['reflected']}")
-        if s["received"] != self.counts["taken"]:
-            problems.append(f"sender received {s['received']}, runs took {self.counts['taken']}")
+        if r["reflected"] != self.counts["reflected"]:
+            problems.append(f"reflector counted {r['reflected']} reflected, runs reflected "
+                            f"{self.counts['reflected']}")
+        if s["replies_taken"] != self.counts["taken"]:
+            problems.append(f"sender counted {s['replies_taken']} replies taken, runs took "
+                            f"{self.counts['taken']}")
         lost = r["ringbuf_lost"] + s["ringbuf_lost"]
         if self.r_events[0] + r["ringbuf_lost"] != self.counts["reflected"]:
             problems.append(f"reflector records {self.r_events[0]} + lost {r['ringbuf_lost']} "

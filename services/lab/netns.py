@@ -52,6 +52,7 @@ cleanup(prefix) removes the namespaces and interfaces of a crashed run;
 """
 
 import argparse
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -63,6 +64,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from ..common import owners
 
 SENDER_ADDR = "198.18.0.1"
 REFLECTOR_ADDR = "198.18.0.2"
@@ -306,6 +309,7 @@ class Topology:
         self.emulator = None
         for ns in reversed(self._namespaces):
             try:
+                _remove_lock_files(ns)
                 _delete_namespace(ns)
             except Exception as e:
                 errors.append(str(e))
@@ -314,6 +318,17 @@ class Topology:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise RuntimeError("teardown incomplete: " + "; ".join(errors))
+
+
+def _remove_lock_files(ns):
+    """The services' hook lock files for namespace `ns` (stamp_bpf.common.owners)."""
+    try:
+        ino = os.stat(f"/run/netns/{ns}").st_ino
+    except OSError:
+        return
+    for path in owners.lock_files(ino):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _signal(proc, sig):

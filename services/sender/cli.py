@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   stamp-sender eth0 10.0.0.2 --timestamp-format ptp   # PTPv2 timestamps (Z=1)
   stamp-sender eth0 10.0.0.2 --auth-key-file /etc/stamp-bpf/auth/key
                                              # authenticated mode (HMAC, 112 octets)
+  stamp-sender eth0 10.0.0.2 --ssid 100      # SSID 100 (RFC 8972), checked on every reply
   stamp-sender eth0 10.0.0.2 -c 5 | tail -n1 | jq .    # the JSON summary
 """
 
@@ -38,6 +39,30 @@ def ipv4(text):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an IPv4 address; for a DNS name use --reflector-dns") from None
+
+
+def _ranged(what, lo, hi):
+    """argparse type: a whole number from lo to hi."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what} ({lo}-{hi})") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not a {what}: give {lo}-{hi}")
+        return value
+    return parse
+
+
+def _ssid(text):
+    """argparse type: a non-zero 16-bit SSID."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an SSID (1-65535)") from None
+    if not 1 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{value} is not an SSID: give 1-65535 (0 means none)")
+    return value
 
 
 def max_peers(text):
@@ -77,6 +102,25 @@ def parser():
                         "are measured whatever NAME resolves to")
     p.add_argument("--dns-interval", type=options.seconds(1.0), default=30.0,
                    help="seconds between --reflector-dns lookups; default 30")
+    p.add_argument("--ssid", type=_ssid, default=None, metavar="N",
+                   help="STAMP Session Identifier (RFC 8972) of the session, 1-65535; one "
+                        "reflector only; default: a random one per session, unique among them")
+    p.add_argument("--directional-loss", action="store_true",
+                   help="tell loss on the way there from loss on the way back: every test "
+                        "packet carries a Direct Measurement TLV (RFC 8972, 60 octets in all), "
+                        "which a stateful reflector answers with its counts; summary "
+                        "lost_forward/lost_backward (null against a stateless reflector)")
+    p.add_argument("--dscp", type=_ranged("DSCP", 0, 63), default=None, metavar="N",
+                   help="send test packets with DSCP N and a Class of Service TLV asking the "
+                        "reply to use N too; reports re-marking each way")
+    p.add_argument("--location", action="store_true",
+                   help="add a Location TLV: report the addresses, ports and MAC the reflector "
+                        "saw (nat_seen when they differ from ours)")
+    p.add_argument("--timestamp-info", action="store_true",
+                   help="add a Timestamp Information TLV: report the reflector's sync source "
+                        "and timestamping methods")
+    p.add_argument("--padding", type=_ranged("padding", 0, 1400), default=None, metavar="N",
+                   help="add an Extra Padding TLV of N octets (0-1400), for size effects")
     p.add_argument("--max-peers", metavar="K", type=max_peers, default=None,
                    help="with --reflector-dns: measure at most K of its addresses, chosen "
                         "by a hash ring so every reflector is measured by K senders "
@@ -100,6 +144,19 @@ def parse(argv=None):
         p.error("a REFLECTOR is listed twice; each address is one session")
     if args.count < 0:
         p.error(f"--count must be 0 (forever) or more, got {args.count}")
+    if args.ssid is not None and (len(args.reflectors) != 1 or args.reflector_dns):
+        p.error("--ssid fixes the SSID of one session: give exactly one REFLECTOR and no "
+                "--reflector-dns (without --ssid every session gets its own)")
+    if args.auth_key_file is not None:
+        tlv_flags = [f for f, on in (("--directional-loss", args.directional_loss),
+                                     ("--dscp", args.dscp is not None),
+                                     ("--location", args.location),
+                                     ("--timestamp-info", args.timestamp_info),
+                                     ("--padding", args.padding is not None)) if on]
+        if tlv_flags:
+            p.error(f"{', '.join(tlv_flags)}: RFC 8972 TLVs are not supported in authenticated "
+                    "mode (they would need the HMAC TLV, docs/auth.md); drop "
+                    f"{'them' if len(tlv_flags) > 1 else 'it'} or --auth-key-file")
     if args.max_peers is not None and not args.reflector_dns:
         p.error("--max-peers chooses among the addresses of --reflector-dns; give --reflector-dns "
                 "NAME, or list fewer REFLECTOR addresses")

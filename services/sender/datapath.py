@@ -3,16 +3,12 @@
 from ..common import bpfprog, datapath, tc
 
 FILES = ["maps.h", "sender_maps.h", "sender_egress.c", "sender_ingress.c"]
-# 2 MiB: about 2 s of records at 10,000 packets/s, so a sender or reflector
-# process that waits for a CPU does not lose records (a lost sender record is
-# a reply counted as lost).
-RINGBUF_PAGES = 512
 PROGRAMS = ["sender_egress", "sender_ingress"]
 
 
 def defines(source_port, dest_port, ptp):
     return {"SENDER_SRC_PORT": source_port, "SENDER_DST_PORT": dest_port,
-            "STAMP_TS_PTP": int(ptp), "RINGBUF_PAGES": RINGBUF_PAGES}
+            "STAMP_TS_PTP": int(ptp), "RINGBUF_PAGES": datapath.RINGBUF_PAGES}
 
 
 def load(source_port, dest_port, ptp, debug=False):
@@ -22,6 +18,7 @@ def load(source_port, dest_port, ptp, debug=False):
 
 
 class SenderDatapath(datapath.Datapath):
+    STATS = datapath.SENDER_STATS
 
     def add_session(self, reflector):
         table = self.bpf[b"sessions"]

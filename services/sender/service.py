@@ -12,11 +12,13 @@ import json
 import sys
 import time
 
-from ..common import events, histfile, netif, records, recordpipe, runtime, tc
+from ..common import events, histfile, netif, records, recordpipe, runtime, tc, wire
 from ..common.delaystats import DIRECTIONS, delays
-from . import datapath, view
+from . import datapath, tlvs, view
+from .direction import DirectionalLoss
 from .resolver import Resolver
 from .session import SenderSession, decode_reply, now_ns
+from .ssid import SsidAllocator, SsidCheck
 from .transmit import Transmitter, source_address
 from .usermode import UserSenderDatapath
 
@@ -27,6 +29,12 @@ MAX_WAIT_MS = 100
 NO_ROUTE = "0.0.0.0"
 PUSH_BATCH = 256                # records per ZeroMQ message, at most
 PUSH_EVERY_NS = 20_000_000      # and no record waits longer than this
+
+
+def reply_ssid(ev):
+    """The SSID a reply carries (RFC 8972 Figure 2: octets 14-15)."""
+    off = wire.REFLECTOR_FIELDS["ssid"][0]
+    return int.from_bytes(ev.pkt[off:off + 2], "big")
 
 
 class SenderService:
@@ -51,6 +59,7 @@ class SenderService:
                                             hist_layout.ceil, log=log)
                      if args.histpath else None)
         self.stop = runtime.StopSignals()
+        self.ssids = SsidAllocator(args.ssid)
 
     # --- sessions ------------------------------------------------------------
 
@@ -67,10 +76,16 @@ class SenderService:
                                   "sender=0.0.0.0 until there is one")
         s = SenderSession(reflector, a.dest_port, local, a.source_port, a.count, a.interval,
                           a.timeout, a.late_window, time.monotonic_ns() + offset_ns)
+        s.ssid = SsidCheck(self.ssids.take())
+        if a.directional_loss:
+            s.direction = DirectionalLoss()
+        if tlvs.block(a):
+            s.tlvs = tlvs.TlvReport(a.dscp)
         self.sessions[reflector] = s
         self.dp.add_session(reflector)
         self._schedule(s)
-        self.log.info("session_started", reflector=s.label, count=a.count, interval_s=a.interval,
+        self.log.info("session_started", reflector=s.label, ssid=s.ssid.ssid, count=a.count,
+                      interval_s=a.interval,
                       timeout_s=a.timeout, late_window_s=a.late_window)
 
     def stop_session(self, reflector):
@@ -84,6 +99,7 @@ class SenderService:
         for addr, s in list(self.sessions.items()):
             if s.stopping and not s.outstanding:
                 del self.sessions[addr]
+                self.ssids.release(s.ssid.ssid)
                 self.dp.remove_session(addr)
                 self.ended.append(s)
                 self._push_records(force=True)
@@ -127,16 +143,17 @@ class SenderService:
     def run(self):
         a = self.args
         hmac = getattr(a, "hmac", None)
-        self.tx = Transmitter(a.interface, a.source_port, authenticated=hmac is not None)
+        self.tx = Transmitter(a.interface, a.source_port, tlvs=tlvs.block(a), dscp=a.dscp,
+                              authenticated=hmac is not None)
         if self.user_mode:
             self.dp = UserSenderDatapath(self.tx, self.ptp, netif.ipv4_addresses(a.interface)[0],
                                          hmac=hmac)
             attachment = contextlib.nullcontext()
         else:
+            tc.check_free(a.interface, tc.SENDER, datapath.PROGRAMS)
             self.dp, programs = datapath.load(a.source_port, a.dest_port, self.ptp, debug=a.debug)
             self.dp.socket_cookie = self.tx.cookie
-            attachment = tc.attached(a.interface, programs, tc.SENDER_PRIO, tc.SENDER_HANDLE,
-                                     self.log)
+            attachment = tc.attached(a.interface, programs, tc.SENDER, self.log)
         self._set_clock(runtime.refresh_clock(self.dp, None, self.log))
         self.dp.open_events(self.pending.append)
         rx_stamps = runtime.keep_rx_timestamps_on()
@@ -215,7 +232,7 @@ class SenderService:
                 continue        # stopping, or its count is sent
             mono, wall = now_ns()
             seq = s.next_seq
-            if self.tx.send(seq, s.reflector, s.port):
+            if self.tx.send(seq, s.reflector, s.port, s.ssid.ssid):
                 s.on_sent(mono, wall)
                 heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), addr, seq))
             else:
@@ -251,6 +268,8 @@ class SenderService:
             sent = s.declare_lost(seq) if s else None
             if sent is None:
                 continue        # answered in time, or its session is gone
+            if s.direction is not None:
+                s.direction.on_lost(seq)
             self.out.append(records.SenderPacket(
                 s.reflector, s.port, s.local, s.local_port, records.OUTCOME_LOST, False,
                 self.ts_kind, 0, seq, 0, sent.wall_ns, 0, 0, 0, 0, 0, *s.counters()))
@@ -281,11 +300,26 @@ class SenderService:
             self.log.warning("source_address_differs", reflector=s.label, route=s.local,
                              reply_to=ev.local, hint="the reply came back to another of our "
                              "addresses; series stay labelled with the route's")
+        counted, note = s.ssid.accept(reply_ssid(ev))
+        if note == "zeroed":
+            self.log.info("ssid_not_echoed", reflector=s.label, ssid=s.ssid.ssid,
+                          hint="the reflector zeroes the SSID (RFC 8762 only); replies are "
+                               "still counted")
+        elif note == "mismatch":
+            self.log.warning("ssid_mismatch", reflector=s.label, ssid=s.ssid.ssid,
+                             reply_ssid=reply_ssid(ev), seq=r.seq,
+                             hint="a reply with another session's SSID is not counted")
+        if not counted:
+            return
         outcome, reordered = s.on_reply(r)
         if outcome is None:
             self.log.debug("reply_ignored", reflector=s.label, seq=r.seq,
                            reason="not outstanding (declared lost, or not sent by us)")
             return
+        if s.direction is not None:
+            s.direction.on_reply(r.seq, ev.tlvs)
+        if s.tlvs is not None and outcome != records.OUTCOME_DUPLICATE:
+            s.tlvs.on_reply(ev.tlvs, ev.reply_tos, ev.local, ev.local_port, s.reflector, s.port)
         name = records.OUTCOMES[outcome]
         if not r.valid and outcome != records.OUTCOME_DUPLICATE and s.invalid == 1:
             self.log.warning("timestamp_missing", reflector=s.label, seq=r.seq,

@@ -81,6 +81,9 @@ class SenderSession:
         self.sent = self.received = self.lost = self.late = 0
         self.duplicates = self.reordered = self.invalid = 0
         self.delays = {d: DelayStats() for d in DIRECTIONS}
+        self.ssid = None             # ssid.SsidCheck, set by the service
+        self.direction = None        # direction.DirectionalLoss with --directional-loss
+        self.tlvs = None             # tlvs.TlvReport when we send TLVs
 
     # --- sending -------------------------------------------------------------
 
@@ -172,6 +175,12 @@ class SenderSession:
             out["invalid"] = self.invalid
         for name in DIRECTIONS:
             out[name] = self.delays[name].summary()
+        if self.ssid is not None:
+            out.update(self.ssid.summary())
+        if self.direction is not None:
+            out.update(self.direction.summary())
+        if self.tlvs is not None:
+            out.update(self.tlvs.summary())
         return out
 
     def stats_record(self, ended=False):

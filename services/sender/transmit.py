@@ -6,10 +6,12 @@ program which packets are ours. IP TTL is 255 (RFC 5357 section 4.1.2), so
 the reflected Session-Sender TTL tells the hop count.
 """
 
+import errno
 import socket
 import struct
 
-from ..common import wire
+from ..common import owners, wire
+from . import direction
 
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)
 SEND_TTL = 255
@@ -34,9 +36,14 @@ def source_address(ifname, reflector, port):
 
 
 class Transmitter:
-    def __init__(self, ifname, source_port, size=wire.BASE_LEN, authenticated=False):
+    def __init__(self, ifname, source_port, size=wire.BASE_LEN, tlvs=b"", dscp=None,
+                 authenticated=False):
+        if authenticated and tlvs:
+            raise ValueError("TLVs in authenticated mode need the HMAC TLV (RFC 8972 "
+                             "section 4.8), which is not implemented")
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # No SO_REUSEADDR: with it a second sender's bind would succeed and
+        # both would take each other's replies.
         # Leave through the interface our TC programs are attached to.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, SEND_TTL)
@@ -44,19 +51,35 @@ class Transmitter:
             self.sock.bind(("0.0.0.0", source_port))
         except OSError as e:
             self.sock.close()
-            raise OSError(e.errno, f"cannot bind UDP source port {source_port}: {e.strerror}; "
-                                   "is another sender running? pick another with -s") from None
+            holders = owners.udp_port_holders(source_port) if e.errno == errno.EADDRINUSE else []
+            who = f" by {owners.describe(holders[0])}" if holders else ""
+            raise OSError(e.errno, f"cannot bind UDP source port {source_port} on {ifname}: "
+                                   f"{e.strerror}{who}; stop another stamp-sender first, or "
+                                   "pick another port with -s") from None
         self.sock.setblocking(False)
         self.source_port = source_port
         self.stamp = None       # user-space timestamping writes T1 here
         self.cookie = struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
-        self._packet = bytearray(wire.build_sender_auth_packet(0, size=max(size, wire.AUTH_LEN))
-                                 if authenticated else wire.build_sender_packet(0, size=size))
+        if dscp is not None:        # --dscp: ECN left 0 (Not-ECT)
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+        # --directional-loss: a Direct Measurement TLV first, whose S_TxC counts our packets.
+        self._s_txc = (direction.s_txc_offset()
+                       if tlvs[1:2] == bytes([wire.TLV_DIRECT_MEASUREMENT]) else None)
+        if authenticated:
+            self._packet = bytearray(wire.build_sender_auth_packet(0, size=max(size, wire.AUTH_LEN)))
+            self._ssid_at = wire.SENDER_AUTH_FIELDS["ssid"][0]     # RFC 8972 Figure 3
+        else:
+            self._packet = bytearray(wire.build_sender_packet(0, size=size, tlvs=tlvs))
+            self._ssid_at = wire.SENDER_FIELDS["ssid"][0]          # RFC 8972 Figure 1
         self.errors = 0
 
-    def send(self, seq, reflector, port):
-        """Send test packet `seq`; False (and counted) when the kernel refused it."""
+    def send(self, seq, reflector, port, ssid=0):
+        """Send test packet `seq` of session `ssid`; False (and counted) when the kernel
+        refused it."""
         struct.pack_into("!I", self._packet, 0, seq)
+        struct.pack_into("!H", self._packet, self._ssid_at, ssid)
+        if self._s_txc is not None:
+            struct.pack_into("!I", self._packet, self._s_txc, (seq + 1) & 0xFFFFFFFF)
         if self.stamp:
             self.stamp(self._packet)
         try:

@@ -21,7 +21,7 @@ import time
 
 from ..common import cmsg, datapath, events, wire
 
-AUTH_STATS = ("auth_failed",)   # beside datapath.STATS: counted in authenticated mode only
+AUTH_STATS = ("auth_failed",)   # beside SENDER_STATS: counted in authenticated mode only
 
 
 class UserSenderDatapath:
@@ -36,7 +36,7 @@ class UserSenderDatapath:
         self._sessions = set()
         self._state = None
         self._callback = None
-        self._counts = dict.fromkeys(datapath.STATS + (AUTH_STATS if hmac else ()), 0)
+        self._counts = dict.fromkeys(datapath.SENDER_STATS + (AUTH_STATS if hmac else ()), 0)
         self._anc_space = cmsg.TTL_SPACE
         tx.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
         if hmac:
@@ -51,14 +51,14 @@ class UserSenderDatapath:
         """Write T1 and the Error Estimate into a packet about to be sent."""
         sec, frac = self._now()
         struct.pack_into("!IIH", packet, 4, sec, frac, self._state.error_estimate(self.ptp))
-        self._counts["stamped"] += 1
+        self._counts["t1_stamped"] += 1
 
     def _stamp_auth(self, packet):
         """T1 and the Error Estimate at their authenticated offsets, then the HMAC."""
         sec, frac = self._now()
         struct.pack_into("!IIH", packet, 16, sec, frac, self._state.error_estimate(self.ptp))
         self.hmac.sign(packet)
-        self._counts["stamped"] += 1
+        self._counts["t1_stamped"] += 1
 
     def configure(self, clock_state):
         self._state = clock_state
@@ -98,11 +98,12 @@ class UserSenderDatapath:
                 if not self.hmac.verify(data):
                     self._counts["auth_failed"] += 1
                     continue
-                base = wire.reflector_auth_to_base(data)
+                base, tlvs_at = wire.reflector_auth_to_base(data), wire.AUTH_LEN
             else:
-                base = data[:wire.BASE_LEN]
+                base, tlvs_at = data[:wire.BASE_LEN], wire.BASE_LEN
             ttl = cmsg.received_ttl(anc)
-            self._counts["received"] += 1
+            self._counts["replies_taken"] += 1
             self._callback(events.SENDER_EVENT.pack(
                 socket.inet_aton(addr), self.local, port, self.tx.source_port,
-                len(data), ttl, t4[0], t4[1], base))
+                len(data), ttl, 0, t4[0], t4[1], base,
+                data[tlvs_at:tlvs_at + events.EVENT_TLV_LEN]))

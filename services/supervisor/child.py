@@ -26,6 +26,12 @@ def _die_with_parent_without_caps():
     _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
 
 
+def _block_hup():
+    """In a child that re-reads its settings on SIGHUP: hold the signal until its
+    handler is in place (runtime.ReloadSignal), so an early one is not fatal."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+
 def describe_status(returncode):
     """{"exit_code": N} or {"signal": "SIGKILL"} for a Popen returncode."""
     if returncode is not None and returncode < 0:
@@ -39,9 +45,10 @@ def describe_status(returncode):
 class Child:
     """A child by name, with its current process (if any) and its crash history."""
 
-    def __init__(self, name, argv, needs_caps=True):
+    def __init__(self, name, argv, needs_caps=True, reloads_on_hup=False):
         self.name, self.argv = name, argv
         self.needs_caps = needs_caps
+        self.reloads_on_hup = reloads_on_hup
         self.proc = None
         self.pidfd = None
         self.started_at = 0.0
@@ -65,10 +72,15 @@ class Child:
 
     def start(self, out):
         """Start the process (own session: a terminal's Ctrl-C reaches only the supervisor)."""
+        setup = _die_with_parent if self.needs_caps else _die_with_parent_without_caps
+
+        def preexec():
+            setup()
+            if self.reloads_on_hup:
+                _block_hup()
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=_die_with_parent if self.needs_caps else _die_with_parent_without_caps)
+            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec)
         self.pidfd = os.pidfd_open(self.proc.pid)
         self.started_at = time.monotonic()
         self.restart_at = None

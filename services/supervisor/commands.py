@@ -90,8 +90,13 @@ def sender_args(cfg, log_format):
 
 
 def reflector_args(cfg, log_format):
+    """stamp-reflector's arguments. The allow-list goes in a file (allowfile.py), so
+    a change of it is a reload of that file, not a new command line."""
     args = [cfg["reflector.interface"], "--port", str(cfg["reflector.port"]),
-            "--max-sessions", str(cfg["reflector.maxSessions"])]
+            "--max-sessions", str(cfg["reflector.maxSessions"]),
+            "--max-rate", _num(cfg["reflector.maxRate"]), "--burst", str(cfg["reflector.burst"])]
+    if cfg["reflector.allowedSources"]:
+        args += ["--allow-file", cfg["reflector.allowFile"]]
     return (args + auth_args(cfg) + _pipe(cfg, log_format) + _hist_and_flags(cfg, "reflector")
             + cfg["reflector.extraArgs"])
 

@@ -18,6 +18,7 @@ import yaml
 
 from ..common import histogram
 from ..common.recordpipe import DEFAULT_ENDPOINT
+from ..reflector import guard
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,15 @@ KEYS = {k.name: k for k in [
         "also the exporter's --max-reflector-sessions)"),
     Key("auth.keyFile", "str", "", "HMAC key file of authenticated mode (--auth-key-file, both "
         "services; docs/auth.md); empty = unauthenticated"),
+    Key("reflector.allowedSources", "list", [], "IPv4/IPv6 prefixes whose senders are "
+        "answered (the reflector's --allow-file, written to reflector.allowFile); empty = everyone"),
+    Key("reflector.allowFile", "str", "/run/stamp-bpf/allowed-sources",
+        "where the supervisor writes reflector.allowedSources; rewritten on reload, and "
+        "the reflector re-reads it without a restart"),
+    Key("reflector.maxRate", "number", guard.DEFAULT_MAX_RATE, "test packets/s reflected "
+        "at most per sender address (--max-rate); 0 = no limit"),
+    Key("reflector.burst", "int", guard.DEFAULT_BURST, "packets a sender may send back to "
+        "back above reflector.maxRate (--burst)"),
     Key("monitoring.listen", "str", "0.0.0.0:8080", "HOST:PORT the exporter serves /metrics on"),
     Key("exporter.idleTimeout", "number", 300, "seconds before an idle session's series go"),
     Key("exporter.serviceTimeout", "number", 0, "seconds without a service's health record "
@@ -286,6 +296,26 @@ def _sender(cfg):
                           "use 0 (every reflector) or more")
 
 
+def _reflector_guard(cfg):
+    for i, text in enumerate(cfg["reflector.allowedSources"]):
+        try:
+            guard.prefix(text)
+        except guard.GuardError as e:
+            raise ConfigError(f"reflector.allowedSources[{i}]: {e}") from None
+    try:
+        guard.merge([guard.prefix(t) for t in cfg["reflector.allowedSources"]])
+    except guard.GuardError as e:
+        raise ConfigError(f"reflector.allowedSources: {e}") from None
+    if cfg["reflector.allowedSources"] and not cfg["reflector.allowFile"].startswith("/"):
+        raise ConfigError(f"reflector.allowFile: {cfg['reflector.allowFile']!r} is not an "
+                          "absolute path, e.g. /run/stamp-bpf/allowed-sources")
+    try:
+        guard.rate_limit(cfg["reflector.maxRate"], cfg["reflector.burst"])
+    except guard.GuardError as e:
+        name = "reflector.burst" if "--burst" in str(e) else "reflector.maxRate"
+        raise ConfigError(f"{name}: {str(e).split(': ', 1)[1]}") from None
+
+
 def _supervisor(cfg):
     for name in ("backoffInitial", "backoffMax", "resetAfter", "readyTimeout", "stopTimeout",
                  "statsInterval"):
@@ -318,6 +348,7 @@ def validate(cfg):
     _port(cfg, "reflector.port")
     if cfg["reflector.maxSessions"] < 1:
         raise ConfigError(f"reflector.maxSessions: {cfg['reflector.maxSessions']} must be 1 or more")
+    _reflector_guard(cfg)
     if cfg["exporter.serviceTimeout"] and not cfg["exporter.serviceTimeout"] > 5:
         raise ConfigError(f"exporter.serviceTimeout: {cfg['exporter.serviceTimeout']} must be 0 "
                           "(off) or above the 5 s between a service's health records, e.g. 60")

@@ -16,6 +16,7 @@ import time
 
 from ..common import records
 from ..common.recordpipe import ipc_path
+from . import allowfile
 from .child import Child, describe_status
 from .commands import START_ORDER, STOP_ORDER
 from .config import ConfigError
@@ -54,6 +55,7 @@ class Supervisor:
         old_fd = signal.set_wakeup_fd(wfd)
         self._log.info("supervisor_started", children=list(self.children), pid=os.getpid())
         try:
+            self._write_allow_file()
             self._start(self.children["exporter"])
             self._waiting = [n for n in START_ORDER[1:] if n in self.children]
             self._ready_by = time.monotonic() + self.cfg["supervisor.readyTimeout"]
@@ -206,6 +208,13 @@ class Supervisor:
         changed = [n for n in START_ORDER if n in names and
                    commands.get(n) != (self.children[n].argv if n in self.children else None)]
         self.cfg = cfg
+        if self._write_allow_file() and "reflector" not in changed:
+            reflector = self.children.get("reflector")
+            if reflector is not None and reflector.running:
+                # Same command line, new list: it re-reads the file, keeping its sessions.
+                reflector.proc.send_signal(signal.SIGHUP)
+                self._log.info("allow_list_sent", child="reflector", pid=reflector.pid,
+                               path=cfg["reflector.allowFile"])
         restarts = {}
         for name in STOP_ORDER:
             if name in changed and name in self.children:
@@ -229,6 +238,15 @@ class Supervisor:
             self._push_stats()
         self._log.info("reloaded", restarted=changed,
                        unchanged=[n for n in START_ORDER if n in names and n not in changed])
+
+    def _write_allow_file(self):
+        """Write reflector.allowedSources to its file; True when it changed."""
+        try:
+            return allowfile.write(self.cfg)
+        except OSError as e:
+            self._log.error("allow_file_failed", path=self.cfg["reflector.allowFile"],
+                            error=str(e), action="the reflector keeps the list it has")
+            return False
 
     def _shutdown(self):
         for name in STOP_ORDER:
@@ -262,8 +280,9 @@ class Supervisor:
 
 
 def _child(name, argv):
-    """The exporter needs no capability: it serves HTTP and reads a socket."""
-    return Child(name, argv, needs_caps=name != "exporter")
+    """The exporter needs no capability: it serves HTTP and reads a socket. The
+    reflector re-reads its allow-list on SIGHUP."""
+    return Child(name, argv, needs_caps=name != "exporter", reloads_on_hup=name == "reflector")
 
 
 def _accepts(listen):

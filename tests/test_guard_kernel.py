@@ -1,0 +1,175 @@
+"""The reflector's guard in its kernel program, on crafted frames (BPF_PROG_TEST_RUN).
+
+The real reflector_ingress, loaded and configured by the reflector's own
+datapath code, gets frames built with scapy: senders in and out of the
+allow-list (and a list changed in place), the never-reflect cases (own,
+broadcast, multicast, loopback, unspecified sources, port 0, a group MAC, a
+request shorter than its reply would be, malformed lengths), and a sender over
+its token bucket next to one within it. Each refusal must leave the frame
+exactly as it came and count one under its reason; rate-limited ones are
+dropped (TC_ACT_SHOT).
+"""
+
+import ipaddress
+import os
+import time
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from stamp_bpf.common import clock, records, tc, wire
+from stamp_bpf.lab import progtest
+from stamp_bpf.reflector import datapath as reflector_dp
+from stamp_bpf.reflector import guard
+
+# Until the guard's kernel half (the prepared bpf/guard.h and its hooks in
+# reflector_ingress.c) is in bpf/, the programs have no guard to test.
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.skipif(not reflector_dp.HAS_GUARD,
+                                 reason="bpf/guard.h is not in bpf/ yet (issue 14, kernel half)")]
+
+SENDER, REFLECTOR, BROADCAST, OTHER = "198.18.0.1", "198.18.0.2", "198.18.0.255", "192.0.2.9"
+SMAC = "02:00:00:00:00:01"
+TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
+NO_LIMIT = guard.rate_limit(0, 1)
+
+
+def frame(src=SENDER, dst=REFLECTOR, sport=40000, smac=SMAC, size=wire.BASE_LEN, raw=None):
+    payload = wire.build_sender_packet(7, (0xE000_0001, 0x8000_0000), 0x0A05,
+                                       size=max(size, wire.BASE_LEN))[:size]
+    # To lo's all-zero MAC: BPF_PROG_TEST_RUN's skb is then PACKET_HOST.
+    pkt = (Ether(src=smac, dst="00:00:00:00:00:00") / IP(src=src, dst=dst, ttl=64)
+           / UDP(sport=sport, dport=862) / (raw if raw is not None else payload))
+    return bytes(pkt)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    if os.geteuid() != 0:
+        pytest.fail("needs root (BPF); run through `make test`")
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})     # per-CPU counters and hand-off on one CPU
+    dp, fns = reflector_dp.load(862, False)
+    dp.configure(clock.ClockState(False, 1e-3, 37))
+    dp.set_addresses([REFLECTOR], [BROADCAST, OTHER])
+    yield dp, fns[tc.INGRESS].fd
+    os.sched_setaffinity(0, old)
+
+
+def run(loaded, data):
+    """(return code, frame after, {reason: count increase}) of one run."""
+    dp, fd = loaded
+    before = dp.stats()
+    runner = progtest.TestRunner(data)
+    rc, _ = runner.run(fd)
+    after = dp.stats()
+    return (progtest.signed(rc), runner.output(),
+            {r: after[r] - before[r] for r in records.DROP_REASONS if after[r] != before[r]})
+
+
+def refused(loaded, data, reason, rc=TC_ACT_UNSPEC):
+    got, out, counted = run(loaded, data)
+    assert got == rc, f"reflector_ingress returned {got}, not {rc}, for a {reason} packet."
+    assert counted == {reason: 1}, f"A {reason} packet should count once there, counted {counted}."
+    if rc == TC_ACT_UNSPEC:
+        assert out == data, f"A {reason} packet should pass on untouched."
+
+
+def test_without_a_list_every_sender_is_reflected(loaded):
+    loaded[0].set_guard([], NO_LIMIT)
+    for src in (SENDER, "203.0.113.5"):
+        assert run(loaded, frame(src=src))[0] == TC_ACT_REDIRECT
+
+
+def test_only_senders_in_the_list_are_reflected_and_a_new_list_applies_at_once(loaded):
+    dp = loaded[0]
+    dp.set_guard([guard.prefix("198.18.0.0/28"), guard.prefix("2001:db8::/32")], NO_LIMIT)
+    assert run(loaded, frame(src=SENDER))[0] == TC_ACT_REDIRECT
+    assert run(loaded, frame(src="198.18.0.15"))[0] == TC_ACT_REDIRECT
+    refused(loaded, frame(src="198.18.0.16"), "not_allowed")
+    refused(loaded, frame(src="203.0.113.5"), "not_allowed")
+    added, removed = dp.set_guard([guard.prefix("198.18.0.16/28"), guard.prefix(SENDER)],
+                                  NO_LIMIT)
+    assert {str(n) for n in added} == {"198.18.0.16/28", "198.18.0.1/32"}
+    assert {str(n) for n in removed} == {"198.18.0.0/28", "2001:db8::/32"}
+    assert run(loaded, frame(src="198.18.0.16"))[0] == TC_ACT_REDIRECT
+    assert run(loaded, frame(src=SENDER))[0] == TC_ACT_REDIRECT
+    refused(loaded, frame(src="198.18.0.15"), "not_allowed")
+    dp.set_guard([guard.prefix("fd00::/8")], NO_LIMIT)
+    refused(loaded, frame(src=SENDER), "not_allowed")     # an IPv6-only list admits no IPv4
+    assert len(dp.bpf[b"allow_v4"].items()) == 0 and len(dp.bpf[b"allow_v6"].items()) == 1, \
+        "The tries hold exactly the list in force."
+    dp.set_guard([], NO_LIMIT)
+    assert run(loaded, frame(src="203.0.113.5"))[0] == TC_ACT_REDIRECT
+
+
+@pytest.mark.parametrize("what,kw", [
+    ("its own address", {"src": REFLECTOR}),
+    ("its subnet broadcast", {"src": BROADCAST}),
+    ("another address of the host", {"src": OTHER}),
+    ("a multicast address", {"src": "224.0.0.5"}),
+    ("the limited broadcast", {"src": "255.255.255.255"}),
+    ("a reserved 240/4 address", {"src": "240.0.0.1"}),
+    ("the unspecified address", {"src": "0.0.0.0"}),
+    ("a loopback address", {"src": "127.0.0.1"}),
+    ("port 0", {"sport": 0}),
+    ("a multicast MAC", {"smac": "01:00:5e:00:00:05"}),
+])
+def test_a_reply_that_would_go_where_none_may_go_is_not_sent(loaded, what, kw):
+    loaded[0].set_guard([], NO_LIMIT)
+    refused(loaded, frame(**kw), "bad_source")
+
+
+def test_requests_to_broadcast_or_another_address_are_not_ours(loaded):
+    loaded[0].set_guard([], NO_LIMIT)
+    for dst in (BROADCAST, OTHER, "224.0.0.5"):
+        rc, out, counted = run(loaded, frame(dst=dst))
+        assert rc == TC_ACT_UNSPEC and not counted, \
+            f"A test packet to {dst} is not for this reflector: passed on, uncounted ({counted})."
+
+
+@pytest.mark.parametrize("size", [14, 20, 41, 43])
+def test_a_request_shorter_than_its_reply_is_not_reflected(loaded, size):
+    loaded[0].set_guard([], NO_LIMIT)
+    refused(loaded, frame(size=size), "too_short")
+
+
+def test_malformed_datagrams_to_the_port_are_counted(loaded):
+    loaded[0].set_guard([], NO_LIMIT)
+    refused(loaded, frame(raw=b"\0" * 10), "malformed")          # under TWAMP Light's 14
+    good = bytearray(frame())
+    good[38:40] = (8 + 60).to_bytes(2, "big")                      # UDP length past the IP's
+    refused(loaded, bytes(good), "malformed")
+
+
+def test_a_sender_over_its_bucket_is_dropped_while_another_gets_its_own(loaded):
+    dp = loaded[0]
+    dp.set_guard([], guard.rate_limit(10, 5))          # 100 ms per token, 5 deep
+    flood, calm = "198.18.0.11", "198.18.0.12"
+    got = [run(loaded, frame(src=flood))[0] for _ in range(50)]
+    assert got.count(TC_ACT_REDIRECT) == 5, \
+        f"A burst of 50 gets exactly the bucket's 5 packets, got {got.count(TC_ACT_REDIRECT)}."
+    assert got.count(TC_ACT_SHOT) == 45, "The excess is dropped, not passed on."
+    refused(loaded, frame(src=flood), "rate_limited", rc=TC_ACT_SHOT)
+    assert run(loaded, frame(src=calm))[0] == TC_ACT_REDIRECT, \
+        "Another sender has its own bucket."
+    time.sleep(0.25)
+    got = [run(loaded, frame(src=flood))[0] for _ in range(10)]
+    assert got.count(TC_ACT_REDIRECT) == 2, \
+        f"After 250 ms at 10/s the flood has 2 tokens back, got {got.count(TC_ACT_REDIRECT)}."
+    keys = {bytes(k.addr) for k in dp.bpf[b"rate_buckets"].keys()}
+    assert b"\0" * 10 + b"\xff\xff" + ipaddress.ip_address(flood).packed in keys, \
+        "An IPv4 sender's bucket is keyed by its IPv4-mapped IPv6 address."
+
+
+def test_a_refused_sender_takes_no_token(loaded):
+    dp = loaded[0]
+    dp.set_guard([guard.prefix("198.18.0.0/28")], guard.rate_limit(10, 2))
+    for _ in range(20):
+        refused(loaded, frame(src="198.18.0.77"), "not_allowed")
+        refused(loaded, frame(src="198.18.0.5", size=20), "too_short")
+    got = [run(loaded, frame(src="198.18.0.5"))[0] for _ in range(3)]
+    assert got == [TC_ACT_REDIRECT, TC_ACT_REDIRECT, TC_ACT_SHOT], \
+        f"Refused packets leave the bucket full: {got}."
+    dp.set_guard([], NO_LIMIT)
