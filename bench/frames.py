@@ -41,10 +41,10 @@ def udp(sport, dport, payload, src=SENDER_ADDR, dst=REFLECTOR_ADDR):
 
 
 def stamp_request(sport=862, dport=862, seq=7, size=wire.BASE_LEN, src=SENDER_ADDR,
-                  dst=REFLECTOR_ADDR, ssid=0, tlvs=b""):
+                  dst=REFLECTOR_ADDR, ssid=0, tlvs=b"", src_mac=SENDER_MAC, dst_mac=REFLECTOR_MAC):
     """A Session-Sender test packet, Timestamp zero (the sender's user space leaves it so)."""
     payload = wire.build_sender_packet(seq, size=size, ssid=ssid, tlvs=tlvs)
-    return eth(ipv4(17, udp(sport, dport, payload, src, dst), src, dst))
+    return eth(ipv4(17, udp(sport, dport, payload, src, dst), src, dst), src=src_mac, dst=dst_mac)
 
 
 def stamp_reply(sport=862, dport=862, seq=7):

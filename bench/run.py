@@ -7,7 +7,8 @@ Parts (all, in this order, when none is named):
   kernel     ns per packet of each BPF program (BPF_PROG_TEST_RUN), beside an empty one
   accuracy   per-packet delay error against captures, idle and with every core busy,
              beside user-space timestamps and prometheus-smokeping-prober
-  capacity   highest reflected rate under 0.1% loss; reflector host CPU at 10,000 pps
+  capacity   each reflector on one CPU against trafgen: highest rate with 99% back,
+             CPU per reflected packet at 10,000 pps (needs netsniff-ng's trafgen)
   scale      one sender, 1,000 sessions at 10 pps: CPU, memory, false loss
   startup    time to the first measured packet; memory after minutes at 100 sessions
   exporter   bench/bench_exporter.py's figures
@@ -17,7 +18,8 @@ Parts (all, in this order, when none is named):
              BPF map entries and exporter series must stop growing
 Every figure is printed with its unit, its target and whether it is met.
 Exit status: 0 when every part measured (targets met or not), 1 when a part
-could not measure, 2 for bad arguments. Needs root (namespaces, BPF, TC).
+could not measure or a tool it needs is missing (one line names it, before
+anything runs), 2 for bad arguments. Needs root (namespaces, BPF, TC).
 
 examples:
   python bench/run.py                       # everything, about 10 minutes
@@ -68,6 +70,13 @@ def main(argv=None):
     if os.geteuid() != 0:
         p.error("the bench needs root (network namespaces, BPF, TC); run it with sudo")
     parts = [x for x in PARTS if x in a.parts] if a.parts else list(PARTS)
+    for part in parts:                  # what a part needs, before minutes of the others run
+        need = getattr(__import__(MODULES[part]), "require", None)
+        try:
+            need and need()
+        except RuntimeError as e:
+            print(f"bench: {part}: {e}", file=sys.stderr)
+            return 1
     machine = table.machine()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]

@@ -6,7 +6,8 @@
 # What it does, in order; each step is skipped when it is already done:
 #   1. Debian packages: bcc (python3-bpfcc), kernel headers, iproute2, ethtool,
 #      Python venv support; plus the test tools unless --runtime is given
-#      (podman, runc and debootstrap among them, for the image tests).
+#      (podman, runc and debootstrap among them, for the image tests; netsniff-ng,
+#      whose trafgen the capacity bench sends with).
 #   2. Kernel headers for bcc: when /lib/modules/$(uname -r)/build is missing,
 #      link build/source to the newest /usr/src/linux-headers-*-amd64 and -common.
 #      With --headers-into DIR (the image build), Debian's generic headers are
@@ -44,8 +45,9 @@ command -v apt-get >/dev/null || die "apt-get not found: stamp-bpf's setup needs
 
 runtime_pkgs=(python3 python3-venv python3-bpfcc iproute2 ethtool libelf1 ca-certificates)
 header_pkgs=(linux-headers-amd64)
+# netsniff-ng: its trafgen is the capacity bench's generator (make bench).
 test_pkgs=(iputils-ping tshark prometheus stress-ng dnsmasq-base make gcc git curl unzip systemd python3-seccomp
-           prometheus-smokeping-prober podman runc debootstrap uidmap chromium)
+           prometheus-smokeping-prober podman runc debootstrap uidmap chromium netsniff-ng)
 
 missing=()
 want=("${runtime_pkgs[@]}")
