@@ -144,3 +144,23 @@ def test_the_sender_counts_a_reply_with_a_bad_hmac_and_not_as_a_reply(lab):
     (s,) = snd.summary()["sessions"]
     assert (s["sent"], s["received"], s["lost"]) == (10, 5, 5), s
     assert snd.summary()["counters"]["auth_failed"] == 5, snd.summary()["counters"]
+
+
+def test_the_allow_list_applies_before_the_hmac_in_authenticated_mode(lab):
+    """docs/security.md's allow-list holds in authenticated mode too, and is checked
+    before the HMAC (it reads no packet field): a sender outside it costs no HMAC."""
+    refl = lab.reflector("--auth-key-file", lab.key, "-p", 865, "--allow", "192.0.2.0/24")
+    try:
+        sock = udp_socket(lab.topo.sender, port=40003)
+        try:
+            for seq in (1, 2):
+                sock.sendto(bytes(signed(seq)), (lab.topo.reflector.addr, 865))
+            sock.sendto(b"\0" * 44, (lab.topo.reflector.addr, 865))     # unsigned as well
+            assert recv_all(sock, quiet=0.3) == [], "a sender outside --allow was answered"
+        finally:
+            sock.close()
+    finally:
+        refl.stop()
+    counters = refl.summary()["counters"]
+    assert (counters["not_allowed"], counters["auth_failed"], counters["reflected"]) == (3, 0, 0), \
+        counters
