@@ -38,6 +38,10 @@ OUTLIER_NS = 250_000
 # states them.
 AUTH_TOLERANCE_NS = 300_000
 AUTH_FAR_TOLERANCE_NS = 150_000
+# And each of its two user-space timestamps can meet the vCPU stall OUTLIERS
+# allows for: up to one packet per timestamp (on a host shared with other
+# work, about one run in five has two).
+AUTH_OUTLIERS = 2
 AUTH_OUTLIER_NS = 2_000_000
 COUNT = 40
 DROPPED_FWD = {3, 17}
@@ -138,9 +142,10 @@ def test_per_packet_delays_match_the_captures(run):
                 off.setdefault(seq, []).append(f"{d} off by {err} ns")
     print(f"{run['mode']}: worst absolute error per direction, ns:", worst,
           "packets beyond their tolerance:", off)
-    assert len(off) <= OUTLIERS, (
+    outliers = AUTH_OUTLIERS if auth else OUTLIERS
+    assert len(off) <= outliers, (
         f"{len(off)} of {len(replies)} packets are more than {tolerance} ns off the "
-        f"captures (at most {OUTLIERS} allowed): {off}")
+        f"captures (at most {outliers} allowed): {off}")
 
 
 def test_summary_matches_the_emulated_link(run):

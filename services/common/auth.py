@@ -21,6 +21,9 @@ import stat
 
 from . import wire
 
+# The counter of authenticated mode, beside a datapath's (both user-space datapaths count
+# it; the reflector also exports it as a not-reflected reason).
+STATS = ("auth_failed",)
 MIN_KEY_LEN = 16    # RFC 4868 section 2.1.2 wants a key as long as the HMAC's output (32);
                     # below the truncated HMAC's length (16) we refuse outright.
 

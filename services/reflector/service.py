@@ -9,11 +9,11 @@ import contextlib
 import os
 import time
 
-from ..common import (delaystats, events as events_mod, histfile, netif, records, recordpipe,
-                      runtime, tc, wire)
+from ..common import (auth, delaystats, events as events_mod, histfile, netif, records,
+                      recordpipe, runtime, tc, wire)
 from . import datapath, guard
 from .sessions import ReflectorSessions
-from .usermode import AUTH_STATS, UserReflector
+from .usermode import UserReflector
 
 # reflector_egress.c does not wake us (a wakeup would delay the packet it
 # just stamped), so the loop drains the ring on a timer.
@@ -187,7 +187,7 @@ def _drop_counts(counts):
     """One DropCount record per reason, from the datapath's counters; auth_failed
     too in authenticated mode (the only mode that counts it)."""
     pid = os.getpid()
-    reasons = records.DROP_REASONS + tuple(r for r in AUTH_STATS if r in counts)
+    reasons = records.DROP_REASONS + tuple(r for r in auth.STATS if r in counts)
     return [records.DropCount(records.ROLE_REFLECTOR, pid, reason, counts.get(reason, 0))
             for reason in reasons]
 

@@ -27,11 +27,10 @@ import socket
 import struct
 import time
 
-from ..common import cmsg, datapath, events, records, wire
+from ..common import auth, cmsg, datapath, events, records, wire
 from . import datapath as reflector_datapath
 
 REFLECT_TTL = 255
-AUTH_STATS = ("auth_failed",)   # beside REFLECTOR_STATS: counted in authenticated mode only
 
 
 class UserReflector:
@@ -41,7 +40,7 @@ class UserReflector:
         self.ptp = ptp
         self.hmac = hmac
         self.state = None
-        self.counts = dict.fromkeys(datapath.REFLECTOR_STATS + (AUTH_STATS if hmac else ()), 0)
+        self.counts = dict.fromkeys(datapath.REFLECTOR_STATS + (auth.STATS if hmac else ()), 0)
         self.counts.update(dict.fromkeys(records.DROP_REASONS, 0))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())

@@ -19,9 +19,7 @@ import socket
 import struct
 import time
 
-from ..common import cmsg, datapath, events, wire
-
-AUTH_STATS = ("auth_failed",)   # beside SENDER_STATS: counted in authenticated mode only
+from ..common import auth, cmsg, datapath, events, wire
 
 
 class UserSenderDatapath:
@@ -36,7 +34,7 @@ class UserSenderDatapath:
         self._sessions = set()
         self._state = None
         self._callback = None
-        self._counts = dict.fromkeys(datapath.SENDER_STATS + (AUTH_STATS if hmac else ()), 0)
+        self._counts = dict.fromkeys(datapath.SENDER_STATS + (auth.STATS if hmac else ()), 0)
         self._anc_space = cmsg.TTL_SPACE
         tx.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
         if hmac:
