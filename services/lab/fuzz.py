@@ -11,7 +11,8 @@ both kinds through sender_egress and reflector_egress on their own, which
 must leave a frame that is not theirs as it was. The oracle below is plain
 Python and reads the bytes itself (no code shared with bpf/ or the programs'
 user space): a request may be reflected only if it is a well-formed STAMP
-test packet to us with valid checksums (the IPv4 header's too), a reply
+test packet of 44 octets or more (a shorter TWAMP-Light one would get a
+larger reply) to us with valid checksums (the IPv4 header's too), a reply
 taken only if it is a well-formed reflected packet from a session's
 reflector to us. Every frame a program sends out must have valid IP and UDP
 checksums and the size of its request, and must be the answer RFC 8762 and
@@ -352,6 +353,10 @@ def request_problem(f):
         return "source"             # never a reflection to broadcast, multicast, ourselves, port 0
     if len(u.payload) < MIN_PAYLOAD:
         return "short"
+    if len(u.payload) < BASE:
+        # TWAMP Light's 14..43 octets: the 44-octet reply would be larger than its
+        # request (an amplifier), so docs/security.md never reflects one (too_short).
+        return "too_short"
     if u.sport == PORT and _reflection(u.payload):
         return "loop"               # a reflection: answering it could loop
     return None
@@ -393,8 +398,8 @@ def sent_problems(request_frame, out, stateful=False):
     if not sent_sum and req_sum:
         problems.append(("sent_checksums", "the reflected frame lost its UDP checksum"))
     if u.ip_len != req.ip_len:
-        problems.append(("grown" if len(req.payload) < BASE else "sent_size",
-                         f"the reflected IP packet has {u.ip_len} octets, its request {req.ip_len}"))
+        problems.append(("sent_size", f"the reflected IP packet has {u.ip_len} octets, its "
+                                      f"request {req.ip_len}"))
     if (u.src, u.dst, u.sport, u.dport) != (req.dst, req.src, req.dport, req.sport):
         problems.append(("sent_address", "the reflected frame is not addressed back to the "
                                          "request's sender"))
