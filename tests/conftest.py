@@ -41,8 +41,10 @@ class Service:
     def __init__(self, topo, host, argv, log_path):
         self.topo = topo
         self.log_path = log_path
+        # Not to the user-space reflector, nor to authenticated mode's (also user space):
+        # the stateful mode is the kernel's only.
         if (REFLECTOR_ARGS and os.path.basename(argv[0]) == "stamp-reflector"
-                and "user" not in argv):
+                and "user" not in argv and "--auth-key-file" not in argv):
             argv = [*argv, *REFLECTOR_ARGS]
         self.argv = argv
         with open(log_path, "wb") as out:

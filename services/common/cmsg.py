@@ -30,3 +30,18 @@ def local_address(ancdata):
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
             return data[8:12]       # struct in_pktinfo: ifindex, spec_dst, addr
     return b"\0\0\0\0"
+
+
+# --- kernel receive timestamps (authenticated mode) ----------------------------
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS                # the cmsg type SO_TIMESTAMPNS delivers
+TIMESTAMPNS_SPACE = socket.CMSG_SPACE(16)       # struct timespec (64-bit)
+
+
+def received_time_ns(ancdata):
+    """CLOCK_REALTIME ns at which the kernel received a packet (SO_TIMESTAMPNS), or None."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+            sec, nsec = struct.unpack("=qq", data[:16])
+            return sec * 1_000_000_000 + nsec
+    return None

@@ -6,6 +6,12 @@ read from CLOCK_REALTIME just before sendto(), T4 just after recvmsg()
 returns, so both include the scheduling noise of this process. Replies are
 handed to the service as the same records the BPF ring buffer carries
 (services/common/events.py), so everything after this point is shared.
+
+Authenticated mode (--auth-key-file, RFC 8762 sections 4.2.2, 4.3.2, 4.4)
+runs here too: T1 is read just before the HMAC is computed (the HMAC covers
+it, so it cannot be later), T4 is the kernel's receive timestamp
+(SO_TIMESTAMPNS), and a reply whose HMAC is wrong or missing is not a reply:
+it is counted as auth_failed and its packet waits to be declared lost.
 """
 
 import select
@@ -13,23 +19,28 @@ import socket
 import struct
 import time
 
-from ..common import cmsg, datapath, events, wire
+from ..common import auth, cmsg, datapath, events, wire
 
 
 class UserSenderDatapath:
     """Duck-types SenderDatapath for a Transmitter's socket."""
 
-    def __init__(self, tx, ptp, local_addr):
+    def __init__(self, tx, ptp, local_addr, hmac=None):
         self.tx = tx
         self.ptp = ptp
+        self.hmac = hmac
         self.local = socket.inet_aton(local_addr)
         self.socket_cookie = 0
         self._sessions = set()
         self._state = None
         self._callback = None
-        self._counts = dict.fromkeys(datapath.SENDER_STATS, 0)
+        self._counts = dict.fromkeys(datapath.SENDER_STATS + (auth.STATS if hmac else ()), 0)
+        self._anc_space = cmsg.TTL_SPACE
         tx.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
-        tx.stamp = self._stamp
+        if hmac:
+            tx.sock.setsockopt(socket.SOL_SOCKET, cmsg.SO_TIMESTAMPNS, 1)
+            self._anc_space += cmsg.TIMESTAMPNS_SPACE
+        tx.stamp = self._stamp_auth if hmac else self._stamp
 
     def _now(self):
         return wire.encode_ts(time.time_ns(), self.ptp, self._state.tai_offset_s)
@@ -38,6 +49,13 @@ class UserSenderDatapath:
         """Write T1 and the Error Estimate into a packet about to be sent."""
         sec, frac = self._now()
         struct.pack_into("!IIH", packet, 4, sec, frac, self._state.error_estimate(self.ptp))
+        self._counts["t1_stamped"] += 1
+
+    def _stamp_auth(self, packet):
+        """T1 and the Error Estimate at their authenticated offsets, then the HMAC."""
+        sec, frac = self._now()
+        struct.pack_into("!IIH", packet, 16, sec, frac, self._state.error_estimate(self.ptp))
+        self.hmac.sign(packet)
         self._counts["t1_stamped"] += 1
 
     def configure(self, clock_state):
@@ -64,16 +82,27 @@ class UserSenderDatapath:
         ready, _, _ = select.select([self.tx.sock], [], [], timeout_ms / 1000)
         while ready:
             try:
-                data, anc, _flags, (addr, port) = self.tx.sock.recvmsg(
-                    2048, cmsg.TTL_SPACE)
+                data, anc, _flags, (addr, port) = self.tx.sock.recvmsg(2048, self._anc_space)
             except BlockingIOError:
                 return
-            t4 = self._now()
+            if self.hmac:
+                rx_ns = cmsg.received_time_ns(anc) or time.time_ns()
+                t4 = wire.encode_ts(rx_ns, self.ptp, self._state.tai_offset_s)
+            else:
+                t4 = self._now()
             if addr not in self._sessions or len(data) < wire.BASE_LEN:
                 continue
+            if self.hmac:
+                # RFC 8762 section 4.4: verified before any field is used.
+                if not self.hmac.verify(data):
+                    self._counts["auth_failed"] += 1
+                    continue
+                base, tlvs_at = wire.reflector_auth_to_base(data), wire.AUTH_LEN
+            else:
+                base, tlvs_at = data[:wire.BASE_LEN], wire.BASE_LEN
             ttl = cmsg.received_ttl(anc)
             self._counts["replies_taken"] += 1
             self._callback(events.SENDER_EVENT.pack(
                 socket.inet_aton(addr), self.local, port, self.tx.source_port,
-                len(data), ttl, 0, t4[0], t4[1], data[:wire.BASE_LEN],
-                data[wire.BASE_LEN:wire.BASE_LEN + events.EVENT_TLV_LEN]))
+                len(data), ttl, 0, t4[0], t4[1], base,
+                data[tlvs_at:tlvs_at + events.EVENT_TLV_LEN]))
