@@ -34,6 +34,38 @@ struct csum_scratch {
 BPF_PERCPU_ARRAY(csum_scratch, struct csum_scratch, 1);
 
 /**
+ * csum_partial_probe() - is the skb's UDP checksum a partial (offloaded) one?
+ * @check: its UDP checksum field as read
+ *
+ * A local sender on a veth with TX checksum offload leaves only the folded
+ * pseudo-header sum in the field (CHECKSUM_PARTIAL), which the kernel's UDP
+ * accepts; the same field value on any other frame is a wrong checksum. TC
+ * programs cannot read skb->ip_summed (bcc 0.26 has no kfuncs), but
+ * bpf_l4_csum_replace() tells: without BPF_F_PSEUDO_HDR it leaves the field
+ * of a CHECKSUM_PARTIAL skb alone and changes any other's
+ * (inet_proto_csum_replace4()). The field is then written back as it was;
+ * skb->csum is touched by neither call, so the frame leaves as it came.
+ * Only called when the field equals the pseudo-header sum: one frame in
+ * 65,536 with a full checksum, and every offloaded one.
+ * NOTE: invalidates the caller's packet pointers.
+ * Return: 1 when partial, 0 otherwise (also when a helper fails: the full
+ * sum decides then).
+ */
+static __always_inline int csum_partial_probe(struct __sk_buff *skb, __u16 check)
+{
+	__u16 after;
+
+	if (bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, bpf_htons(1), 2))
+		return 0;
+	if (bpf_skb_load_bytes(skb, UDP_CSUM_OFF, &after, sizeof(after)))
+		return 0;
+	if (after == check)
+		return 1;
+	bpf_skb_store_bytes(skb, UDP_CSUM_OFF, &check, sizeof(check), 0);
+	return 0;
+}
+
+/**
  * udp4_csum_ok() - does a datagram's UDP checksum hold (RFC 768, RFC 1071)?
  * @skb: the frame, already accepted by parse_udp4()
  * @saddr: @daddr: its IPv4 addresses
@@ -43,9 +75,15 @@ BPF_PERCPU_ARRAY(csum_scratch, struct csum_scratch, 1);
  * TC ingress runs before UDP, which would "silently discard" a datagram
  * whose checksum is wrong (RFC 1122 4.1.3.4); we must not reflect or
  * measure one either. Zero (no checksum) and frames the NIC verified
- * (CHECKSUM_UNNECESSARY) pass; so does a field holding just the folded
- * pseudo-header sum, which is a partial checksum offloaded by a local
- * sender (veth with TX offload on), as the kernel's UDP accepts it.
+ * (CHECKSUM_UNNECESSARY) pass; so does a partial checksum offloaded by a
+ * local sender (veth with TX offload on), as the kernel's UDP accepts it,
+ * but only when the skb really is CHECKSUM_PARTIAL (csum_partial_probe()):
+ * a frame whose field merely equals the pseudo-header sum is summed in full.
+ * Otherwise the RFC 1071 sum of pseudo-header, header (with the field) and
+ * data must be 0xffff, one's complement -0. A sender whose computed checksum
+ * is 0 sends 0xffff (RFC 768): it sums to 0xffff the same way; the sum of a
+ * pseudo-header (protocol 17) is never +0, so 0x0000 never passes.
+ * NOTE: may invalidate the caller's packet pointers (csum_partial_probe()).
  * Return: 1 when the checksum holds or cannot be checked, 0 when it is wrong.
  */
 static __always_inline int udp4_csum_ok(struct __sk_buff *skb, __be32 saddr, __be32 daddr,
@@ -69,7 +107,7 @@ static __always_inline int udp4_csum_ok(struct __sk_buff *skb, __be32 saddr, __b
 	partial = (__u32)s;
 	partial = (partial & 0xffff) + (partial >> 16);
 	partial = (partial & 0xffff) + (partial >> 16);
-	if ((__u16)partial == check)
+	if ((__u16)partial == check && csum_partial_probe(skb, check))
 		return 1;		/* offloaded partial checksum */
 	sum = (__u32)s;
 	for (int i = 0; i < CSUM_CHUNKS; i++) {

@@ -32,6 +32,9 @@
 #define PARSE_NOT_OURS		-1	/* not a packet for this program: pass it on */
 #define PARSE_BAD_IP_CSUM	-2	/* ours by its headers, but the IPv4 header
 					 * checksum is wrong: the stack drops it */
+#define PARSE_MALFORMED		-3	/* ours by its ports, but the UDP length
+					 * disagrees with the IP one, the frame is
+					 * truncated, or under TWAMP_LIGHT_MIN_LEN */
 
 /**
  * ip4_csum_ok() - does a 20-octet IPv4 header sum to 0xffff (RFC 791, RFC 1071)?
@@ -72,8 +75,11 @@ struct udp4 {
  * UDP between the wanted ports, with a UDP length that agrees with the IP
  * total length, at least TWAMP_LIGHT_MIN_LEN octets of payload and a valid
  * IPv4 header checksum; PARSE_BAD_IP_CSUM when all holds but the checksum;
- * PARSE_NOT_OURS for anything else. The caller passes both on untouched.
- * The checksum is summed last, so packets of other ports never pay for it.
+ * PARSE_MALFORMED when the ports and the IPv4 header are right but the
+ * lengths are not; PARSE_NOT_OURS for anything else. The caller passes all
+ * three on untouched; after the two last, @p's header pointers are set (its
+ * payload_len is not). The checksum is summed last, so packets of other ports
+ * never pay for it.
  */
 static __always_inline int parse_udp4(struct __sk_buff *skb, __be16 sport,
 				      __be16 dport, struct udp4 *p)
@@ -102,21 +108,21 @@ static __always_inline int parse_udp4(struct __sk_buff *skb, __be16 sport,
 		return PARSE_NOT_OURS;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return PARSE_NOT_OURS;
-	ulen = bpf_ntohs(udp->len);
-	if (ulen != bpf_ntohs(ip->tot_len) - sizeof(*ip))
-		return PARSE_NOT_OURS;
-	/* The frame must hold the whole datagram the headers announce (it may be
-	 * longer: Ethernet padding). IP would drop a truncated one; so do we. */
-	if (skb->len < L3_OFF + bpf_ntohs(ip->tot_len))
-		return PARSE_NOT_OURS;
-	if (ulen < sizeof(*udp) + TWAMP_LIGHT_MIN_LEN)
-		return PARSE_NOT_OURS;
-	if (!ip4_csum_ok(ip))
-		return PARSE_BAD_IP_CSUM;
-
 	p->eth = eth;
 	p->ip = ip;
 	p->udp = udp;
+	ulen = bpf_ntohs(udp->len);
+	if (ulen != bpf_ntohs(ip->tot_len) - sizeof(*ip))
+		return PARSE_MALFORMED;
+	/* The frame must hold the whole datagram the headers announce (it may be
+	 * longer: Ethernet padding). IP would drop a truncated one; so do we. */
+	if (skb->len < L3_OFF + bpf_ntohs(ip->tot_len))
+		return PARSE_MALFORMED;
+	if (ulen < sizeof(*udp) + TWAMP_LIGHT_MIN_LEN)
+		return PARSE_MALFORMED;
+	if (!ip4_csum_ok(ip))
+		return PARSE_BAD_IP_CSUM;
+
 	p->payload_len = ulen - sizeof(*udp);
 	return 0;
 }

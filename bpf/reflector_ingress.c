@@ -12,45 +12,24 @@
  * (STAMP_STATEFUL), the session's own count (reflector_sessions.h).
  * The TLVs after the 44-octet base are answered in place (RFC 8972 section
  * 4, tlv.h), so the reply has the request's size (RFC 8762 4.6); a shorter
- * TWAMP-Light packet (14..43 octets) is grown to the base packet.
+ * TWAMP-Light packet (14..43 octets) is not reflected, since its reply
+ * would be larger than itself (amplification; docs/security.md).
+ * Only senders on the allow-list are answered, each within its rate limit
+ * (guard.h); nothing is sent where no reply may go (guard_bad_source_v4()).
  *
  * Returns:
- *   TC_ACT_UNSPEC    not a test packet for us: continue with the next filter
- *                    (the local sender's replies never reach here: its filter
- *                    runs first, and the loop guard below catches them anyway)
+ *   TC_ACT_UNSPEC    not reflected: continue with the next filter and the
+ *                    stack, untouched (not a test packet for us, or refused
+ *                    and counted: not allowed, a bad source, too short,
+ *                    malformed, a bad checksum, the loop guard; the local
+ *                    sender's replies never reach here: its filter runs first,
+ *                    and the loop guard catches them anyway)
+ *   TC_ACT_SHOT      a test packet of an allowed sender over its rate limit:
+ *                    dropped, since passed on it would make the host answer
+ *                    the (maybe spoofed) source with an ICMP error
  *   TC_ACT_REDIRECT  reflected: out of this interface's egress
  */
 #include "reflector_maps.h"
-
-/**
- * grow_to_base() - grow a short TWAMP-Light packet to the 44-octet base.
- *
- * Fixes the IP total length, the UDP length and both checksums; the UDP
- * length is summed twice, in the UDP header and in the pseudo-header.
- * Return: 0, or -1 if the kernel refused (the packet is then passed on).
- */
-static __always_inline int grow_to_base(struct __sk_buff *skb, __u32 plen)
-{
-	__be16 old_tot = bpf_htons(sizeof(struct iphdr) + sizeof(struct udphdr) + plen);
-	__be16 new_tot = bpf_htons(sizeof(struct iphdr) + sizeof(struct udphdr) + STAMP_BASE_LEN);
-	__be16 old_ulen = bpf_htons(sizeof(struct udphdr) + plen);
-	__be16 new_ulen = bpf_htons(sizeof(struct udphdr) + STAMP_BASE_LEN);
-
-	if (bpf_skb_change_tail(skb, PAYLOAD_OFF + STAMP_BASE_LEN, 0))
-		return -1;
-	if (bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct iphdr, tot_len), &new_tot, 2, 0))
-		return -1;
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_tot, new_tot, 2))
-		return -1;
-	if (bpf_skb_store_bytes(skb, L4_OFF + offsetof(struct udphdr, len), &new_ulen, 2, 0))
-		return -1;
-	if (bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_ulen, new_ulen, BPF_F_MARK_MANGLED_0 | 2))
-		return -1;
-	if (bpf_l4_csum_replace(skb, UDP_CSUM_OFF, old_ulen, new_ulen,
-				BPF_F_MARK_MANGLED_0 | BPF_F_PSEUDO_HDR | 2))
-		return -1;
-	return 0;
-}
 
 /**
  * set_dscp() - send the reply with DSCP @dscp (RFC 8972 4.4: Class of Service).
@@ -74,11 +53,13 @@ int reflector_ingress(struct __sk_buff *skb)
 	struct stamp_sender_pkt *req = (struct stamp_sender_pkt *)&old;
 	struct reflect_handoff *h;
 	struct stamp_config *cfg;
+	struct guard_config *g;
+	struct guard_addr src;
 	struct tlv_ctx tc = {};
 	struct stamp_frame f;
 	struct udp4 p;
 	__u8 mac[ETH_ALEN];
-	__be32 daddr, addr;
+	__be32 daddr, saddr, addr;
 	__be16 port, ttl_word;
 	__u32 key = 0, plen;
 	int rc;
@@ -88,55 +69,70 @@ int reflector_ingress(struct __sk_buff *skb)
 	rc = parse_udp4(skb, 0, bpf_htons(STAMP_PORT), &p);
 	if (rc) {
 		if (rc == PARSE_BAD_IP_CSUM && skb->pkt_type == PACKET_HOST)
-			stat_inc(STAT_BAD_CSUM);	/* ip_rcv() will drop it */
+			stat_inc(STAT_BAD_CHECKSUM);	/* ip_rcv() will drop it */
+		else if (rc == PARSE_MALFORMED && skb->pkt_type == PACKET_HOST &&
+			 is_reflect_addr(p.ip->daddr))
+			stat_inc(STAT_MALFORMED);	/* the stack will drop it */
 		return TC_ACT_UNSPEC;
 	}
 	/* Only frames addressed to this host: not broadcast, multicast or another
-	 * host's MAC seen in promiscuous mode (the stack would drop those). */
+	 * host's MAC seen in promiscuous mode (the stack would drop those), and
+	 * only to the interface's own addresses (not a subnet broadcast). */
 	if (skb->pkt_type != PACKET_HOST)
 		return TC_ACT_UNSPEC;
 	daddr = p.ip->daddr;
-	if (!local_addrs.lookup(&daddr))
+	if (!is_reflect_addr(daddr))
 		return TC_ACT_UNSPEC;
+	g = guard_config.lookup(&key);
+	if (!g)
+		return TC_ACT_UNSPEC;
+	/* Whom we answer, cheapest first: no checksum is summed for a refusal.
+	 * Where no reply may go comes before the allow-list: it holds whatever
+	 * the list says (and is the cheaper test). */
+	saddr = p.ip->saddr;
+	if (guard_bad_source_v4(p.eth, saddr, p.udp->source, local_addrs.lookup(&saddr))) {
+		stat_inc(STAT_BAD_SOURCE);
+		return TC_ACT_UNSPEC;
+	}
+	guard_addr_v4(&src, saddr);
+	if (!guard_allows(g, &src)) {
+		stat_inc(STAT_NOT_ALLOWED);
+		return TC_ACT_UNSPEC;	/* the stack and its firewall decide */
+	}
+	plen = p.payload_len;
+	if (plen < STAMP_BASE_LEN) {
+		stat_inc(STAT_TOO_SHORT);	/* a reply would be larger than it */
+		return TC_ACT_UNSPEC;
+	}
 	now = bpf_ktime_get_tai_ns();		/* T2 */
 	/* NOTE: p's packet pointers are not used after the checksum check. */
 	if (!udp4_csum_ok(skb, p.ip->saddr, daddr, p.payload_len + sizeof(struct udphdr),
 			  p.udp->check)) {
-		stat_inc(STAT_BAD_CSUM);
+		stat_inc(STAT_BAD_CHECKSUM);
 		return TC_ACT_UNSPEC;	/* UDP will discard it, silently */
 	}
 	cfg = config.lookup(&key);
 	h = handoff.lookup(&key);
 	if (!cfg || !h)
 		return TC_ACT_UNSPEC;
-	plen = p.payload_len;
-
-	if (plen < STAMP_BASE_LEN) {
-		if (grow_to_base(skb, plen))
-			return TC_ACT_UNSPEC;
-		stat_inc(STAT_GROWN);
-	}
 	if (stamp_frame(skb, &f))
 		return TC_ACT_UNSPEC;
 	__builtin_memcpy(&old, f.payload, sizeof(old));
 
-	if (plen < STAMP_BASE_LEN) {
-		/* Octets past the received payload were not in its checksum: count
-		 * them as zero in the difference below. */
-		__u8 *o = (__u8 *)&old;
-#pragma unroll
-		for (int i = TWAMP_LIGHT_MIN_LEN; i < STAMP_BASE_LEN; i++)
-			if (i >= plen)
-				o[i] = 0;
-	} else if (f.udp->source == bpf_htons(STAMP_PORT) && stamp_is_reflection(&old)) {
+	if (f.udp->source == bpf_htons(STAMP_PORT) && stamp_is_reflection(&old)) {
 		/* Loop guard: reflecting a reflection from a peer's reflector would
 		 * bounce one packet between two reflectors for ever (both on port
 		 * 862, the peer's sender gone). */
 		stat_inc(STAT_LOOP_GUARD);
 		return TC_ACT_UNSPEC;
 	}
+	/* Last: only a packet about to be reflected takes a token. */
+	if (!guard_rate_ok(g, &src)) {
+		stat_inc(STAT_RATE_LIMITED);
+		return TC_ACT_SHOT;
+	}
 
-	tc.plen = plen < STAMP_BASE_LEN ? STAMP_BASE_LEN : plen;
+	tc.plen = plen;
 #if STAMP_STATEFUL
 	{
 		struct stamp_session_key sk = {

@@ -5,6 +5,7 @@
  * Compile-time knobs (bcc cflags, set by services/reflector/datapath.py):
  *   STAMP_PORT     the UDP port we reflect on (host order)
  *   STAMP_STATEFUL, STAMP_MAX_SESSIONS: see reflector_sessions.h
+ *   GUARD_RATE_SOURCES: see guard.h
  * The ring buffer carries struct stamp_reflector_event, one per reflection.
  */
 #ifndef STAMP_REFLECTOR_MAPS_H
@@ -13,6 +14,7 @@
 #include "maps.h"
 #include "tlv.h"
 #include "reflector_sessions.h"
+#include "guard.h"
 
 /*
  * What ingress tells egress about the packet it just reflected. bpf_redirect()
@@ -34,8 +36,18 @@ struct reflect_handoff {
 	__u8 valid;
 };
 
-/* key: an IPv4 address of the interface (network order); value: 1. */
+/* key: an IPv4 address of this host (network order); value: LOCAL_REFLECT for
+ * the interface's own, LOCAL_OTHER for the host's others and the subnet
+ * broadcasts (guard.h). 4096: addresses of every interface of a large host. */
 BPF_HASH(local_addrs, __be32, __u8, 4096);
+
+/* Is @addr one the interface reflects for (not another of the host's)? */
+static __always_inline int is_reflect_addr(__be32 addr)
+{
+	__u8 *kind = local_addrs.lookup(&addr);
+
+	return kind && *kind == LOCAL_REFLECT;
+}
 /* key: 0; value: the packet being reflected on this CPU. */
 BPF_PERCPU_ARRAY(handoff, struct reflect_handoff, 1);
 

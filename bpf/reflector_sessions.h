@@ -66,14 +66,14 @@ static __always_inline __s64 session_step(struct stamp_session_key *key, __u64 n
 		/* insert() is BPF_NOEXIST: if another CPU made the entry just now,
 		 * it fails and that entry is used. */
 		if (!reflector_sessions.insert(key, &fresh))
-			stat_inc(STAT_SESSION_NEW);
+			stat_inc(STAT_SESSIONS_CREATED);
 		s = reflector_sessions.lookup(key);
 		if (!s)
 			return -1;
 	} else if (now - s->last_ns > cfg->session_timeout_ns) {
 		s->rx = 0;
 		s->tx = 0;
-		stat_inc(STAT_SESSION_EXPIRED);
+		stat_inc(STAT_SESSIONS_EXPIRED);
 	}
 	s->last_ns = now;
 	/* Verifier workaround: "Invalid usage of the XADD return value": bcc's

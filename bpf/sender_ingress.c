@@ -2,7 +2,8 @@
 /*
  * sender_ingress.c - TC ingress: take T4 for replies to our sessions.
  *
- * A reply from a reflector we measure (sessions map) gets its receive
+ * A reply from a reflector we measure (sessions map), to the address and port
+ * our socket sends that session's test packets from, gets its receive
  * timestamp T4 here (the kernel's receive timestamp of the frame, see
  * stamp_rx_tai(), or the time now), and its first 44 octets go to user space with T4 in one
  * ring buffer record (struct stamp_sender_event).
@@ -23,7 +24,7 @@ int sender_ingress(struct __sk_buff *skb)
 	struct stamp_frame f;
 	struct udp4 p;
 	__u32 key = 0;
-	__be32 raddr, laddr;
+	__be32 raddr, laddr, *ours;
 	__u32 ulen, tlv_len;
 	int rc;
 	__u64 now;
@@ -31,14 +32,18 @@ int sender_ingress(struct __sk_buff *skb)
 	rc = parse_udp4(skb, bpf_htons(SENDER_DST_PORT), bpf_htons(SENDER_SRC_PORT), &p);
 	if (rc) {
 		if (rc == PARSE_BAD_IP_CSUM && skb->pkt_type == PACKET_HOST)
-			stat_inc(STAT_BAD_CSUM);	/* ip_rcv() will drop it */
+			stat_inc(STAT_BAD_CHECKSUM);	/* ip_rcv() will drop it */
 		return TC_ACT_UNSPEC;
 	}
 	if (p.payload_len < STAMP_BASE_LEN || skb->pkt_type != PACKET_HOST)
 		return TC_ACT_UNSPEC;
 	now = bpf_ktime_get_tai_ns();		/* T4 */
 	raddr = p.ip->saddr;
-	if (!sessions.lookup(&raddr))
+	/* Only replies to our socket: its port (parse_udp4()) and the session's
+	 * source address. A reply to another address of this host (or one seen
+	 * in promiscuous mode, or spoofed) is not ours to measure. */
+	ours = sessions.lookup(&raddr);
+	if (!ours || !*ours || *ours != p.ip->daddr)
 		return TC_ACT_UNSPEC;
 	cfg = config.lookup(&key);
 	if (!cfg || stamp_frame(skb, &f))
@@ -54,7 +59,7 @@ int sender_ingress(struct __sk_buff *skb)
 	laddr = f.ip->daddr;
 	ulen = bpf_ntohs(f.udp->len);
 	if (!udp4_csum_ok(skb, raddr, laddr, ulen, f.udp->check)) {
-		stat_inc(STAT_BAD_CSUM);
+		stat_inc(STAT_BAD_CHECKSUM);
 		return TC_ACT_UNSPEC;	/* UDP will discard it, silently */
 	}
 	/* NOTE: pointers checked again: nothing above changed the packet, but

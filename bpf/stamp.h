@@ -186,19 +186,32 @@ struct stamp_reflector_event {
 	__be16 error_estimate;
 } __attribute__((packed));
 
-/* Per-CPU counters of each service, index into the `stats` array. */
+/*
+ * Per-CPU counters of each service, index into the `stats` array. Their
+ * Python names (services/common/datapath.py) are these, lower case without
+ * STAT_, but for the first two, which each service names for what they count
+ * there; the reflector's reasons for not reflecting (STAT_LOOP_GUARD,
+ * STAT_TOO_SHORT, STAT_BAD_CHECKSUM, STAT_NOT_ALLOWED ... STAT_BAD_SOURCE)
+ * are services/common/records.py DROP_REASONS. tests/test_guard_unit.py
+ * checks both against this enum.
+ */
 enum stamp_stat {
 	STAT_STAMPED = 0,	/* sender: T1 written / reflector: reflected */
 	STAT_RECEIVED,		/* sender: replies taken / reflector: T3 written */
 	STAT_RINGBUF_LOST,	/* records the ring buffer had no room for */
 	STAT_LOOP_GUARD,	/* reflector: a reflected packet not reflected again */
-	STAT_GROWN,		/* reflector: short TWAMP-Light packet grown to 44 octets */
-	STAT_BAD_CSUM,		/* test packets or replies with a wrong UDP or IPv4
+	STAT_TOO_SHORT,		/* reflector: request under the 44-octet base, whose reply
+				 * would be larger: not reflected */
+	STAT_BAD_CHECKSUM,		/* test packets or replies with a wrong UDP or IPv4
 				 * header checksum, ignored */
 	STAT_TLV_UNRECOGNIZED,	/* reflector: TLVs returned with U=1 */
 	STAT_TLV_MALFORMED,	/* reflector: TLVs returned with M=1 */
-	STAT_SESSION_NEW,	/* stateful reflector: sessions created */
-	STAT_SESSION_EXPIRED,	/* stateful reflector: idle sessions restarted */
+	STAT_SESSIONS_CREATED,	/* stateful reflector: sessions created */
+	STAT_SESSIONS_EXPIRED,	/* stateful reflector: idle sessions restarted */
+	STAT_NOT_ALLOWED,	/* reflector: sender not on the allow-list (guard.h) */
+	STAT_RATE_LIMITED,	/* reflector: sender over its rate limit, dropped */
+	STAT_MALFORMED,		/* reflector: to our address and port, lengths wrong */
+	STAT_BAD_SOURCE,	/* reflector: a reply would go where none may go */
 	STAT_MAX,
 };
 

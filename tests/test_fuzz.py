@@ -28,9 +28,10 @@ FRAMES = 1_000_000
 
 # Defects of bpf/ found by this fuzzer and not fixed yet: one entry each, named, so the
 # day the C is fixed (its strict xfail below turns into XPASS) that entry alone goes.
-# All four are being fixed on branch i14-guardk (issue 14's never-reflect rules and the
-# checksum check); the IPv4 header checksum ones went when main verified it in every
-# ingress program (issue 9 defect 7), and the oracle has expected that since.
+# None now: the five found so far (replies to other addresses taken, unusable sources
+# answered, short requests grown to 44, a bare pseudo-header sum taken for a partial
+# checksum by either program) were fixed on branch i14-guardk (issue 14), each with a
+# frame in tests/test_fuzz_regressions.py and a test in tests/test_ingress_defects.py.
 class Known(NamedTuple):
     program: str
     cls: str            # the oracle's class (fuzz.request_problem, reply_problem, sent_problems)
@@ -38,28 +39,7 @@ class Known(NamedTuple):
     by_chance: bool = False     # about 1 frame per million: a hand-made frame only
 
 
-KNOWN_DEFECTS = {
-    "sender-takes-replies-to-other-addresses": Known(
-        "sender_ingress", "not_to_us",
-        "sender_ingress takes a reply addressed to an IP address that is not the sender's"),
-    "reflector-answers-unusable-sources": Known(
-        "reflector_ingress", "source",
-        "reflector_ingress reflects to 0.0.0.0, broadcast, multicast and its own address "
-        "(issue 14's never-reflect rules)"),
-    "reflector-grows-short-requests-to-44": Known(
-        "reflector_ingress", "too_short",
-        "a TWAMP-Light request of 14..43 octets is answered with 44 (a reply larger than its "
-        "request; issue 14's never-reflect rules, docs/security.md too_short)"),
-    "reflector-accepts-a-partial-udp-checksum": Known(
-        "reflector_ingress", "udp_checksum",
-        "udp4_csum_ok (bpf/maps.h) accepts a UDP checksum field equal to the folded "
-        "pseudo-header sum (a local sender's offloaded partial checksum) also from the wire, "
-        "so 1 in 65,536 wrong checksums passes, and anyone can craft one", by_chance=True),
-    "sender-accepts-a-partial-udp-checksum": Known(
-        "sender_ingress", "udp_checksum",
-        "sender_ingress takes a reply whose UDP checksum field is the folded pseudo-header "
-        "sum (udp4_csum_ok in bpf/maps.h, as for the reflector)", by_chance=True),
-}
+KNOWN_DEFECTS: dict = {}
 # (program, class) -> what is wrong; what the checks below and the other fuzz tests read.
 KNOWN = {(k.program, k.cls): k.what for k in KNOWN_DEFECTS.values()}
 STANDING = sorted(n for n, k in KNOWN_DEFECTS.items() if not k.by_chance)

@@ -22,17 +22,13 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 import stampnet
-from stamp_bpf.reflector import datapath as reflector_dp
 
-# Until the guard's kernel half (the prepared bpf/guard.h and its hooks in
-# reflector_ingress.c) is in bpf/, the programs have no guard to test.
-pytestmark = [pytest.mark.timeout(300),
-              pytest.mark.skipif(not reflector_dp.HAS_GUARD,
-                                 reason="bpf/guard.h is not in bpf/ yet (issue 14, kernel half)")]
+pytestmark = [pytest.mark.timeout(300)]
 
 INSIDE, INSIDE2, OUTSIDE = "198.18.0.11", "198.18.0.12", "198.18.0.21"
 FIRST_LIST = "# the lab\n198.18.0.0/28\n"
 MAX_RATE, BURST = 200, 20
+SUBNET_BROADCAST = "198.18.0.255"      # the lab's 198.18.0.0/24
 
 
 class Drops:
@@ -212,7 +208,9 @@ def test_never_reflected_on_the_wire(lab):
     s, r = lab.topo.sender, lab.topo.reflector
     base = lab.drops.poll()
     cases = [("own address", r.addr, 40000), ("multicast", "224.0.0.5", 40000),
-             ("port 0", "198.18.0.1", 0)]
+             ("port 0", "198.18.0.1", 0), ("its subnet broadcast", SUBNET_BROADCAST, 40000),
+             ("the limited broadcast", "255.255.255.255", 40000),
+             ("the unspecified address", "0.0.0.0", 40000), ("class E", "240.0.0.1", 40000)]
     with lab.capture(s, "never") as frames:
         raw = stampnet.frame_socket(s)
         try:
@@ -230,3 +228,18 @@ def test_never_reflected_on_the_wire(lab):
     assert replies == [], f"None of {[c[0] for c in cases]} is answered: {replies}"
     lab.drops.wait("bad_source", base["bad_source"] + len(cases))
     lab.drops.wait("too_short", base["too_short"] + 1)
+
+
+def test_the_subnet_broadcast_is_known_without_brd(lab):
+    """`ip addr add A/24` without `brd +` leaves no IFA_BROADCAST; the kernel still
+    routes the prefix's last address as broadcast, so the guard must know it."""
+    out = lab.topo.run(lab.topo.reflector, ["ip", "-4", "-o", "addr", "show", "dev",
+                                            lab.topo.reflector.ifname],
+                       capture_output=True, text=True, check=True).stdout
+    assert " brd " not in out, f"the lab's address should have no brd here: {out}"
+    code = ("from stamp_bpf.common import netif; "
+            f"print(netif.other_ipv4_addresses({lab.topo.reflector.ifname!r}))")
+    got = lab.topo.run(lab.topo.reflector, [os.path.join(os.path.dirname(os.sys.executable),
+                                                         "python"), "-c", code],
+                       capture_output=True, text=True, check=True).stdout
+    assert SUBNET_BROADCAST in got, f"the subnet broadcast is not among {got}"

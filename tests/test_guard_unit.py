@@ -192,3 +192,29 @@ def test_not_reflected_reasons_are_bounded():
     assert agg.registry.get_sample_value("stamp_records_dropped_total",
                                          {"stage": "malformed"}) > 0
 
+
+
+def _stat_enum():
+    """enum stamp_stat's names from bpf/stamp.h, in order, without STAT_ and STAT_MAX."""
+    import re
+    from stamp_bpf.common import bpfprog
+    with open(os.path.join(bpfprog.bpf_dir(), "stamp.h")) as f:
+        text = f.read()
+    body = re.search(r"enum stamp_stat \{(.*?)\};", text, re.S).group(1)
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    names = [n.split("=")[0].strip() for n in body.split(",") if n.strip()]
+    assert names[-1] == "STAT_MAX"
+    return [n[len("STAT_"):].lower() for n in names[:-1]]
+
+
+def test_counter_names_and_drop_reasons_are_the_kernel_enum():
+    """One definition: the C enum; Python's names are checked against it."""
+    from stamp_bpf.common import datapath
+    c = _stat_enum()
+    assert list(datapath.REFLECTOR_STATS[2:]) == c[2:], \
+        f"services/common/datapath.py names differ from bpf/stamp.h: {c}"
+    assert list(datapath.SENDER_STATS[2:]) == c[2:]
+    assert c[:2] == ["stamped", "received"]
+    assert len(datapath.REFLECTOR_STATS) == len(datapath.SENDER_STATS) == len(c)
+    missing = [r for r in records.DROP_REASONS if r not in c]
+    assert not missing, f"DROP_REASONS without a STAT_ in bpf/stamp.h: {missing}"

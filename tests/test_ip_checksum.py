@@ -55,7 +55,7 @@ def loaded():
     for dp in (r_dp, s_dp):
         dp.configure(state)
     r_dp.set_addresses([REFLECTOR_ADDR])
-    s_dp.add_session(REFLECTOR_ADDR)
+    s_dp.add_session(REFLECTOR_ADDR, SENDER_ADDR)
     yield r_dp, r_fns, s_dp, s_fns
     for dp in (r_dp, s_dp):
         dp.bpf.cleanup()

@@ -160,7 +160,7 @@ def datapaths(ptp):
     for dp in (s_dp, r_dp):
         dp.configure(state)
     r_dp.set_addresses([REFLECTOR_ADDR])
-    s_dp.add_session(REFLECTOR_ADDR)
+    s_dp.add_session(REFLECTOR_ADDR, SENDER_ADDR)
     return state, (s_dp, s_fns), (r_dp, r_fns)
 
 

@@ -18,8 +18,11 @@ RINGBUF_PAGES = 512
 # The per-CPU counters, in the order of enum stamp_stat (bpf/stamp.h). Its
 # first two (STAT_STAMPED, STAT_RECEIVED) count different things in the two
 # services, so each service names them for what they count here.
-_COMMON_STATS = ("ringbuf_lost", "loop_guard", "grown", "bad_checksum",
-                 "tlv_unrecognized", "tlv_malformed", "sessions_created", "sessions_expired")
+# The reflector's reasons for not reflecting among them are records.DROP_REASONS;
+# tests/test_guard_unit.py checks these names against the enum.
+_COMMON_STATS = ("ringbuf_lost", "loop_guard", "too_short", "bad_checksum",
+                 "tlv_unrecognized", "tlv_malformed", "sessions_created", "sessions_expired",
+                 "not_allowed", "rate_limited", "malformed", "bad_source")
 SENDER_STATS = ("t1_stamped",       # sender_egress.c wrote T1 into a test packet
                 "replies_taken") + _COMMON_STATS   # sender_ingress.c took a reply
 REFLECTOR_STATS = ("reflected",     # reflector_ingress.c stamped T2 and sent a reply

@@ -1,5 +1,6 @@
 """Interface facts from the kernel, through pyroute2."""
 
+import ipaddress
 import socket
 
 from pyroute2 import IPRoute
@@ -18,7 +19,10 @@ def ipv4_addresses(ifname):
 def other_ipv4_addresses(ifname):
     """This host's IPv4 addresses a reply must never go to besides `ifname`'s own:
     the subnet broadcast addresses of `ifname` and every address of the other
-    interfaces (the reflector's guard, bpf/guard.h)."""
+    interfaces (the reflector's guard, bpf/guard.h). A subnet's broadcast is
+    its prefix's last address (for prefixes up to /30), which the kernel routes
+    as broadcast whether or not the address was given one (`ip addr add ...
+    brd +`), and the IFA_BROADCAST the address was given, if another."""
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=ifname)
         if not index:
@@ -28,9 +32,15 @@ def other_ipv4_addresses(ifname):
             if a["index"] == index[0]:
                 if a.get_attr("IFA_BROADCAST"):
                     out.add(a.get_attr("IFA_BROADCAST"))
+                if a["prefixlen"] < 31:     # /31 and /32 have no broadcast (RFC 3021)
+                    net = ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}",
+                                               strict=False)
+                    out.add(str(net.broadcast_address))
             else:
                 out.add(a.get_attr("IFA_ADDRESS"))
         return sorted(out - set(ipv4_addresses(ifname)))
+
+
 def names(ipr=None):
     """Names of every network interface here, sorted."""
     if ipr is None:

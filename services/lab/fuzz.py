@@ -553,7 +553,7 @@ class Fuzzer:
         # Everyone answered at any rate: a million frames come from one address, and the
         # oracle judges what may be answered, not the rate limit (tests/test_guard_*).
         self.r_dp.set_guard([], guard.rate_limit(0, 1))
-        self.s_dp.add_session(REFLECTOR_ADDR)
+        self.s_dp.add_session(REFLECTOR_ADDR, SENDER_ADDR)
         self.fd = {"reflector_ingress": r_fns[tc.INGRESS].fd, "reflector_egress": r_fns[tc.EGRESS].fd,
                    "sender_ingress": s_fns[tc.INGRESS].fd, "sender_egress": s_fns[tc.EGRESS].fd}
         self.s_events, self.r_events = [0], [0]

@@ -117,9 +117,6 @@ def main(argv=None):
         limit = guard.rate_limit(args.max_rate, args.burst)
     except guard.GuardError as e:
         p.error(str(e))
-    if allow.enabled and args.timestamping == "bpf" and not datapath.HAS_GUARD:
-        p.error("--allow/--allow-file: this build's kernel programs have no allow-list "
-                "(bpf/guard.h is missing); drop them, or use --timestamping user")
     hist_layout = histogram.from_args(p, args)
     if not args.stateful and (args.stateful_sessions != datapath.DEFAULT_MAX_SESSIONS
                               or args.session_timeout != 300.0):

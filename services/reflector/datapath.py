@@ -1,20 +1,13 @@
 """The reflector's BPF datapath: reflector_ingress.c and reflector_egress.c."""
 
 import ctypes
-import os
 
 from ..common import bpfprog, datapath, tc, wire
 from . import guard
 
 # Headers with map accesses must be joined into the source (bcc rewrites only its own).
-FILES = ["maps.h", "tlv.h", "reflector_sessions.h", "reflector_maps.h", "reflector_ingress.c",
-         "reflector_egress.c"]
-# The guard's kernel half (bpf/guard.h: allow-list tries, rate buckets, the
-# refusal counters). Until it is in bpf/, the Python half refuses an allow-list
-# in one line rather than answer everyone quietly (services/reflector/guard.py).
-HAS_GUARD = os.path.exists(os.path.join(bpfprog.bpf_dir(), "guard.h"))
-if HAS_GUARD:
-    FILES.insert(FILES.index("reflector_maps.h"), "guard.h")
+FILES = ["maps.h", "tlv.h", "reflector_sessions.h", "guard.h", "reflector_maps.h",
+         "reflector_ingress.c", "reflector_egress.c"]
 PROGRAMS = ["reflector_ingress", "reflector_egress"]
 DEFAULT_MAX_SESSIONS = 65536
 # local_addrs values (bpf/guard.h).
@@ -43,17 +36,18 @@ class ReflectorDatapath(datapath.Datapath):
         self._addrs = set()
         self._others = set()
         self._prefixes = set()
+        self._limit = None
         self._sync_source = wire.SYNC_SRC_NTP
         self._session_timeout_ns = 300 * 1_000_000_000
         super().__init__(bpf, ptp)
 
     def set_addresses(self, addrs, others=()):
         """Reflect for exactly these IPv4 addresses, and never answer `others` (the
-        host's other addresses and subnet broadcasts: LOCAL_OTHER in bpf/guard.h,
-        kept only with the guard's kernel half); returns (added, removed) of addrs."""
+        host's other addresses and subnet broadcasts: LOCAL_OTHER in bpf/guard.h);
+        returns (added, removed) of addrs."""
         table = self.bpf[b"local_addrs"]
         new = set(addrs)
-        others = set(others) - new if HAS_GUARD else set()
+        others = set(others) - new
         for a, kind in [(a, LOCAL_REFLECT) for a in new - self._addrs] + \
                        [(a, LOCAL_OTHER) for a in others - self._others]:
             table[table.Key(datapath.ipv4_be32(a))] = table.Leaf(kind)
@@ -66,22 +60,16 @@ class ReflectorDatapath(datapath.Datapath):
     def set_guard(self, prefixes, limit):
         """Answer only senders in `prefixes` (none: everyone), at most `limit` each.
 
-        The tries change entry by entry, new prefixes first: a sender in both
-        the old and the new list is never refused in between, and sessions go
-        on. Returns (added, removed) prefixes. Without the guard's kernel half an
-        allow-list is refused (GuardError): answering everyone instead would be
-        quietly wrong.
+        The trie changes entry by entry in place, new prefixes first: a sender
+        in both the old and the new list is never refused in between, and
+        sessions go on (no program is reloaded or detached). A changed rate
+        limit starts every sender with a full bucket. Returns (added, removed)
+        prefixes.
         """
         new = set(prefixes)
-        if not HAS_GUARD:
-            if new:
-                raise guard.GuardError(
-                    "this build's kernel programs have no allow-list (bpf/guard.h is "
-                    "missing): drop --allow/--allow-file, or use --timestamping user")
-            return set(), set()
         old = self._prefixes
+        table = self.bpf[b"allow_prefixes"]
         for net in sorted(new - old, key=str):
-            table = self._trie(net)
             table[_trie_key(table, net)] = table.Leaf(1)
         cfg = self.bpf[b"guard_config"]
         leaf = cfg.Leaf()
@@ -89,14 +77,13 @@ class ReflectorDatapath(datapath.Datapath):
         leaf.tolerance_ns = limit.tolerance_ns
         leaf.allow_on = int(bool(new))
         cfg[cfg.Key(0)] = leaf
+        if limit != self._limit:
+            self.bpf[b"rate_buckets"].clear()
+            self._limit = limit
         for net in sorted(old - new, key=str):
-            table = self._trie(net)
             del table[_trie_key(table, net)]
         self._prefixes = new
         return new - old, old - new
-
-    def _trie(self, net):
-        return self.bpf[b"allow_v4" if net.version == 4 else b"allow_v6"]
 
     # RFC 8972 Table 7 values the Timestamp Information TLV may report.
     SYNC_SOURCES = {"ntp": wire.SYNC_SRC_NTP, "ptp": wire.SYNC_SRC_PTP}
@@ -123,9 +110,15 @@ class ReflectorDatapath(datapath.Datapath):
 
 
 def _trie_key(table, net):
-    """The LPM trie key of a prefix: its length, then its address in network order."""
+    """The LPM trie key of a prefix (struct guard_lpm): its length, then its address
+    in network order, both as IPv6, an IPv4 prefix as its IPv4-mapped one
+    (::ffff:a.b.c.d, length 96 + n)."""
     key = table.Key()
-    key.prefixlen = net.prefixlen
-    raw = net.network_address.packed
-    key.addr = (ctypes.c_ubyte * len(raw))(*raw)
+    if net.version == 4:
+        key.prefixlen = 96 + net.prefixlen
+        raw = b"\0" * 10 + b"\xff\xff" + net.network_address.packed
+    else:
+        key.prefixlen = net.prefixlen
+        raw = net.network_address.packed
+    key.a.addr = (ctypes.c_ubyte * 16)(*raw)
     return key

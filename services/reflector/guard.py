@@ -20,7 +20,7 @@ import os
 import time
 from typing import NamedTuple
 
-# Entries of each LPM trie (IPv4, IPv6); bpf/guard.h's GUARD_ALLOW_PREFIXES.
+# Prefixes per family; both share bpf/guard.h's trie of GUARD_ALLOW_PREFIXES (2 x this).
 MAX_PREFIXES = 1024
 # The default limit, per sender address: above the 10,000 packets/s of
 # stamp-sender's shortest interval (0.1 ms), so no legitimate sender reaches
@@ -32,6 +32,9 @@ DEFAULT_BURST = 1200
 # reflector keeps sessions for (--max-sessions, 1024): 16,384 entries are
 # about 1.5 MiB of kernel memory.
 DEFAULT_RATE_SOURCES = 16384
+# The longest bucket (burst / rate) the kernel's arithmetic takes: 2^62 ns,
+# 146 years (bpf/guard.h guard_rate_ok()).
+MAX_TOLERANCE_NS = 1 << 62
 
 
 class GuardError(ValueError):
@@ -124,7 +127,13 @@ def rate_limit(max_rate, burst):
                          "or more, or 0 for no limit")
     if burst < 1:
         raise GuardError(f"--burst {burst}: must be 1 or more packets")
-    return RateLimit(float(max_rate), int(burst))
+    limit = RateLimit(float(max_rate), int(burst))
+    # bpf/guard.h's bucket arithmetic stays clear of 64-bit overflow below this.
+    if limit.tolerance_ns >= MAX_TOLERANCE_NS:
+        raise GuardError(f"--burst {burst} at --max-rate {max_rate:g} is a bucket of "
+                         f"{limit.tolerance_ns / 1e9:.3g} s of packets, more than the "
+                         f"{MAX_TOLERANCE_NS / 1e9:.3g} s the kernel keeps; give a smaller --burst")
+    return limit
 
 
 class FileWatch:
@@ -166,6 +175,8 @@ class AllowList:
         """Re-read the file: (added, removed) prefixes; GuardError leaves the list as it was."""
         if not self.path:
             return [], []
+        if self.watch:
+            self.watch.changed()    # this read takes the file as it is now: no second reload
         new = merge(self.fixed + read_allow_file(self.path))
         added = [n for n in new if n not in self.prefixes]
         removed = [n for n in self.prefixes if n not in new]

@@ -165,10 +165,6 @@ def run(args, log, hist_layout, allow, limit, hup):
 def _log_guard(log, allow, limit, args):
     """Say once whom the reflector answers, and warn when that is everyone."""
     rate = {"max_rate": limit.rate, "burst": limit.burst, "rate_sources": args.rate_sources}
-    if args.timestamping == "bpf" and not datapath.HAS_GUARD and limit.rate:
-        log.warning("rate_limit_unavailable", **rate,
-                    hint="this build's kernel programs have no rate limit (bpf/guard.h is "
-                         "missing): every sender is answered at any rate")
     if allow.enabled:
         log.info("allow_list", prefixes=[str(n) for n in allow.prefixes],
                  allow_file=args.allow_file, **rate)

@@ -4,8 +4,8 @@ For hosts where BPF is not allowed, and as the baseline the benchmarks
 compare the in-kernel reflector with. Same packet format and rules as
 reflector_ingress.c (stateless, sender TTL copied, IP TTL 255, the loop guard,
 the allow-list and rate limit of guard.py, no reply to port 0 or to this host's
-own address; short TWAMP-Light packets are refused as too_short once the
-kernel's guard is in bpf/, answered with the 44-octet base until then); T2 is
+own address; short TWAMP-Light packets, whose 44-octet reply would be larger,
+are refused as too_short); T2 is
 read from CLOCK_REALTIME when recvmsg() returns and T3 just before sendto(),
 so both carry this process's scheduling noise. Each reflected packet becomes
 the same event record the BPF ring buffer carries (services/common/events.py).
@@ -28,7 +28,6 @@ import struct
 import time
 
 from ..common import auth, cmsg, datapath, events, records, wire
-from . import datapath as reflector_datapath
 
 REFLECT_TTL = 255
 
@@ -111,8 +110,6 @@ class UserReflector:
         if self.hmac:
             return self._auth_reply(data, ttl, t2), ttl, local, wire.REFLECTOR_AUTH_FIELDS["ts"][0]
         seq, t1, see = wire.parse_sender_packet(data)
-        if len(data) < wire.BASE_LEN:
-            self.counts["grown"] += 1
         # RFC 8972 section 3: the SSID is copied (TLVs are processed by the kernel path only).
         ssid = struct.unpack_from("!H", data, 14)[0] if len(data) >= 16 else 0
         base = wire.build_reflector_packet(seq, (0, 0), self.state.error_estimate(self.ptp), t2,
@@ -133,11 +130,11 @@ class UserReflector:
         the checks of reflector_ingress.c, in its order."""
         if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
             return "malformed"
-        if not self.guard.allowed(saddr):
-            return "not_allowed"
         if sport == 0 or socket.inet_aton(saddr) == cmsg.local_address(anc):
             return "bad_source"
-        if len(data) < wire.BASE_LEN and reflector_datapath.HAS_GUARD:
+        if not self.guard.allowed(saddr):
+            return "not_allowed"
+        if len(data) < wire.BASE_LEN:
             return "too_short"    # the reply, 44 octets, would be larger than the request
         # Loop guard, as in reflector_ingress.c: a reflection is not reflected again.
         if sport == self.port and wire.is_reflection(data):

@@ -20,9 +20,12 @@ def load(source_port, dest_port, ptp, debug=False):
 class SenderDatapath(datapath.Datapath):
     STATS = datapath.SENDER_STATS
 
-    def add_session(self, reflector):
+    def add_session(self, reflector, local):
+        """Take replies from `reflector` to `local`, the address our test packets to
+        it leave from (0.0.0.0 while there is none: no reply is taken); called
+        again when that address changes."""
         table = self.bpf[b"sessions"]
-        table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(1)
+        table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(datapath.ipv4_be32(local))
 
     def remove_session(self, reflector):
         table = self.bpf[b"sessions"]

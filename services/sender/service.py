@@ -82,7 +82,7 @@ class SenderService:
         if tlvs.block(a):
             s.tlvs = tlvs.TlvReport(a.dscp)
         self.sessions[reflector] = s
-        self.dp.add_session(reflector)
+        self.dp.add_session(reflector, local)
         self._schedule(s)
         self.log.info("session_started", reflector=s.label, ssid=s.ssid.ssid, count=a.count,
                       interval_s=a.interval,
@@ -113,6 +113,7 @@ class SenderService:
                 local = source_address(self.args.interface, s.reflector, s.port)
                 if local is not None:
                     s.local = local
+                    self.dp.add_session(s.reflector, local)
                     self.log.info("route_found", reflector=s.label, source=local)
 
     def _apply_dns(self, addrs):

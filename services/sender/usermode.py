@@ -61,7 +61,8 @@ class UserSenderDatapath:
     def configure(self, clock_state):
         self._state = clock_state
 
-    def add_session(self, reflector):
+    def add_session(self, reflector, local):
+        # The socket receives only what is addressed to this host's addresses.
         self._sessions.add(reflector)
 
     def remove_session(self, reflector):
