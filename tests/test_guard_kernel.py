@@ -20,6 +20,7 @@ from scapy.layers.l2 import Ether
 
 from stamp_bpf.common import clock, records, tc, wire
 from stamp_bpf.lab import progtest
+from stamp_bpf.lab.progtest import TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT
 from stamp_bpf.reflector import datapath as reflector_dp
 from stamp_bpf.reflector import guard
 
@@ -27,7 +28,6 @@ pytestmark = [pytest.mark.timeout(300)]
 
 SENDER, REFLECTOR, BROADCAST, OTHER = "198.18.0.1", "198.18.0.2", "198.18.0.255", "192.0.2.9"
 SMAC = "02:00:00:00:00:01"
-TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
 NO_LIMIT = guard.rate_limit(0, 1)
 
 

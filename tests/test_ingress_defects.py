@@ -22,13 +22,13 @@ from scapy.layers.l2 import Ether
 
 from stamp_bpf.common import clock, tc, wire
 from stamp_bpf.lab import progtest
+from stamp_bpf.lab.progtest import TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT
 from stamp_bpf.reflector import datapath as reflector_dp
 from stamp_bpf.sender import datapath as sender_dp
 
 pytestmark = pytest.mark.timeout(180)
 
 SENDER_ADDR, REFLECTOR_ADDR, OTHER_ADDR = "198.18.0.1", "198.18.0.2", "198.18.0.99"
-TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
 UDP_CSUM_AT = 14 + 20 + 6
 
 
@@ -68,9 +68,7 @@ def with_pseudo_sum_checksum(good):
 
 
 def run(fn, data):
-    runner = progtest.TestRunner(data)
-    retval, _ = runner.run(fn.fd)
-    return progtest.signed(retval), runner.output()
+    return progtest.run_once(fn.fd, data)
 
 
 @pytest.fixture(scope="module")

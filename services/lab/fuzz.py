@@ -36,10 +36,10 @@ import time
 from typing import NamedTuple
 
 from . import progtest
+from .progtest import TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT
 
 SENDER_ADDR, REFLECTOR_ADDR = "198.18.0.1", "198.18.0.2"
 PORT = 862
-TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
 # BPF_PROG_TEST_RUN runs the skb on lo, whose MAC address is all zeros: a frame to it
 # is PACKET_HOST; broadcast, multicast and other addresses are not.
 OUR_MAC, PEER_MAC = bytes(6), bytes.fromhex("020000000001")
