@@ -72,13 +72,13 @@ def _run(log, tmp):
     with Topology("emulated", emulator_args=EMULATOR, workdir=f"{tmp}/topo") as topo:
         col = labrun.Collector(f"ipc://{tmp}/records.sock")
         try:
-            refls = {m: _start(topo, topo.reflector, "stamp-reflector",
+            refls = {m: labrun.start(topo, topo.reflector, "stamp-reflector",
                                [topo.reflector.ifname, "-p", p, "--zmq", col.endpoint, *EXTRA[m]],
                                f"{tmp}/reflector-{m}.log", "reflecting")
                      for m, p in PAIRS.items()}
             with capture.start(topo, topo.sender, f"{tmp}/sender.pcap"), \
                     capture.start(topo, topo.reflector, f"{tmp}/reflector.pcap"):
-                senders = [_start(topo, topo.sender, "stamp-sender",
+                senders = [labrun.start(topo, topo.sender, "stamp-sender",
                                   [topo.sender.ifname, topo.reflector.addr, "-s", p, "-d", p,
                                    "-i", INTERVAL_S, "--zmq", col.endpoint, *EXTRA[m]],
                                   f"{tmp}/sender-{m}.log", "sending")
@@ -111,16 +111,6 @@ def _run(log, tmp):
         recs = [r for r in col.of(records.SenderPacket) if r.sender_port == port]
         errs[m] = accuracy.errors_ns(recs, truth, window)
     return rows(sign_us, verify_us, cpu, reflected, errs)
-
-
-def _start(topo, host, name, args, log_path, ready):
-    svc = labrun.Service(topo, host, name, args, log_path)
-    try:
-        svc.wait_event(ready)
-    except RuntimeError:
-        svc.stop()
-        raise
-    return svc
 
 
 def rows(sign_us, verify_us, cpu, reflected, errs):
