@@ -218,16 +218,6 @@ def _run(log, modes, tmp):
     return rows(errs, ping_errs, modes, pings is not None, failed, offsets)
 
 
-def _start(topo, host, name, args, log_path, ready):
-    svc = labrun.Service(topo, host, name, args, log_path)
-    try:
-        svc.wait_event(ready)
-    except RuntimeError:
-        svc.stop()
-        raise
-    return svc
-
-
 def _measure(log, modes, tmp, topo, col, failed):
     """Run both windows; returns (windows, smokeping log). A user-space pair that
     cannot start is dropped from `modes`, the reason kept in `failed`."""
@@ -237,7 +227,7 @@ def _measure(log, modes, tmp, topo, col, failed):
         port = PAIRS[mode]
         extra = ["--timestamping", "user"] if mode == "user" else []
         try:
-            svcs.append(_start(topo, topo.reflector, "stamp-reflector",
+            svcs.append(labrun.start(topo, topo.reflector, "stamp-reflector",
                                [ifr, "-p", port, "--zmq", col.endpoint, *extra],
                                f"{tmp}/reflector-{mode}.log", "reflecting"))
         except RuntimeError as e:
@@ -252,7 +242,7 @@ def _measure(log, modes, tmp, topo, col, failed):
             port = PAIRS[mode]
             extra = ["--timestamping", "user"] if mode == "user" else []
             try:
-                senders.append(_start(
+                senders.append(labrun.start(
                     topo, topo.sender, "stamp-sender",
                     [ifs, topo.reflector.addr, "-s", port, "-d", port, "-i", INTERVAL_S,
                      "--zmq", col.endpoint, *extra], f"{tmp}/sender-{mode}.log", "sending"))

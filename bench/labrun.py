@@ -52,6 +52,17 @@ class Service:
         return self.topo.stop(self.proc, 10)
 
 
+def start(topo, host, name, args, log_path, ready):
+    """A Service that has logged event `ready`; stopped again if it never does."""
+    svc = Service(topo, host, name, args, log_path)
+    try:
+        svc.wait_event(ready)
+    except RuntimeError:
+        svc.stop()
+        raise
+    return svc
+
+
 class Collector:
     """Binds the services' ZeroMQ endpoint and keeps every record, with its arrival time."""
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """run: stamp-bpf's benchmarks, printed as one table with their targets.
 
-USAGE: python bench/run.py [PART ...] [-m FILE] [-f SECONDS]
+USAGE: python bench/run.py [PART ...] [-m FILE] [-f SECONDS] [--minutes N]
 
 Parts (all, in this order, when none is named):
   kernel     ns per packet of each BPF program (BPF_PROG_TEST_RUN), beside an empty one
@@ -13,6 +13,9 @@ Parts (all, in this order, when none is named):
   startup    time to the first measured packet; memory after minutes at 100 sessions
   exporter   bench/bench_exporter.py's figures
   series     series per node at --max-peers 16 and full mesh (N = 10, 100, 1,000), scrape time
+  auth       authenticated mode: HMAC cost per packet, its accuracy beside the eBPF path's
+  soak       1,000 packets/s with churning sessions for --minutes: memory, open files,
+             BPF map entries and exporter series must stop growing
 Every figure is printed with its unit, its target and whether it is met.
 Exit status: 0 when every part measured (targets met or not), 1 when a part
 could not measure or a tool it needs is missing (one line names it, before
@@ -23,6 +26,7 @@ examples:
   python bench/run.py accuracy              # one part
   python bench/run.py -m /tmp/bench.md      # also write the table as Markdown
   python bench/run.py startup -f 30         # a shorter footprint run
+  python bench/run.py soak --minutes 60     # the hour-long soak
 """
 
 import argparse
@@ -36,9 +40,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import table  # noqa: E402
 
-PARTS = ("kernel", "accuracy", "capacity", "scale", "startup", "exporter", "series")
+PARTS = ("kernel", "accuracy", "capacity", "scale", "startup", "exporter", "series", "auth",
+         "soak")
 MODULES = {"kernel": "kernel_cost", "accuracy": "accuracy", "capacity": "capacity",
-           "scale": "scale", "startup": "startup", "exporter": "exporter_part", "series": "series"}
+           "scale": "scale", "startup": "startup", "exporter": "exporter_part", "series": "series",
+           "auth": "auth_cost", "soak": "soak"}
 
 
 def log(msg):
@@ -53,7 +59,11 @@ def main(argv=None):
     p.add_argument("-m", "--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
     p.add_argument("-f", "--footprint", type=int, default=120, metavar="SECONDS",
                    help="how long startup watches memory at 100 sessions, seconds; default 120")
+    p.add_argument("--minutes", type=float, default=3, metavar="N",
+                   help="how long the soak part runs, minutes; default 3 (60 for the hour-long soak)")
     a = p.parse_args(argv)
+    if not a.minutes > 0:
+        p.error(f"--minutes must be above 0, got {a.minutes:g}")
     bad = [x for x in a.parts if x not in PARTS]
     if bad:
         p.error(f"unknown part {bad[0]!r}; the parts are {', '.join(PARTS)}")
@@ -77,7 +87,12 @@ def main(argv=None):
         t0 = time.monotonic()
         try:
             mod = __import__(MODULES[part])
-            got = mod.run(log=log, footprint_s=a.footprint) if part == "startup" else mod.run(log=log)
+            if part == "startup":
+                got = mod.run(log=log, footprint_s=a.footprint)
+            elif part == "soak":
+                got = mod.run(log=log, minutes=a.minutes)
+            else:
+                got = mod.run(log=log)
             rows.extend(got)
         except Exception as e:          # one part failing must not hide the others' figures
             failed.append(part)

@@ -22,10 +22,6 @@ BIN = os.path.dirname(sys.executable)
 REFLECTOR_ARGS = os.environ.get("STAMP_TEST_REFLECTOR_ARGS", "").split()
 STATEFUL = "--stateful" in REFLECTOR_ARGS
 
-# The families the end-to-end tests run over (IPv6: the TC programs' IPv6 path,
-# issue 12), with the same bounds for both.
-FAMILIES = [pytest.param(4, id="ipv4"), pytest.param(6, id="ipv6")]
-
 
 def command(name):
     """Path of an installed console script (stamp-sender, ...)."""
@@ -45,8 +41,10 @@ class Service:
     def __init__(self, topo, host, argv, log_path):
         self.topo = topo
         self.log_path = log_path
+        # Not to the user-space reflector, nor to authenticated mode's (also user space):
+        # the stateful mode is the kernel's only.
         if (REFLECTOR_ARGS and os.path.basename(argv[0]) == "stamp-reflector"
-                and "user" not in argv):
+                and "user" not in argv and "--auth-key-file" not in argv):
             argv = [*argv, *REFLECTOR_ARGS]
         self.argv = argv
         with open(log_path, "wb") as out:

@@ -119,6 +119,7 @@ class Lab:
         require_root()
         self.workdir = workdir
         self.zmq = f"ipc://{workdir}/records.sock"
+        (workdir / "topo").mkdir(exist_ok=True)     # the emulated shape writes its logs there
         self.topo = Topology(shape, workdir=str(workdir / "topo"), **kw)
         self.topo.__enter__()
         self._count = 0

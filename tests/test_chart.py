@@ -786,3 +786,24 @@ def test_notes_warn_of_seccomp_without_privilege(helm_bin, helm_env, tmp_path):
         out = helm(helm_bin, helm_env, *args).stdout
         assert ("seccompProfile: {type: Unconfined}" in out) == warned, (
             f"With {files or 'the defaults'} NOTES should {'' if warned else 'not '}warn about seccomp.")
+
+
+def test_authenticated_mode_mounts_the_secret_owner_readable_and_passes_its_path(helm_bin, helm_env):
+    docs = render(helm_bin, helm_env, [scenario_file("auth")], sets=["auth.secretKey=hmac"])
+    for comp in ("sender", "reflector"):
+        ds = daemonset(docs, comp)
+        pod = ds["spec"]["template"]["spec"]
+        (vol,) = [v for v in pod["volumes"] if v["name"] == "auth-key"]
+        assert vol["secret"] == {"secretName": "stamp-auth", "defaultMode": 0o400,
+                                 "items": [{"key": "hmac", "path": "key"}]}, \
+            f"the {comp} pod mounts the Secret's key, readable by its owner only: {vol}"
+        svc = container(ds, comp)
+        assert {"name": "auth-key", "mountPath": "/etc/stamp-bpf/auth", "readOnly": True} \
+            in svc["volumeMounts"]
+        args = svc["args"]
+        assert args[args.index("--auth-key-file") + 1] == "/etc/stamp-bpf/auth/key"
+        assert "auth-key" not in [m["name"] for m in container(ds, "exporter")["volumeMounts"]], \
+            "the exporter sidecar does not need the key"
+    plain = render(helm_bin, helm_env, [scenario_file("default")])
+    assert not any("--auth-key-file" in container(daemonset(plain, c), c)["args"]
+                   for c in ("sender", "reflector")), "no key, no authenticated mode"

@@ -41,7 +41,9 @@ EXTRA = {   # name: values, beside the scenario files
     "dual-stack-static": {"sender": {"reflectorIPs": ["10.0.0.9", "2001:db8::9"],
                                      "reflectorDNS": "reflectors.example.org"}},
     "dns-ipv4-only": {"sender": {"addressFamily": "4"}},
+    "authenticated-other-key": {"auth": {"existingSecret": "stamp-auth", "secretKey": "hmac"}},
 }
+AUTH_KEY_PATH = "/etc/stamp-bpf/auth/key"     # where the chart mounts the Secret's key
 CASES = SCENARIOS + list(EXTRA)
 
 
@@ -73,6 +75,8 @@ def supervisor_config(values, component):
         # The chart's own default: the release's headless reflector Service.
         cfg["sender.reflectorDNS"] = f"{RELEASE}-stamp-bpf-reflector.{NAMESPACE}.svc." \
                                      f"{values['global']['clusterDomain']}"
+    if values["auth"]["existingSecret"]:
+        cfg["auth.keyFile"] = AUTH_KEY_PATH   # the chart's mount of the Secret
     cfg["monitoring.listen"] = f"0.0.0.0:{values[component]['metricsPort']}"
     # The chart's allow-list file is its ConfigMap, mounted at a path of its own.
     cfg["reflector.allowFile"] = "/etc/stamp-bpf/allowed-sources/list"

@@ -17,13 +17,13 @@ from scapy.layers.l2 import Ether
 
 from stamp_bpf.common import clock, tc, wire
 from stamp_bpf.lab import progtest
+from stamp_bpf.lab.progtest import TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT
 from stamp_bpf.reflector import datapath as reflector_dp
 from stamp_bpf.sender import datapath as sender_dp
 
 pytestmark = pytest.mark.timeout(180)
 
 SENDER_ADDR, REFLECTOR_ADDR = "198.18.0.1", "198.18.0.2"
-TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
 
 
 def frame(src, dst, payload, ip_chksum=None):
@@ -40,9 +40,7 @@ def with_wrong_ip_checksum(good):
 
 
 def run(fn, data):
-    runner = progtest.TestRunner(data)
-    retval, _ = runner.run(fn.fd)
-    return progtest.signed(retval), runner.output()
+    return progtest.run_once(fn.fd, data)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from scapy.layers.l2 import Ether
 
 from stamp_bpf.common import clock, tc, wire
 from stamp_bpf.lab import packets, progtest
+from stamp_bpf.lab.progtest import TC_ACT_UNSPEC, TC_ACT_REDIRECT
 from stamp_bpf.reflector import datapath as reflector_dp
 
 import stampnet
@@ -35,7 +36,6 @@ pytestmark = pytest.mark.timeout(300)
 
 SENDER, REFLECTOR = "198.18.0.1", "198.18.0.2"
 SMAC = "02:00:00:00:00:01"
-TC_ACT_UNSPEC, TC_ACT_REDIRECT = -1, 7
 U, M = wire.TLV_U, wire.TLV_M
 tlv = wire.build_tlv
 

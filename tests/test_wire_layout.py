@@ -26,6 +26,7 @@ from scapy.layers.l2 import Ether
 
 from stamp_bpf.common import bpfprog, clock, events, tc, wire
 from stamp_bpf.lab import packets, progtest
+from stamp_bpf.lab.progtest import TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT
 from stamp_bpf.reflector import datapath as reflector_dp
 from stamp_bpf.sender import datapath as sender_dp
 
@@ -35,14 +36,10 @@ pytestmark = pytest.mark.timeout(180)
 
 SENDER_ADDR, REFLECTOR_ADDR = "198.18.0.1", "198.18.0.2"
 TAI_OFFSET_S = 37
-TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
 
 
-def prog_test_run(fn, frame):
-    """Run a loaded SCHED_CLS program once on `frame`: (return code as int, frame out)."""
-    runner = progtest.TestRunner(frame)
-    retval, _ = runner.run(fn.fd)
-    return progtest.signed(retval), runner.output()
+def prog_test_run(fn, data):
+    return progtest.run_once(fn.fd, data)
 
 
 def frame(src, dst, payload, sport=862, dport=862, ttl=64):

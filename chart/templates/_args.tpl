@@ -32,6 +32,7 @@ supervisor; services/supervisor/commands.py builds the same list (tests/test_com
 - {{ toString $s.interval | quote }}
 - --timeout
 - {{ toString $s.timeout | quote }}
+{{- include "stamp-bpf.authArgs" . }}
 - --zmq
 - {{ include "stamp-bpf.zmqEndpoint" . | quote }}
 - --log-format
@@ -70,6 +71,7 @@ stamp-reflector's arguments, as YAML list items, from .Values.reflector.
 - --allow-file
 - {{ include "stamp-bpf.allowFile" . | quote }}
 {{- end }}
+{{- include "stamp-bpf.authArgs" . }}
 - --zmq
 - {{ include "stamp-bpf.zmqEndpoint" . | quote }}
 - --log-format
@@ -90,5 +92,16 @@ stamp-reflector's arguments, as YAML list items, from .Values.reflector.
 {{- end }}
 {{- if $r.debug }}
 - --debug
+{{- end }}
+{{- end }}
+
+{{/*
+--auth-key-file with the mounted Secret's key (authenticated mode), or nothing.
+The path is the volume of stamp-bpf.daemonset; commands.py's auth_args the same.
+*/}}
+{{- define "stamp-bpf.authArgs" -}}
+{{- if .Values.auth.existingSecret }}
+- --auth-key-file
+- "/etc/stamp-bpf/auth/key"
 {{- end }}
 {{- end }}

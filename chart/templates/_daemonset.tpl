@@ -100,6 +100,11 @@ spec:
               mountPath: /run/stamp-bpf
             - name: tmp
               mountPath: /tmp
+            {{- if $root.Values.auth.existingSecret }}
+            - name: auth-key
+              mountPath: /etc/stamp-bpf/auth
+              readOnly: true
+            {{- end }}
             {{- if and (eq .component "reflector") $v.allowedSources }}
             - name: allowed-sources
               mountPath: {{ include "stamp-bpf.allowDir" $root }}
@@ -194,6 +199,17 @@ spec:
         # The service's /tmp: histogram files and bcc's scratch files.
         - name: tmp
           emptyDir: {}
+        {{- with $root.Values.auth.existingSecret }}
+        # The HMAC key of authenticated mode, readable by its owner only
+        # (the services refuse a key file readable by everyone).
+        - name: auth-key
+          secret:
+            secretName: {{ . | quote }}
+            defaultMode: 0400
+            items:
+              - key: {{ $root.Values.auth.secretKey | quote }}
+                path: key
+        {{- end }}
         {{- if and (eq .component "reflector") $v.allowedSources }}
         # reflector.allowedSources; kubelet rewrites it in place on a change.
         - name: allowed-sources

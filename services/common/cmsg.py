@@ -59,3 +59,18 @@ def destination(ancdata):
         if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO:
             return socket.inet_ntop(socket.AF_INET6, data[:16])    # in6_pktinfo: addr, ifindex
     return ""
+
+
+# --- kernel receive timestamps (authenticated mode) ----------------------------
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS                # the cmsg type SO_TIMESTAMPNS delivers
+TIMESTAMPNS_SPACE = socket.CMSG_SPACE(16)       # struct timespec (64-bit)
+
+
+def received_time_ns(ancdata):
+    """CLOCK_REALTIME ns at which the kernel received a packet (SO_TIMESTAMPNS), or None."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+            sec, nsec = struct.unpack("=qq", data[:16])
+            return sec * 1_000_000_000 + nsec
+    return None

@@ -2,7 +2,7 @@
 
 import argparse
 
-from . import autoif, bpfprog, clock, logs, netif, recordpipe, tc
+from . import auth, autoif, bpfprog, clock, logs, netif, recordpipe, tc
 
 TIMESTAMP_FORMATS = ("ntp", "ptp")
 
@@ -31,6 +31,17 @@ def seconds(minimum=0.0):
     return parse
 
 
+def resolve_timestamping(parser, args):
+    """Settle --timestamping: authenticated mode runs in user space only (docs/auth.md)."""
+    if args.auth_key_file is not None:
+        if args.timestamping == "bpf":
+            parser.error("--auth-key-file runs in user space (the HMAC cannot be computed in "
+                         "TC, see docs/auth.md); drop --timestamping bpf")
+        args.timestamping = "user"
+    elif args.timestamping is None:
+        args.timestamping = "bpf"
+
+
 def zmq_problem(endpoint):
     """One line saying why the exporter endpoint cannot be used, or None."""
     try:
@@ -56,10 +67,16 @@ def add_common(parser):
     parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--zmq", default=recordpipe.DEFAULT_ENDPOINT, metavar="ENDPOINT",
                         help=f"exporter's ZeroMQ endpoint; default {recordpipe.DEFAULT_ENDPOINT}")
-    parser.add_argument("--timestamping", choices=("bpf", "user"), default="bpf",
+    parser.add_argument("--timestamping", choices=("bpf", "user"), default=None,
                         help="where T1..T4 are taken: bpf (TC hooks, default) or user "
                              "(user space around send/recv: for hosts where BPF is not "
-                             "allowed, and as a baseline; labelled in logs and metrics)")
+                             "allowed, and as a baseline; labelled in logs and metrics); "
+                             "user with --auth-key-file")
+    parser.add_argument("--auth-key-file", metavar="PATH",
+                        help="authenticated mode (RFC 8762 4.4, 112-octet packets, "
+                             "HMAC-SHA-256): the key is this file's content (not readable "
+                             "by others; one trailing newline ignored); runs in user space "
+                             "with kernel receive timestamps; the peer needs the same key")
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                         help="log lines as JSON or for people; auto picks console on a "
                              "terminal, JSON otherwise")
@@ -79,6 +96,12 @@ def run_service(name, args, files, defines, run):
         return 0
     log = logs.configure(name, debug=args.debug, fmt=args.log_format)
     problem = zmq_problem(args.zmq) or clock.check_enforce(args.enforce_sync, args.enforce_ptp)
+    args.hmac = None
+    if not problem and args.auth_key_file is not None:
+        try:
+            args.hmac = auth.Hmac(auth.load_key(args.auth_key_file))
+        except auth.AuthKeyError as e:
+            problem = str(e)
     if problem:
         log.error("refused", reason=problem)
         return 2
@@ -97,7 +120,10 @@ def run_service(name, args, files, defines, run):
                      kernel_headers=bpfprog.kernel_headers()[1])
         else:
             log.warning("starting", interface=args.interface, timestamping="user",
-                        hint="user-space timestamps include this process's scheduling delays")
+                        authenticated=args.hmac is not None,
+                        hint="kernel receive timestamps, user-space transmit timestamps "
+                             "(the HMAC covers them)" if args.hmac else
+                             "user-space timestamps include this process's scheduling delays")
         run(log)
     except (LookupError, OSError, bpfprog.BpfSetupError, tc.TcError) as e:
         log.error("failed", reason=str(e))

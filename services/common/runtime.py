@@ -5,10 +5,7 @@ import signal
 import socket
 import time
 
-from . import clock, records
-
-
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+from . import clock, cmsg, records
 
 
 def keep_rx_timestamps_on():
@@ -20,7 +17,7 @@ def keep_rx_timestamps_on():
     stamp_rx_tai), so each service holds one such socket open while it runs.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.setsockopt(socket.SOL_SOCKET, cmsg.SO_TIMESTAMPNS, 1)
     return sock
 
 
@@ -86,6 +83,22 @@ def service_stats(role, clock_state, pusher, ringbuf_lost, timestamping=records.
         dropped_queue=pusher.dropped, dropped_ringbuf=ringbuf_lost,
         records_sent=pusher.sent, pid=os.getpid(), ptp_format=ptp,
         tai_offset_s=clock_state.tai_offset_s, dropped_sessions=dropped_sessions)
+
+
+class AuthFailures:
+    """Logs, at most once per call, how many packets failed authentication since the last
+    (authenticated mode; the count is the datapath's auth_failed, also in the summary)."""
+
+    def __init__(self, log, what):
+        self.log, self.what, self.seen = log, what, 0
+
+    def check(self, counters):
+        n = counters.get("auth_failed", 0)
+        if n > self.seen:
+            self.log.warning("auth_failed", count=n, new=n - self.seen,
+                             hint=f"{self.what} with a missing or wrong HMAC were dropped: a peer "
+                                  "without the key, with another key, or tampering")
+            self.seen = n
 
 
 def refresh_clock(dp, last, log):

@@ -14,6 +14,9 @@ import struct
 from typing import NamedTuple
 
 BASE_LEN = 44               # unauthenticated base packet, both directions
+AUTH_LEN = 112              # authenticated base packet, both directions (7 blocks of 16)
+HMAC_OFFSET = 96            # the HMAC covers the first six blocks (RFC 8762 section 4.4)
+HMAC_LEN = 16               # HMAC-SHA-256 truncated to 128 bits
 TWAMP_LIGHT_MIN_LEN = 14    # sequence number, timestamp, error estimate
 DEFAULT_PORT = 862          # RFC 8762 section 4.1
 
@@ -32,6 +35,12 @@ SENDER = struct.Struct("!I II H H 28x")
 # RFC 8762 section 4.3.1, Figure 5, with the SSID (RFC 8972 Figure 2).
 REFLECTOR = struct.Struct("!I II H H II I II H 2x B 3x")
 
+# RFC 8762 section 4.2.2, Figure 4, with the SSID (RFC 8972 Figure 3); the HMAC
+# is written by services/common/auth.py.
+SENDER_AUTH = struct.Struct("!I 12x II H H 68x 16s")
+# RFC 8762 section 4.3.2, Figure 6, with the SSID (RFC 8972 Figure 4).
+REFLECTOR_AUTH = struct.Struct("!I 12x II H H 4x II 8x I 12x II H 6x B 15x 16s")
+
 # Field offsets and sizes, for the C/Python layout check.
 SENDER_FIELDS = {"seq": (0, 4), "ts": (4, 8), "error_estimate": (12, 2), "ssid": (14, 2),
                  "mbz": (16, 28)}
@@ -40,6 +49,16 @@ REFLECTOR_FIELDS = {
     "rx_ts": (16, 8), "sender_seq": (24, 4), "sender_ts": (28, 8),
     "sender_error_estimate": (36, 2), "mbz2": (38, 2), "sender_ttl": (40, 1),
     "mbz3": (41, 3),
+}
+
+SENDER_AUTH_FIELDS = {"seq": (0, 4), "mbz1": (4, 12), "ts": (16, 8), "error_estimate": (24, 2),
+                      "ssid": (26, 2), "mbz2": (28, 68), "hmac": (96, 16)}
+REFLECTOR_AUTH_FIELDS = {
+    "seq": (0, 4), "mbz1": (4, 12), "ts": (16, 8), "error_estimate": (24, 2), "ssid": (26, 2),
+    "mbz2": (28, 4),
+    "rx_ts": (32, 8), "mbz3": (40, 8), "sender_seq": (48, 4), "mbz4": (52, 12),
+    "sender_ts": (64, 8), "sender_error_estimate": (72, 2), "mbz5": (74, 6),
+    "sender_ttl": (80, 1), "mbz6": (81, 15), "hmac": (96, 16),
 }
 
 
@@ -84,6 +103,61 @@ def parse_reflector_packet(buf):
         raise ValueError(f"reflected packet has {len(buf)} octets, fewer than {BASE_LEN}")
     (seq, s, f, ee, ssid, rs, rf, sseq, ss, sf, see, ttl) = REFLECTOR.unpack_from(buf)
     return ReflectorTestPacket(seq, (s, f), ee, (rs, rf), sseq, (ss, sf), see, ttl, ssid)
+
+
+# --- authenticated mode (RFC 8762 sections 4.2.2, 4.3.2) ----------------------
+# The packets below leave their HMAC zero: services/common/auth.py signs them.
+
+def build_sender_auth_packet(seq, ts=(0, 0), error_estimate=0, size=AUTH_LEN, ssid=0):
+    """An authenticated Session-Sender test packet of `size` octets (>= 112), unsigned."""
+    if size < AUTH_LEN:
+        raise ValueError(f"an authenticated STAMP test packet has at least {AUTH_LEN} octets, "
+                         f"not {size}")
+    return SENDER_AUTH.pack(seq, ts[0], ts[1], error_estimate, ssid, bytes(HMAC_LEN)) + \
+        bytes(size - AUTH_LEN)
+
+
+def parse_sender_auth_packet(buf):
+    """(seq, (sec, frac), error_estimate) of an authenticated sender packet of >= 112 octets."""
+    if len(buf) < AUTH_LEN:
+        raise ValueError(f"authenticated packet has {len(buf)} octets, fewer than {AUTH_LEN}")
+    seq, sec, frac, ee, _ssid, _ = SENDER_AUTH.unpack_from(buf)
+    return seq, (sec, frac), ee
+
+
+def sender_auth_ssid(buf):
+    """The SSID of an authenticated sender packet of >= 112 octets (RFC 8972 Figure 3)."""
+    return struct.unpack_from("!H", buf, SENDER_AUTH_FIELDS["ssid"][0])[0]
+
+
+def build_reflector_auth_packet(seq, ts, error_estimate, rx_ts, sender_seq, sender_ts,
+                                sender_error_estimate, sender_ttl, ssid=0):
+    """An authenticated Session-Reflector packet of 112 octets, unsigned."""
+    return REFLECTOR_AUTH.pack(seq, ts[0], ts[1], error_estimate, ssid, rx_ts[0], rx_ts[1],
+                               sender_seq, sender_ts[0], sender_ts[1],
+                               sender_error_estimate, sender_ttl, bytes(HMAC_LEN))
+
+
+def parse_reflector_auth_packet(buf):
+    """Decode the first 112 octets of an authenticated reflected packet."""
+    if len(buf) < AUTH_LEN:
+        raise ValueError(f"authenticated packet has {len(buf)} octets, fewer than {AUTH_LEN}")
+    (seq, s, f, ee, ssid, rs, rf, sseq, ss, sf, see, ttl, _) = REFLECTOR_AUTH.unpack_from(buf)
+    return ReflectorTestPacket(seq, (s, f), ee, (rs, rf), sseq, (ss, sf), see, ttl, ssid)
+
+
+def reflector_auth_to_base(buf):
+    """The 44-octet unauthenticated layout of an authenticated reflected packet's fields,
+    so the sender's reply handling (which reads that layout) is the same in both modes."""
+    r = parse_reflector_auth_packet(buf)
+    return build_reflector_packet(r.seq, r.ts, r.error_estimate, r.rx_ts, r.sender_seq,
+                                  r.sender_ts, r.sender_error_estimate, r.sender_ttl, r.ssid)
+
+
+def is_auth_reflection(buf):
+    """Does an authenticated packet have the Session-Reflector format? A sender's has
+    zeros where the reflector puts its Receive Timestamp (32..39) and the TTL (80)."""
+    return len(buf) >= AUTH_LEN and any(buf[32:40]) and buf[80] != 0
 
 
 def is_reflection(buf):

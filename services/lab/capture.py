@@ -246,15 +246,17 @@ def stamp_packets(frames, port=862):
     return out
 
 
-def stamp_delays(sender_pkts, reflector_pkts, sender_addr=None, port=862):
+def stamp_delays(sender_pkts, reflector_pkts, sender_addr=None, port=862, authenticated=False):
     """{PacketKey: Delays} for every test packet `sender_addr` sent, in sending order.
 
     sender_pkts and reflector_pkts are stamp_packets() of the captures on the
     sender's and the reflector's interface. Requests are matched by their
     Sequence Number, replies by the Session-Sender Sequence Number (payload
-    bytes 24..27 of an unauthenticated reflector packet). The first copy counts.
+    bytes 24..27 of an unauthenticated reflector packet, 48..51 of an
+    authenticated one). The first copy counts.
     """
     sender_addr = sender_addr or SENDER_ADDR
+    seq_at = 48 if authenticated else 24
 
     def first(pkts, want, key):
         out = {}
@@ -267,13 +269,13 @@ def stamp_delays(sender_pkts, reflector_pkts, sender_addr=None, port=862):
         return p.src == sender_addr and p.dport == port
 
     def reply(p):
-        return p.dst == sender_addr and p.sport == port and len(p.payload) >= 28
+        return p.dst == sender_addr and p.sport == port and len(p.payload) >= seq_at + 4
 
     def request_key(p):
         return PacketKey(p.src, p.sport, p.dst, p.dport, p.seq)
 
     def reply_key(p):
-        return PacketKey(p.dst, p.dport, p.src, p.sport, struct.unpack_from("!I", p.payload, 24)[0])
+        return PacketKey(p.dst, p.dport, p.src, p.sport, struct.unpack_from("!I", p.payload, seq_at)[0])
 
     sent, arrived = first(sender_pkts, request, request_key), first(reflector_pkts, request, request_key)
     replied, returned = first(reflector_pkts, reply, reply_key), first(sender_pkts, reply, reply_key)

@@ -69,6 +69,18 @@ class TestRunner:
         return self._out.raw[:self._attr.data_size_out]
 
 
+# The TC actions the programs return (linux/pkt_cls.h), as signed() gives them.
+TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 2, 7
+
+
+def run_once(prog_fd, frame):
+    """Run a loaded SCHED_CLS program once on `frame`: (its return code as the C
+    returned it, the frame as it left)."""
+    runner = TestRunner(frame)
+    retval, _ = runner.run(prog_fd)
+    return signed(retval), runner.output()
+
+
 def signed(retval):
     """A program's 32-bit return value as the int the C returned (-1 for TC_ACT_UNSPEC)."""
     return ctypes.c_int32(retval).value

@@ -23,6 +23,8 @@ EXAMPLES = """examples:
                                         # at most 4,096 stateful sessions, 60 s idle ends one
   stamp-reflector eth0 --output --hist 28 25 75 --histpath /tmp/reflector-hist
                                         # per-sender logs and histograms
+  stamp-reflector eth0 --auth-key-file /etc/stamp-bpf/auth/key
+                                        # authenticated mode only (user space, no TC)
   stamp-reflector eth0 --allow 10.0.0.0/8 --allow 2001:db8::/32
                                         # answer only senders in these prefixes
   stamp-reflector eth0 --allow-file /etc/stamp-bpf/allowed-sources
@@ -105,6 +107,7 @@ def main(argv=None):
     hup = runtime.ReloadSignal()    # first: SIGHUP re-reads --allow-file, never ends us
     p = parser()
     args = p.parse_args(argv)
+    options.resolve_timestamping(p, args)
     if args.max_sessions < 1:
         p.error(f"--max-sessions must be 1 or more, got {args.max_sessions}")
     if args.rate_sources < 1:
@@ -119,6 +122,9 @@ def main(argv=None):
                               or args.session_timeout != 300.0):
         p.error("--stateful-sessions and --session-timeout apply to the stateful mode: "
                 "add --stateful")
+    if args.stateful and args.auth_key_file is not None:
+        p.error("--stateful and --auth-key-file do not go together: the stateful reflector "
+                "is in the kernel, authenticated mode in user space (docs/auth.md); drop one")
     if args.stateful and args.timestamping == "user":
         p.error("--stateful needs the kernel datapath: drop --timestamping user")
     return options.run_service(

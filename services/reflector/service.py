@@ -9,7 +9,8 @@ import contextlib
 import os
 import time
 
-from ..common import addr, delaystats, histfile, netif, records, recordpipe, runtime, tc, wire
+from ..common import (addr, auth, delaystats, histfile, netif, records, recordpipe, runtime,
+                      tc, wire)
 from . import datapath, guard
 from .sessions import ReflectorSessions
 from .usermode import UserReflector
@@ -42,8 +43,11 @@ class ReflectorService:
     def run(self):
         a = self.args
         if self.user_mode:
+            # Also authenticated mode: no TC program is attached then, so nothing in the
+            # kernel can answer a 112-octet packet as an unauthenticated one.
             self.dp = UserReflector(a.interface, a.port, self.ptp,
-                                    guard.SourceGuard(self.allow, self.limit, a.rate_sources))
+                                    guard.SourceGuard(self.allow, self.limit, a.rate_sources),
+                                    hmac=getattr(a, "hmac", None))
             attachment = contextlib.nullcontext()
         else:
             tc.check_free(a.interface, tc.REFLECTOR, datapath.PROGRAMS)
@@ -61,6 +65,7 @@ class ReflectorService:
         with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, attachment:
             self.log.info("reflecting", interface=a.interface, port=a.port,
                           timestamping=a.timestamping, timestamp_format=a.timestamp_format,
+                          authenticated=getattr(a, "hmac", None) is not None,
                           zmq=a.zmq, stateful=a.stateful,
                           stateful_sessions=a.stateful_sessions if a.stateful else None,
                           clock_synchronized=self.state.synchronized,
@@ -83,6 +88,7 @@ class ReflectorService:
         every_second = runtime.Every(1.0)
         every_stats = runtime.Every(5.0)
         every_summary = runtime.Every(10.0)
+        auth_failures = runtime.AuthFailures(self.log, "test packets")
         while not self.stop.stopped:
             self._collect()
             self._drain()
@@ -100,6 +106,7 @@ class ReflectorService:
                     self.log.info("session_ended", sender=s.label, reflected=s.reflected)
             if every_stats.due():
                 self._push_service_stats()
+                auth_failures.check(self.dp.stats())
             if a.output and every_summary.due():
                 for s in self.sessions:
                     self.log.info("session_stats", sender=s.label, reflected=s.reflected,
@@ -174,10 +181,12 @@ def _log_guard(log, allow, limit, args):
 
 
 def _drop_counts(counts):
-    """One DropCount record per reason, from the datapath's counters."""
+    """One DropCount record per reason, from the datapath's counters; auth_failed
+    too in authenticated mode (the only mode that counts it)."""
     pid = os.getpid()
+    reasons = records.DROP_REASONS + tuple(r for r in auth.STATS if r in counts)
     return [records.DropCount(records.ROLE_REFLECTOR, pid, reason, counts.get(reason, 0))
-            for reason in records.DROP_REASONS]
+            for reason in reasons]
 
 
 def _sync_addresses(dp, ifname, log):

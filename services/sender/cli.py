@@ -29,6 +29,8 @@ EXAMPLES = """examples:
   stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local --max-peers 16
                                              # at most 16 of them, the same on every restart
   stamp-sender eth0 10.0.0.2 --timestamp-format ptp   # PTPv2 timestamps (Z=1)
+  stamp-sender eth0 10.0.0.2 --auth-key-file /etc/stamp-bpf/auth/key
+                                             # authenticated mode (HMAC, 112 octets)
   stamp-sender eth0 10.0.0.2 --ssid 100      # SSID 100 (RFC 8972), checked on every reply
   stamp-sender eth0 10.0.0.2 -c 5 | tail -n1 | jq .    # the JSON summary
 """
@@ -140,6 +142,7 @@ def parser():
 def parse(argv=None):
     p = parser()
     args = p.parse_args(argv)
+    options.resolve_timestamping(p, args)
     if args.reflector_dns is not None and not args.reflector_dns.strip():
         p.error("--reflector-dns needs a DNS name, e.g. stamp-reflector.monitoring.svc.cluster.local")
     if not args.reflectors and not args.reflector_dns:
@@ -155,6 +158,16 @@ def parse(argv=None):
     if args.ssid is not None and (len(args.reflectors) != 1 or args.reflector_dns):
         p.error("--ssid fixes the SSID of one session: give exactly one REFLECTOR and no "
                 "--reflector-dns (without --ssid every session gets its own)")
+    if args.auth_key_file is not None:
+        tlv_flags = [f for f, on in (("--directional-loss", args.directional_loss),
+                                     ("--dscp", args.dscp is not None),
+                                     ("--location", args.location),
+                                     ("--timestamp-info", args.timestamp_info),
+                                     ("--padding", args.padding is not None)) if on]
+        if tlv_flags:
+            p.error(f"{', '.join(tlv_flags)}: RFC 8972 TLVs are not supported in authenticated "
+                    "mode (they would need the HMAC TLV, docs/auth.md); drop "
+                    f"{'them' if len(tlv_flags) > 1 else 'it'} or --auth-key-file")
     if args.max_peers is not None and not args.reflector_dns:
         p.error("--max-peers chooses among the addresses of --reflector-dns; give --reflector-dns "
                 "NAME, or list fewer REFLECTOR addresses")

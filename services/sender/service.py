@@ -155,9 +155,11 @@ class SenderService:
 
     def run(self):
         a = self.args
-        self.tx = Transmitter(a.interface, a.source_port, tlvs=tlvs.block(a), dscp=a.dscp)
+        hmac = getattr(a, "hmac", None)
+        self.tx = Transmitter(a.interface, a.source_port, tlvs=tlvs.block(a), dscp=a.dscp,
+                              authenticated=hmac is not None)
         if self.user_mode:
-            self.dp = UserSenderDatapath(self.tx, self.ptp)
+            self.dp = UserSenderDatapath(self.tx, self.ptp, hmac=hmac)
             attachment = contextlib.nullcontext()
         else:
             tc.check_free(a.interface, tc.SENDER, datapath.PROGRAMS)
@@ -170,7 +172,7 @@ class SenderService:
         resolver = None
         with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, attachment:
             self.log.info("sending", interface=a.interface, reflectors=a.reflectors,
-                          timestamping=a.timestamping,
+                          timestamping=a.timestamping, authenticated=hmac is not None,
                           reflector_dns=a.reflector_dns, address_family=a.address_family,
                           dual_stack=self.tx.dual_stack, source_port=a.source_port,
                           dest_port=a.dest_port, timestamp_format=a.timestamp_format,
@@ -204,6 +206,7 @@ class SenderService:
         every_second = runtime.Every(1.0)
         every_stats = runtime.Every(5.0)
         every_summary = runtime.Every(a.summary_interval)
+        auth_failures = runtime.AuthFailures(self.log, "replies")
         while not self.stop.stopped:
             self._send_due()
             self._wait()
@@ -221,6 +224,7 @@ class SenderService:
                 self._push_records(force=True)
                 self.pusher.push([s.stats_record() for s in self.sessions.values()])
                 self._push_service_stats()
+                auth_failures.check(self.dp.stats())
             if every_summary.due():
                 for s in self.sessions.values():
                     self.log.info("session_stats", **s.summary())

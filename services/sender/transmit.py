@@ -88,7 +88,11 @@ def _open_socket(ifname, source_port):
 
 
 class Transmitter:
-    def __init__(self, ifname, source_port, size=wire.BASE_LEN, tlvs=b"", dscp=None):
+    def __init__(self, ifname, source_port, size=wire.BASE_LEN, tlvs=b"", dscp=None,
+                 authenticated=False):
+        if authenticated and tlvs:
+            raise ValueError("TLVs in authenticated mode need the HMAC TLV (RFC 8972 "
+                             "section 4.8), which is not implemented")
         self.sock, self.dual_stack = _open_socket(ifname, source_port)
         self.sock.setblocking(False)
         self.ifindex = socket.if_nametoindex(ifname)
@@ -103,7 +107,12 @@ class Transmitter:
         # --directional-loss: a Direct Measurement TLV first, whose S_TxC counts our packets.
         self._s_txc = (direction.s_txc_offset()
                        if tlvs[1:2] == bytes([wire.TLV_DIRECT_MEASUREMENT]) else None)
-        self._packet = bytearray(wire.build_sender_packet(0, size=size, tlvs=tlvs))
+        if authenticated:
+            self._packet = bytearray(wire.build_sender_auth_packet(0, size=max(size, wire.AUTH_LEN)))
+            self._ssid_at = wire.SENDER_AUTH_FIELDS["ssid"][0]     # RFC 8972 Figure 3
+        else:
+            self._packet = bytearray(wire.build_sender_packet(0, size=size, tlvs=tlvs))
+            self._ssid_at = wire.SENDER_FIELDS["ssid"][0]          # RFC 8972 Figure 1
         self._dest = {}         # (reflector, port) -> sockaddr
         self.errors = 0
 
@@ -115,7 +124,7 @@ class Transmitter:
         """Send test packet `seq` of session `ssid`; False (and counted) when the kernel
         refused it."""
         struct.pack_into("!I", self._packet, 0, seq)
-        struct.pack_into("!H", self._packet, wire.SENDER_FIELDS["ssid"][0], ssid)
+        struct.pack_into("!H", self._packet, self._ssid_at, ssid)
         if self._s_txc is not None:
             struct.pack_into("!I", self._packet, self._s_txc, (seq + 1) & 0xFFFFFFFF)
         if self.stamp:

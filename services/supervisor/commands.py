@@ -17,6 +17,7 @@ import shutil
 import socket
 import sys
 
+from ..common import auth
 from .config import ConfigError, exporter_histogram
 
 START_ORDER = ("exporter", "reflector", "sender")
@@ -65,6 +66,11 @@ def _hist_and_flags(cfg, svc):
     return args
 
 
+def auth_args(cfg):
+    """--auth-key-file for authenticated mode (the chart's stamp-bpf.authArgs), or nothing."""
+    return ["--auth-key-file", cfg["auth.keyFile"]] if cfg["auth.keyFile"] else []
+
+
 def sender_args(cfg, log_format):
     """stamp-sender's arguments. REFLECTOR addresses and --reflector-dns may both be
     given: the sender keeps the static sessions apart from the discovered ones."""
@@ -80,7 +86,7 @@ def sender_args(cfg, log_format):
              "--count", str(cfg["sender.count"]),
              "--interval", _num(cfg["sender.interval"]),
              "--timeout", _num(cfg["sender.timeout"])]
-    return (args + _pipe(cfg, log_format) + _hist_and_flags(cfg, "sender")
+    return (args + auth_args(cfg) + _pipe(cfg, log_format) + _hist_and_flags(cfg, "sender")
             + cfg["sender.extraArgs"])
 
 
@@ -92,7 +98,7 @@ def reflector_args(cfg, log_format):
             "--max-rate", _num(cfg["reflector.maxRate"]), "--burst", str(cfg["reflector.burst"])]
     if cfg["reflector.allowedSources"]:
         args += ["--allow-file", cfg["reflector.allowFile"]]
-    return (args + _pipe(cfg, log_format) + _hist_and_flags(cfg, "reflector")
+    return (args + auth_args(cfg) + _pipe(cfg, log_format) + _hist_and_flags(cfg, "reflector")
             + cfg["reflector.extraArgs"])
 
 
@@ -129,7 +135,8 @@ def build(cfg, bin_dir, log_format):
 
 
 def check_host(cfg, commands):
-    """What must hold on this host before anything starts: programs and interfaces exist."""
+    """What must hold on this host before anything starts: programs, interfaces and
+    the authenticated mode's key file."""
     for name, argv in commands.items():
         if not shutil.which(argv[0]):
             raise ConfigError(f"{name}: {argv[0]} is not an executable; install the stamp-bpf "
@@ -142,3 +149,8 @@ def check_host(cfg, commands):
             except OSError:
                 raise ConfigError(f"{svc}.interface: no interface named {iface!r} on this host "
                                   "(see ip link)") from None
+    if cfg["auth.keyFile"] and ("sender" in commands or "reflector" in commands):
+        try:
+            auth.load_key(cfg["auth.keyFile"])
+        except auth.AuthKeyError as e:
+            raise ConfigError(f"auth.keyFile: {str(e).removeprefix('--auth-key-file ')}") from None

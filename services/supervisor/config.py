@@ -71,6 +71,8 @@ KEYS = {k.name: k for k in [
         "histogram (else the exporter gets --no-reflector-histogram)"),
     Key("reflector.maxSessions", "int", 1024, "sender sessions kept at most (--max-sessions; "
         "also the exporter's --max-reflector-sessions)"),
+    Key("auth.keyFile", "str", "", "HMAC key file of authenticated mode (--auth-key-file, both "
+        "services; docs/auth.md); empty = unauthenticated"),
     Key("reflector.allowedSources", "list", [], "IPv4/IPv6 prefixes whose senders are "
         "answered (the reflector's --allow-file, written to reflector.allowFile); empty = everyone"),
     Key("reflector.allowFile", "str", "/run/stamp-bpf/allowed-sources",
