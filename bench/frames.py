@@ -71,11 +71,62 @@ def tcp(size=64):
     return eth(ipv4(6, hdr + bytes(size)))
 
 
-def ipv6_udp(dport=862, size=wire.BASE_LEN):
-    src, dst = socket.inet_pton(socket.AF_INET6, "2001:db8::1"), socket.inet_pton(socket.AF_INET6, "2001:db8::2")
-    body = struct.pack("!HHHH", 862, dport, 8 + size, 0) + bytes(size)
-    hdr = struct.pack("!IHBB16s16s", 6 << 28, len(body), 17, 64, src, dst)
-    return eth(hdr + body, proto=0x86DD)
+SENDER_ADDR6 = "2001:db8::1"
+REFLECTOR_ADDR6 = "2001:db8::2"
+
+
+def ipv6(next_header, l4, src=SENDER_ADDR6, dst=REFLECTOR_ADDR6, hlim=64):
+    """An Ethernet frame with an IPv6 header (no extension header) and `l4` after it."""
+    hdr = struct.pack("!IHBB16s16s", 6 << 28, len(l4), next_header, hlim,
+                      socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst))
+    return eth(hdr + l4, proto=0x86DD)
+
+
+def udp6(sport, dport, payload, src=SENDER_ADDR6, dst=REFLECTOR_ADDR6):
+    """A UDP header and payload with its checksum over the IPv6 pseudo-header (RFC 8200 8.1)."""
+    length = 8 + len(payload)
+    pseudo = (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+              + struct.pack("!IxxxB", length, 17))
+    body = struct.pack("!HHHH", sport, dport, length, 0) + payload
+    return body[:6] + struct.pack("!H", checksum(pseudo + body) or 0xFFFF) + body[8:]
+
+
+def stamp_request6(sport=862, dport=862, seq=7, size=wire.BASE_LEN, ssid=0, tlvs=b""):
+    """stamp_request() over IPv6."""
+    payload = wire.build_sender_packet(seq, size=size, ssid=ssid, tlvs=tlvs)
+    return ipv6(17, udp6(sport, dport, payload))
+
+
+def stamp_reply6(sport=862, dport=862, seq=7):
+    """stamp_reply() over IPv6."""
+    payload = wire.build_reflector_packet(seq, (0xE0000000, 1), 0x0001, (0xE0000000, 1), seq,
+                                          (0xE0000000, 0), 0x0001, 64)
+    return ipv6(17, udp6(sport, dport, payload, REFLECTOR_ADDR6, SENDER_ADDR6),
+                REFLECTOR_ADDR6, SENDER_ADDR6)
+
+
+def udp6_checksum_ok(frame):
+    """True when an IPv6/UDP frame's UDP checksum verifies (zero never does over IPv6)."""
+    length = struct.unpack("!H", frame[18:20])[0]
+    l4 = frame[54:54 + length]
+    if struct.unpack("!H", l4[6:8])[0] == 0:
+        return False
+    pseudo = frame[22:54] + struct.pack("!IxxxB", len(l4), 17)
+    return checksum(pseudo + l4) == 0
+
+
+def ipv6_udp(dport=862, size=wire.BASE_LEN, sport=862):
+    """IPv6 UDP to port `dport` (checksum left zero: not a packet of ours either way)."""
+    return ipv6(17, struct.pack("!HHHH", sport, dport, 8 + size, 0) + bytes(size))
+
+
+def tcp6(size=64):
+    return ipv6(6, struct.pack("!HHIIBBHHH", 40000, 443, 1, 0, 5 << 4, 0x10, 65535, 0, 0) + bytes(size))
+
+
+def icmpv6_echo(size=56):
+    """An ICMPv6 Echo Request (type 128), the ping6 every host answers."""
+    return ipv6(58, struct.pack("!BBHHH", 128, 0, 0, 1, 1) + bytes(size))
 
 
 def udp_checksum_ok(frame):

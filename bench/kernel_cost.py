@@ -2,7 +2,8 @@
 
 The services' programs are loaded exactly as the services load them
 (bpfprog.load with their FILES and defines) and run on a STAMP packet and on
-packets that are not STAMP (TCP, UDP to port 53, IPv6 UDP to port 862),
+packets that are not STAMP (TCP, UDP to port 53; IPv6: UDP to port 53, TCP, ICMPv6),
+and on STAMP packets over IPv4 and IPv6,
 interleaved with an empty TC program, on one CPU. Each figure is the fastest
 of ROUNDS syscalls of REPEAT runs each (the mean per run the kernel reports;
 slower rounds are slower by what else ran on the CPU); ring buffers are drained between
@@ -44,6 +45,12 @@ PORT = 862
 TARGET_NON_STAMP_NS = 5
 TARGET_REFLECT_NS = 150
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC, TC_ACT_REDIRECT = 0, 2, 0xFFFFFFFF, 7
+# Packets that are not STAMP, each program's worst one is its row: IPv4 and IPv6.
+# (UDP to port 862 is STAMP to the programs now, over IPv6 as over IPv4: its
+# IPv6 row is from port 40000 to port 53, like IPv4's.)
+NON_STAMP = {"TCP": frames.tcp, "UDP 53": frames.other_udp,
+             "IPv6 UDP 53": lambda: frames.ipv6_udp(dport=53, sport=40000),
+             "TCP/IPv6": frames.tcp6, "ICMPv6": frames.icmpv6_echo}
 
 BENCH_PRELUDE = r"""
 struct bench_frame { __u8 b[BENCH_LEN]; };
@@ -69,7 +76,9 @@ static __always_inline void bench_rearm(void)
 
 	if (h && f) {
 		h->valid = 1;
-		h->seq = *(__be32 *)&f->b[PAYLOAD_OFF];
+		/* EtherType 0x86DD: an IPv6 frame, whose payload starts further on. */
+		h->seq = f->b[12] == 0x86 ? *(__be32 *)&f->b[PAYLOAD_OFF6]
+					  : *(__be32 *)&f->b[PAYLOAD_OFF];
 	}
 }
 
@@ -101,8 +110,9 @@ int bench_h_l4_csum(struct __sk_buff *skb)
 }
 int bench_h_hash(struct __sk_buff *skb)
 {
-	__be32 addr = skb->mark;
+	struct stamp_addr addr = {};
 
+	stamp_addr_v4(&addr, skb->mark);
 	skb->mark = local_addrs.lookup(&addr) ? 1 : 2;
 	return TC_ACT_UNSPEC;
 }
@@ -138,8 +148,8 @@ VARIANTS = {
                [(r"stamp_ts_from_tai\(", "bench_ts_raw(")]),
     "nocsum": ("the UDP checksum fix (bpf_csum_diff and bpf_l4_csum_replace)",
                [(r"diff = bpf_csum_diff\([^;]*\);", "diff = 0;"),
-                (r"bpf_l4_csum_replace\(skb, UDP_CSUM_OFF, 0, diff, BPF_F_MARK_MANGLED_0\);",
-                 "(void)diff;")]),
+                (r"bpf_l4_csum_replace\(skb, p\.family == 6 \? UDP_CSUM_OFF6 : UDP_CSUM_OFF, 0, diff,"
+                 r"\s*BPF_F_MARK_MANGLED_0\);", "(void)diff;")]),
     "noring": ("the ring buffer record (egress)",
                [(r"events\.ringbuf_reserve\(sizeof\(\*ev\)\)", "NULL")]),
     "nostats": ("the per-CPU counters", [(r"\bstat_inc\(", "bench_nop(")]),
@@ -223,8 +233,8 @@ def _wrapped(variant, edits, src_dir=None):
             text = re.sub(pattern, repl, text)
         text = text.replace(f"int {prog}(struct __sk_buff *skb)",
                             f"static __always_inline int {prog}_{variant}(struct __sk_buff *skb)")
-        text = text.replace("grow_to_base", f"grow_to_base_{variant}")
-        text = text.replace("set_dscp(", f"set_dscp_{variant}(")
+        # The programs' own static functions, once per variant.
+        text = re.sub(r"\b(grow_to_base|set_dscp|turn_around)(\w*)\(", rf"\1\2_{variant}(", text)
         rearm = " bench_rearm();"       # both sides: see bench_rearm
         side = "in" if restore == 0 else "eg"
         text += (f"\nint bench_{side}_{variant}(struct __sk_buff *skb)\n"
@@ -254,7 +264,7 @@ class BenchModule:
         b = BPF(text=bench_source(variants, src_dir), cflags=cflags)
         self.dp = rdp.ReflectorDatapath(b, False)
         self.dp.configure(clock_state)
-        self.dp.set_addresses([frames.REFLECTOR_ADDR])
+        self.dp.set_addresses([frames.REFLECTOR_ADDR, frames.REFLECTOR_ADDR6])
         names = ["bench_empty", "bench_restore_in", "bench_restore_eg", "bench_cookie_probe"]
         names += [f"bench_h_{h}" for h in HELPERS]
         names += [f"bench_{k}{s}_{v}" for v in variants for s in ("in", "eg") for k in ("", "raw_")]
@@ -275,7 +285,7 @@ class BenchModule:
         r = TestRunner(request)
         rc, _ = r.run(self.fd["bench_raw_in_shipped"], 1)
         out = r.output()
-        if rc != TC_ACT_REDIRECT or not (frames.udp_checksum_ok(out) and frames.ip_checksum_ok(out)):
+        if rc != TC_ACT_REDIRECT or not reflected_ok(out):
             raise RuntimeError(f"the RFC 8972 bench frame was not reflected with valid checksums "
                                f"(returned {rc})")
         self.set_frame(1, out)
@@ -294,8 +304,9 @@ class Bench:
         self.snd, sprogs = sdp.load(PORT, PORT, False)
         self.load_s = time.monotonic() - t0
         self.refl.configure(st)
-        self.refl.set_addresses([frames.REFLECTOR_ADDR])
+        self.refl.set_addresses([frames.REFLECTOR_ADDR, frames.REFLECTOR_ADDR6])
         self.snd.add_session(frames.REFLECTOR_ADDR, frames.SENDER_ADDR)
+        self.snd.add_session(frames.REFLECTOR_ADDR6, frames.SENDER_ADDR6)
         self.snd.configure(st)
         self.prog = {"reflector ingress": rprogs[tc.INGRESS].fd, "reflector egress": rprogs[tc.EGRESS].fd,
                      "sender egress": sprogs[tc.EGRESS].fd, "sender ingress": sprogs[tc.INGRESS].fd}
@@ -324,15 +335,21 @@ class Bench:
         self.guarded.dp.set_guard(GUARD_LIST, guard.rate_limit(1e9, 10**6))
         self.refused = BenchModule({"shipped": VARIANTS["shipped"]}, pair, st)
         self.refused.dp.set_guard([guard.prefix("203.0.113.0/24")], guard.rate_limit(0, 1))
+        # IPv6: the shipped programs on the same packets over IPv6, stateless.
+        self.request6 = frames.stamp_request6(sport=PORT, dport=PORT)
+        self.ipv6 = BenchModule({"shipped": VARIANTS["shipped"]}, (self.request6, self.request6), st)
+        self.reflected6 = self.ipv6.reflect_own()
         self.records = {}
-        for dp in (self.refl, self.snd, self.bench.dp, self.proposed.dp, self.guarded.dp,
-                   self.refused.dp, *(m.dp for m, _, _ in self.rfc8972.values())):
+        for dp in self.datapaths():
             self.records[id(dp)] = 0
             dp.open_events(lambda raw, k=id(dp): self.records.__setitem__(k, self.records[k] + 1))
 
+    def datapaths(self):
+        return (self.refl, self.snd, self.bench.dp, self.proposed.dp, self.guarded.dp,
+                self.refused.dp, self.ipv6.dp, *(m.dp for m, _, _ in self.rfc8972.values()))
+
     def drain(self):
-        for dp in (self.refl, self.snd, self.bench.dp, self.proposed.dp, self.guarded.dp,
-                   self.refused.dp, *(m.dp for m, _, _ in self.rfc8972.values())):
+        for dp in self.datapaths():
             dp.bpf.ring_buffer_consume()
 
     def measure(self, jobs, rounds=ROUNDS, repeat=REPEAT, pick=min):
@@ -350,7 +367,7 @@ class Bench:
         for _ in range(rounds):
             for name, (fd, runner, expect) in jobs.items():
                 before = self._count(*expect[:2]) if expect and expect[0] else None
-                if name == "sender egress, STAMP":
+                if name.startswith("sender egress, STAMP"):
                     self._arm_cookie(runner)
                 rc, ns = runner.run(fd, repeat)
                 self.drain()
@@ -387,17 +404,27 @@ def run(log=print):
 def _run(log, tmp):
     b = Bench(tmp)
     log(f"kernel: programs loaded, measuring on CPU {b.cpu}")
-    tcp, udp53, v6 = (TestRunner(f) for f in (frames.tcp(), frames.other_udp(), frames.ipv6_udp()))
+    tcp = TestRunner(frames.tcp())
+    foreign = {name: TestRunner(make()) for name, make in NON_STAMP.items()}
     req = TestRunner(b.request)
     refl = TestRunner(b.reflected)
     reply = TestRunner(frames.stamp_reply(sport=PORT, dport=PORT))
     unspec = (None, None, TC_ACT_UNSPEC)
     jobs = {"empty": (b.bench.fd["bench_empty"], tcp, None)}
     for prog, fd in b.prog.items():
-        for pkt, runner in (("TCP", tcp), ("UDP 53", udp53), ("IPv6", v6)):
+        for pkt, runner in foreign.items():
             jobs[f"{prog}, {pkt}"] = (fd, runner, unspec)
     jobs["sender egress, STAMP"] = (b.prog["sender egress"], req, (b.snd, "t1_stamped", TC_ACT_UNSPEC))
     jobs["sender ingress, STAMP"] = (b.prog["sender ingress"], reply, (b.snd, "replies_taken", TC_ACT_SHOT))
+    req6, refl6 = TestRunner(b.request6), TestRunner(b.reflected6)
+    reply6 = TestRunner(frames.stamp_reply6(sport=PORT, dport=PORT))
+    jobs["sender egress, STAMP IPv6"] = (b.prog["sender egress"], req6, (b.snd, "t1_stamped", TC_ACT_UNSPEC))
+    jobs["sender ingress, STAMP IPv6"] = (b.prog["sender ingress"], reply6,
+                                          (b.snd, "replies_taken", TC_ACT_SHOT))
+    jobs["IPv6 restore in"] = (b.ipv6.fd["bench_restore_in"], req6, None)
+    jobs["IPv6 restore eg"] = (b.ipv6.fd["bench_restore_eg"], refl6, None)
+    jobs["IPv6 in"] = (b.ipv6.fd["bench_in_shipped"], req6, (b.ipv6.dp, "reflected", TC_ACT_REDIRECT))
+    jobs["IPv6 eg"] = (b.ipv6.fd["bench_eg_shipped"], refl6, (b.ipv6.dp, "t3_stamped", TC_ACT_UNSPEC))
     for mod, variants in ((b.bench, VARIANTS), (b.proposed, PROPOSALS)):
         tag = "" if mod is b.bench else "p "
         jobs[f"{tag}restore in"] = (mod.fd["bench_restore_in"], req, None)
@@ -434,6 +461,13 @@ def _run(log, tmp):
                      "egress x1": (b.prog["reflector egress"], refl, (b.refl, "t3_stamped", TC_ACT_UNSPEC))},
                     rounds=2000, repeat=1, pick=statistics.median)
     return rows(m, one, checks, b.load_s)
+
+
+def reflected_ok(frame):
+    """Valid checksums in a reflected frame of either family."""
+    if frame[12:14] == b"\x86\xdd":
+        return frames.udp6_checksum_ok(frame)
+    return frames.udp_checksum_ok(frame) and frames.ip_checksum_ok(frame)
 
 
 def reflect_once(ingress_fd, egress_fd, request):
@@ -478,12 +512,12 @@ def rows(m, one, checks, load_s):
                      note=f"fastest of {ROUNDS} syscalls x {REPEAT:,} runs (mean per run), one CPU, all "
                           f"figures interleaved; bcc compile and load of both services {load_s:.1f} s")]
     for prog in ("sender egress", "sender ingress", "reflector ingress", "reflector egress"):
-        worst = max(("TCP", "UDP 53", "IPv6"), key=lambda p: m[f"{prog}, {p}"])
+        worst = max(NON_STAMP, key=lambda p: m[f"{prog}, {p}"])
         extra = m[f"{prog}, {worst}"] - empty
         out.append(table.row(PART, f"{prog}, non-STAMP: extra over empty", extra, "ns/pkt", "<=",
                              TARGET_NON_STAMP_NS,
-                             note=f"worst of TCP/UDP 53/IPv6 is {worst}: " + ", ".join(
-                                 f"{p} {m[f'{prog}, {p}']:.0f}" for p in ("TCP", "UDP 53", "IPv6"))
+                             note=f"worst of {'/'.join(NON_STAMP)} is {worst}: " + ", ".join(
+                                 f"{p} {m[f'{prog}, {p}']:.0f}" for p in NON_STAMP)
                              + f" ns gross, empty {empty:.0f}"))
     out.append(table.row(PART, "sender egress, STAMP (T1)", m["sender egress, STAMP"] - empty, "ns/pkt",
                          note=f"net of the empty program; gross {m['sender egress, STAMP']:.0f} ns"))
@@ -497,6 +531,17 @@ def rows(m, one, checks, load_s):
     out.append(table.row(PART, "reflection path (ingress + egress)", cin + ceg, "ns/pkt", "<",
                          TARGET_REFLECT_NS, note=f"net of the harness; with it ({empty:.0f} ns per "
                          f"program) {cin + ceg + 2 * empty:.0f} ns"))
+    out.append(table.row(PART, "sender egress, STAMP over IPv6 (T1)", m["sender egress, STAMP IPv6"] - empty,
+                         "ns/pkt", note=f"net; gross {m['sender egress, STAMP IPv6']:.0f} ns; "
+                         f"{m['sender egress, STAMP IPv6'] - m['sender egress, STAMP']:+.0f} ns over IPv4"))
+    out.append(table.row(PART, "sender ingress, STAMP over IPv6 (T4, record)",
+                         m["sender ingress, STAMP IPv6"] - empty, "ns/pkt",
+                         note=f"net; gross {m['sender ingress, STAMP IPv6']:.0f} ns; "
+                         f"{m['sender ingress, STAMP IPv6'] - m['sender ingress, STAMP']:+.0f} ns over IPv4"))
+    in6, eg6 = m["IPv6 in"] - m["IPv6 restore in"], m["IPv6 eg"] - m["IPv6 restore eg"]
+    out.append(table.row(PART, "reflection path over IPv6", in6 + eg6, "ns/pkt",
+                         note=f"net, as above; ingress {in6:.0f}, egress {eg6:.0f} ns; "
+                              f"{in6 + eg6 - cin - ceg:+.0f} ns over IPv4"))
     for label in RFC8972_CASES:
         rin = m[f"{label} in"] - m[f"{label} restore in"]
         reg = m[f"{label} eg"] - m[f"{label} restore eg"]

@@ -47,7 +47,8 @@ struct guard_config {
 /*
  * An address as the guard keys it: IPv6, with IPv4 as the IPv4-mapped IPv6
  * address ::ffff:a.b.c.d (RFC 4291 2.5.5.2), so one trie and one rate map
- * serve both families and the IPv6 reflector path only has to fill it in.
+ * serve both families; the same 16 octets as struct stamp_addr (stamp.h), so
+ * the reflector copies a packet's source address in as it is.
  */
 struct guard_addr {
 	__u8 addr[16];
@@ -68,19 +69,10 @@ BPF_LPM_TRIE(allow_prefixes, struct guard_lpm, __u8, GUARD_ALLOW_PREFIXES);
  * sender pushed out by newer ones starts again with a full bucket. */
 BPF_TABLE("lru_hash", struct guard_addr, __u64, rate_buckets, GUARD_RATE_SOURCES);
 
-/* The guard's key for an IPv4 address (network order). */
-static __always_inline void guard_addr_v4(struct guard_addr *g, __be32 addr)
-{
-	__builtin_memset(g, 0, sizeof(*g));
-	g->addr[10] = 0xff;
-	g->addr[11] = 0xff;
-	__builtin_memcpy(&g->addr[12], &addr, sizeof(addr));
-}
-
 /**
  * guard_allows() - is a sender on the allow-list?
  * @g: guard_config
- * @src: the sender (guard_addr_v4())
+ * @src: the sender
  *
  * Return: 1 when there is no allow-list or the address is in one of its
  * prefixes, 0 when the packet must pass on unanswered (STAT_NOT_ALLOWED).
@@ -153,29 +145,35 @@ static __always_inline int guard_rate_ok(const struct guard_config *g,
 				 * never a test packet's destination or a reply's */
 
 /**
- * guard_bad_source_v4() - would a reply to this sender go where none may go?
- * @eth: the frame's Ethernet header
- * @saddr: its IPv4 source, network order
- * @sport: its UDP source port, network order
- * @local: local_addrs' value for @saddr, or NULL
+ * guard_bad_source() - would a reply to this sender go where none may go?
+ * @p: the test packet (parse_stamp())
+ * @local: local_addrs' value for its source address, or NULL
  *
  * A reply goes to the request's source MAC, address and port. None goes to a
  * group MAC, to port 0, to this host itself (a spoofed request from one of its
  * addresses or subnet broadcasts, which user space lists in local_addrs), or
- * to an address no unicast host has: 0.0.0.0/8, 127.0.0.0/8, multicast
+ * to an address no unicast host has. IPv4: 0.0.0.0/8, 127.0.0.0/8, multicast
  * 224.0.0.0/4, and 240.0.0.0/4 (class E) with the limited broadcast
- * 255.255.255.255. The destination is always one of the interface's own
- * unicast addresses and STAMP_PORT (checked before), so never 0.0.0.0, a
- * broadcast, multicast or port 0.
+ * 255.255.255.255. IPv6 (RFC 4291 2.5.2, 2.5.3, 2.7): the unspecified
+ * address ::, the loopback ::1 and multicast ff00::/8 (IPv4-mapped ones
+ * never get here: parse_udp6()). The destination is always one of the
+ * interface's own unicast addresses and STAMP_PORT (checked before), so
+ * never unspecified, a broadcast, multicast or port 0.
  * Return: 1 when the packet must not be answered (STAT_BAD_SOURCE), else 0.
  */
-static __always_inline int guard_bad_source_v4(const struct ethhdr *eth, __be32 saddr,
-					       __be16 sport, const __u8 *local)
+static __always_inline int guard_bad_source(const struct stamp_pkt *p, const __u8 *local)
 {
-	__u32 a = bpf_ntohl(saddr);
+	const __be32 *w = p->saddr.w;
+	__u32 a;
 
-	if (!sport || (eth->h_source[0] & 1) || local)
+	if (!p->sport || (p->smac[0] & 1) || local)
 		return 1;
+	if (p->family == 6) {
+		if ((bpf_ntohl(w[0]) >> 24) == 0xff)
+			return 1;			/* multicast */
+		return !(w[0] | w[1] | w[2]) && (!w[3] || w[3] == bpf_htonl(1));
+	}
+	a = bpf_ntohl(w[3]);
 	return (a >> 24) == 0 || (a >> 24) == 127 || (a >> 28) >= 0xe;
 }
 

@@ -3,7 +3,7 @@
  * reflector_egress.c - TC egress: write T3 into the packets we reflected.
  *
  * reflector_ingress.c redirects each reflected packet here and leaves a
- * per-CPU hand-off describing it. The packet that matches it gets the
+ * per-CPU hand-off describing it (either family). The packet that matches it gets the
  * Timestamp T3 (RFC 8762 section 4.3.1: "at the start of transmitting"), the
  * UDP checksum is fixed, and one struct stamp_reflector_event goes to user
  * space. Every other packet, the local sender's test packets included, is
@@ -19,25 +19,26 @@ int reflector_egress(struct __sk_buff *skb)
 	struct stamp_reflector_pkt *pkt;
 	struct reflect_handoff *h;
 	struct stamp_config *cfg;
-	struct stamp_frame f;
 	struct stamp_ts old, new;
-	struct udp4 p;
+	struct stamp_pkt p;
+	__u8 *payload;
 	__u32 key = 0;
 	__s64 diff;
 	__u64 now;
 
-	if (parse_udp4(skb, bpf_htons(STAMP_PORT), 0, &p))
+	if (parse_stamp(skb, bpf_htons(STAMP_PORT), 0, &p))
 		return TC_ACT_UNSPEC;
 	h = handoff.lookup(&key);
 	if (!h || !h->valid)
 		return TC_ACT_UNSPEC;
-	if (p.ip->saddr != h->local_addr || p.ip->daddr != h->sender_addr ||
-	    p.udp->dest != h->sender_port || p.payload_len < STAMP_BASE_LEN)
+	if (p.family != h->family || !stamp_addr_eq(&p.saddr, &h->local_addr) ||
+	    !stamp_addr_eq(&p.daddr, &h->sender_addr) || p.dport != h->sender_port ||
+	    p.payload_len < STAMP_BASE_LEN)
 		return TC_ACT_UNSPEC;
 	cfg = config.lookup(&key);
-	if (!cfg || stamp_frame(skb, &f))
+	if (!cfg || stamp_payload(skb, &p, &payload))
 		return TC_ACT_UNSPEC;
-	pkt = (struct stamp_reflector_pkt *)f.payload;
+	pkt = (struct stamp_reflector_pkt *)payload;
 	if (pkt->seq != h->seq)
 		return TC_ACT_UNSPEC;
 
@@ -71,8 +72,9 @@ int reflector_egress(struct __sk_buff *skb)
 		stat_inc(STAT_RINGBUF_LOST);
 	}
 
-	/* NOTE: invalidates the packet pointers in f; nothing reads them after. */
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, diff, BPF_F_MARK_MANGLED_0);
+	/* NOTE: invalidates the packet pointers; nothing reads them after. */
+	bpf_l4_csum_replace(skb, p.family == 6 ? UDP_CSUM_OFF6 : UDP_CSUM_OFF, 0, diff,
+			    BPF_F_MARK_MANGLED_0);
 	stat_inc(STAT_RECEIVED);
 	return TC_ACT_UNSPEC;
 }

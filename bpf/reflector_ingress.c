@@ -6,8 +6,10 @@
  * receive timestamp T2 (the kernel's receive timestamp of the frame, see
  * stamp_rx_tai(), or the time now), is rewritten in place into the Session-Reflector
  * format (RFC 8762 section 4.3.1, the SSID copied as RFC 8972 section 3 says),
- * addressed back to its sender with IP TTL 255 (RFC 5357 section 4.2) and sent
- * out of the same interface, where reflector_egress.c writes T3.
+ * addressed back to its sender with IP TTL or IPv6 Hop Limit 255 (RFC 5357
+ * section 4.2) and sent out of the same interface, where reflector_egress.c
+ * writes T3. IPv4 and IPv6 take the same path (parse_stamp()); only the
+ * header rewrites differ, in the *4 and *6 functions below.
  * Stateless (default), the Sequence Number is the sender's; stateful
  * (STAMP_STATEFUL), the session's own count (reflector_sessions.h).
  * The TLVs after the 44-octet base are answered in place (RFC 8972 section
@@ -15,7 +17,7 @@
  * TWAMP-Light packet (14..43 octets) is not reflected, since its reply
  * would be larger than itself (amplification; docs/security.md).
  * Only senders on the allow-list are answered, each within its rate limit
- * (guard.h); nothing is sent where no reply may go (guard_bad_source_v4()).
+ * (guard.h); nothing is sent where no reply may go (guard_bad_source()).
  *
  * Returns:
  *   TC_ACT_UNSPEC    not reflected: continue with the next filter and the
@@ -47,31 +49,104 @@ static __always_inline int set_dscp(struct __sk_buff *skb, __u8 tos, __u8 dscp)
 	return bpf_l3_csum_replace(skb, IP_CSUM_OFF, from, to, 2) ? -1 : 0;
 }
 
+/* set_dscp() for IPv6: the Traffic Class straddles the first two octets
+ * (version, Traffic Class, Flow Label); no checksum covers it. */
+static __always_inline int set_dscp6(struct __sk_buff *skb, __u8 tclass, __u8 dscp)
+{
+	__u16 w = 0x6000 | (((dscp << 2) | (tclass & 3)) << 4);
+	__be16 word;
+	__u8 old[2];
+
+	if (bpf_skb_load_bytes(skb, L3_OFF, old, 2))
+		return -1;
+	word = bpf_htons(w | (old[1] & 0x0f));	/* the Flow Label's first 4 bits kept */
+	return bpf_skb_store_bytes(skb, L3_OFF, &word, 2, 0) ? -1 : 0;
+}
+
+/**
+ * turn_around4() - address an IPv4 frame back to its sender: MACs, addresses
+ * and ports swapped, which leaves both checksums as they are; TTL 255, which
+ * changes the IP header's. Return: 0, or -1 when the headers are not linear
+ * (they are: the caller made the payload so).
+ */
+static __always_inline int turn_around4(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + L3_OFF;
+	struct udphdr *udp = data + L4_OFF;
+	__u8 mac[ETH_ALEN];
+	__be32 addr;
+	__be16 port, ttl_word;
+
+	if (data + PAYLOAD_OFF > data_end)
+		return -1;
+	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+	addr = ip->saddr;
+	ip->saddr = ip->daddr;
+	ip->daddr = addr;
+	port = udp->source;
+	udp->source = udp->dest;
+	udp->dest = port;
+	ttl_word = *(__be16 *)&ip->ttl;		/* TTL and protocol share a word */
+	ip->ttl = 255;
+	stamp_csum_replace2(&ip->check, ttl_word, *(__be16 *)&ip->ttl);
+	return 0;
+}
+
+/* turn_around4() for IPv6: Hop Limit 255; no header checksum, and the
+ * swapped addresses leave the UDP pseudo-header's sum as it was. */
+static __always_inline int turn_around6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = data + L3_OFF;
+	struct udphdr *udp = data + L4_OFF6;
+	struct in6_addr addr;
+	__u8 mac[ETH_ALEN];
+	__be16 port;
+
+	if (data + PAYLOAD_OFF6 > data_end)
+		return -1;
+	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+	addr = ip6->saddr;
+	ip6->saddr = ip6->daddr;
+	ip6->daddr = addr;
+	port = udp->source;
+	udp->source = udp->dest;
+	udp->dest = port;
+	ip6->hop_limit = 255;
+	return 0;
+}
+
 int reflector_ingress(struct __sk_buff *skb)
 {
-	struct stamp_reflector_pkt old, new = {};
+	struct stamp_reflector_pkt old, new;
 	struct stamp_sender_pkt *req = (struct stamp_sender_pkt *)&old;
 	struct reflect_handoff *h;
 	struct stamp_config *cfg;
 	struct guard_config *g;
 	struct guard_addr src;
-	struct tlv_ctx tc = {};
-	struct stamp_frame f;
-	struct udp4 p;
-	__u8 mac[ETH_ALEN];
-	__be32 daddr, saddr, addr;
-	__be16 port, ttl_word;
+	struct tlv_ctx tc;
+	struct stamp_pkt p;
+	__u8 *payload;
 	__u32 key = 0, plen;
 	int rc;
 	__s64 diff;
 	__u64 now;
 
-	rc = parse_udp4(skb, 0, bpf_htons(STAMP_PORT), &p);
+	rc = parse_stamp(skb, 0, bpf_htons(STAMP_PORT), &p);
 	if (rc) {
 		if (rc == PARSE_BAD_IP_CSUM && skb->pkt_type == PACKET_HOST)
 			stat_inc(STAT_BAD_CHECKSUM);	/* ip_rcv() will drop it */
 		else if (rc == PARSE_MALFORMED && skb->pkt_type == PACKET_HOST &&
-			 is_reflect_addr(p.ip->daddr))
+			 is_reflect_addr(&p.daddr))
 			stat_inc(STAT_MALFORMED);	/* the stack will drop it */
 		return TC_ACT_UNSPEC;
 	}
@@ -80,8 +155,7 @@ int reflector_ingress(struct __sk_buff *skb)
 	 * only to the interface's own addresses (not a subnet broadcast). */
 	if (skb->pkt_type != PACKET_HOST)
 		return TC_ACT_UNSPEC;
-	daddr = p.ip->daddr;
-	if (!is_reflect_addr(daddr))
+	if (!is_reflect_addr(&p.daddr))
 		return TC_ACT_UNSPEC;
 	g = guard_config.lookup(&key);
 	if (!g)
@@ -89,12 +163,11 @@ int reflector_ingress(struct __sk_buff *skb)
 	/* Whom we answer, cheapest first: no checksum is summed for a refusal.
 	 * Where no reply may go comes before the allow-list: it holds whatever
 	 * the list says (and is the cheaper test). */
-	saddr = p.ip->saddr;
-	if (guard_bad_source_v4(p.eth, saddr, p.udp->source, local_addrs.lookup(&saddr))) {
+	if (guard_bad_source(&p, local_addrs.lookup(&p.saddr))) {
 		stat_inc(STAT_BAD_SOURCE);
 		return TC_ACT_UNSPEC;
 	}
-	guard_addr_v4(&src, saddr);
+	__builtin_memcpy(&src, &p.saddr, sizeof(src));	/* the same 16 octets */
 	if (!guard_allows(g, &src)) {
 		stat_inc(STAT_NOT_ALLOWED);
 		return TC_ACT_UNSPEC;	/* the stack and its firewall decide */
@@ -105,9 +178,7 @@ int reflector_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	}
 	now = bpf_ktime_get_tai_ns();		/* T2 */
-	/* NOTE: p's packet pointers are not used after the checksum check. */
-	if (!udp4_csum_ok(skb, p.ip->saddr, daddr, p.payload_len + sizeof(struct udphdr),
-			  p.udp->check)) {
+	if (!udp_csum_ok(skb, &p)) {
 		stat_inc(STAT_BAD_CHECKSUM);
 		return TC_ACT_UNSPEC;	/* UDP will discard it, silently */
 	}
@@ -115,11 +186,11 @@ int reflector_ingress(struct __sk_buff *skb)
 	h = handoff.lookup(&key);
 	if (!cfg || !h)
 		return TC_ACT_UNSPEC;
-	if (stamp_frame(skb, &f))
+	if (stamp_payload(skb, &p, &payload))
 		return TC_ACT_UNSPEC;
-	__builtin_memcpy(&old, f.payload, sizeof(old));
+	__builtin_memcpy(&old, payload, sizeof(old));
 
-	if (f.udp->source == bpf_htons(STAMP_PORT) && stamp_is_reflection(&old)) {
+	if (p.sport == bpf_htons(STAMP_PORT) && stamp_is_reflection(&old)) {
 		/* Loop guard: reflecting a reflection from a peer's reflector would
 		 * bounce one packet between two reflectors for ever (both on port
 		 * 862, the peer's sender gone). */
@@ -132,12 +203,16 @@ int reflector_ingress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 
+	/* Zeroed here, not where declared: the frames that leave above never
+	 * pay for it. */
+	__builtin_memset(&new, 0, sizeof(new));
+	__builtin_memset(&tc, 0, sizeof(tc));
 	tc.plen = plen;
 #if STAMP_STATEFUL
 	{
 		struct stamp_session_key sk = {
-			.sender_addr = f.ip->saddr, .reflector_addr = f.ip->daddr,
-			.sender_port = f.udp->source, .reflector_port = f.udp->dest,
+			.sender_addr = p.saddr, .reflector_addr = p.daddr,
+			.sender_port = p.sport, .reflector_port = p.dport,
 			.ssid = req->ssid,
 		};
 		__s64 seq = session_step(&sk, now, cfg, &tc.rx, &tc.tx);
@@ -152,45 +227,37 @@ int reflector_ingress(struct __sk_buff *skb)
 #endif
 
 	/* The Session-Reflector packet, Figure 5. Timestamp (T3) is written at
-	 * egress; the MBZ fields stay zero from the initialiser. */
+	 * egress; the MBZ fields stay zero from the memset. */
 	new.ssid = req->ssid;
 	new.error_estimate = cfg->error_estimate;
 	new.rx_ts = stamp_ts_from_tai(stamp_rx_tai(skb, now, cfg), cfg);
 	new.sender_seq = req->seq;
 	new.sender_ts = req->ts;
 	new.sender_error_estimate = req->error_estimate;
-	new.sender_ttl = f.ip->ttl;
-	__builtin_memcpy(f.payload, &new, sizeof(new));
+	new.sender_ttl = p.ttl;		/* RFC 8762 4.3.1: TTL or Hop Limit received */
+	__builtin_memcpy(payload, &new, sizeof(new));
 	diff = bpf_csum_diff((__be32 *)&old, sizeof(old), (__be32 *)&new, sizeof(new), 0);
 
 	/* What the TLVs report is the packet as it came in. */
-	tc.saddr = f.ip->saddr;
-	tc.daddr = f.ip->daddr;
-	tc.sport = f.udp->source;
-	tc.dport = f.udp->dest;
-	__builtin_memcpy(tc.smac, f.eth->h_source, ETH_ALEN);
-	tc.tos = f.ip->tos;
+	tc.poff = stamp_payload_off(&p);
+	tc.saddr = p.saddr;
+	tc.daddr = p.daddr;
+	tc.family = p.family;
+	tc.sport = p.sport;
+	tc.dport = p.dport;
+	__builtin_memcpy(tc.smac, p.smac, ETH_ALEN);
+	tc.tos = p.tos;
 	tc.sync_src = cfg->sync_src;
 
-	/* Back to the sender: swapping addresses and ports leaves both
-	 * checksums as they are; the new TTL changes the IP header's. */
-	__builtin_memcpy(mac, f.eth->h_source, ETH_ALEN);
-	__builtin_memcpy(f.eth->h_source, f.eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(f.eth->h_dest, mac, ETH_ALEN);
-	addr = f.ip->saddr;
-	f.ip->saddr = f.ip->daddr;
-	f.ip->daddr = addr;
-	port = f.udp->source;
-	f.udp->source = f.udp->dest;
-	f.udp->dest = port;
-	ttl_word = *(__be16 *)&f.ip->ttl;	/* TTL and protocol share a word */
-	f.ip->ttl = 255;
-	stamp_csum_replace2(&f.ip->check, ttl_word, *(__be16 *)&f.ip->ttl);
+	/* Back to the sender. NOTE: the packet pointers are taken anew there. */
+	if (p.family == 6 ? turn_around6(skb) : turn_around4(skb))
+		return TC_ACT_UNSPEC;
 
 	h->valid = 0;		/* set again once the packet is ready */
-	h->sender_addr = f.ip->daddr;
-	h->local_addr = f.ip->saddr;
-	h->sender_port = f.udp->dest;
+	h->sender_addr = p.saddr;
+	h->local_addr = p.daddr;
+	h->sender_port = p.sport;
+	h->family = p.family;
 	h->payload_len = plen;
 	h->seq = new.seq;
 	h->sender_seq = new.sender_seq;
@@ -198,16 +265,15 @@ int reflector_ingress(struct __sk_buff *skb)
 	h->t2 = new.rx_ts;
 	h->sender_error_estimate = new.sender_error_estimate;
 	h->sender_ttl = new.sender_ttl;
-
-	/* NOTE: the TLV walk and everything after it invalidate the packet
-	 * pointers in f; nothing reads them after this. */
+	/* NOTE: the TLV walk and everything after it invalidate packet pointers. */
 	if (tc.plen > STAMP_BASE_LEN && tlv_walk(skb, &tc))
 		return TC_ACT_UNSPEC;
-	if (tc.set_dscp && set_dscp(skb, tc.tos, tc.dscp))
+	if (tc.set_dscp && (p.family == 6 ? set_dscp6(skb, tc.tos, tc.dscp)
+					  : set_dscp(skb, tc.tos, tc.dscp)))
 		return TC_ACT_UNSPEC;
 	h->valid = 1;
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, csum_add32((__u32)diff, tc.csum),
-			    BPF_F_MARK_MANGLED_0);
+	bpf_l4_csum_replace(skb, p.family == 6 ? UDP_CSUM_OFF6 : UDP_CSUM_OFF, 0,
+			    csum_add32((__u32)diff, tc.csum), BPF_F_MARK_MANGLED_0);
 	stat_inc(STAT_STAMPED);
 	return bpf_redirect(skb->ifindex, 0);
 }

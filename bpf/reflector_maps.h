@@ -23,8 +23,8 @@
  * it sees is the one described before it writes T3.
  */
 struct reflect_handoff {
-	__be32 sender_addr;
-	__be32 local_addr;
+	struct stamp_addr sender_addr;
+	struct stamp_addr local_addr;
 	__be16 sender_port;
 	__u16 payload_len;
 	__be32 seq;			/* the reflected Sequence Number */
@@ -34,17 +34,21 @@ struct reflect_handoff {
 	__be16 sender_error_estimate;
 	__u8 sender_ttl;
 	__u8 valid;
+	__u8 family;			/* 4 or 6 */
+	__u8 pad[3];
 };
 
-/* key: an IPv4 address of this host (network order); value: LOCAL_REFLECT for
- * the interface's own, LOCAL_OTHER for the host's others and the subnet
- * broadcasts (guard.h). 4096: addresses of every interface of a large host. */
-BPF_HASH(local_addrs, __be32, __u8, 4096);
+/* key: an address of this host, either family (IPv4 ones IPv4-mapped);
+ * value: LOCAL_REFLECT for the interface's own (IPv6: global, unique-local
+ * and link-local; the map is this interface's, which scopes the link-local
+ * ones), LOCAL_OTHER for the host's others and the IPv4 subnet broadcasts
+ * (guard.h). 4096: addresses of every interface of a large host. */
+BPF_HASH(local_addrs, struct stamp_addr, __u8, 4096);
 
 /* Is @addr one the interface reflects for (not another of the host's)? */
-static __always_inline int is_reflect_addr(__be32 addr)
+static __always_inline int is_reflect_addr(const struct stamp_addr *addr)
 {
-	__u8 *kind = local_addrs.lookup(&addr);
+	__u8 *kind = local_addrs.lookup((void *)addr);
 
 	return kind && *kind == LOCAL_REFLECT;
 }

@@ -26,8 +26,8 @@
 #endif
 
 struct stamp_session_key {
-	__be32 sender_addr;
-	__be32 reflector_addr;
+	struct stamp_addr sender_addr;	/* either family, IPv4 ones IPv4-mapped */
+	struct stamp_addr reflector_addr;
 	__be16 sender_port;
 	__be16 reflector_port;
 	__be16 ssid;

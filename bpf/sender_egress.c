@@ -14,8 +14,8 @@
 int sender_egress(struct __sk_buff *skb)
 {
 	struct stamp_config *cfg;
-	struct stamp_frame f;
-	struct udp4 p;
+	struct stamp_pkt p;
+	__u8 *payload;
 	__u32 key = 0;
 	__s64 diff;
 	__u64 now;
@@ -27,7 +27,7 @@ int sender_egress(struct __sk_buff *skb)
 		__be16 next;
 	} old, new;
 
-	if (parse_udp4(skb, bpf_htons(SENDER_SRC_PORT), bpf_htons(SENDER_DST_PORT), &p))
+	if (parse_stamp(skb, bpf_htons(SENDER_SRC_PORT), bpf_htons(SENDER_DST_PORT), &p))
 		return TC_ACT_UNSPEC;
 	if (p.payload_len < STAMP_BASE_LEN)
 		return TC_ACT_UNSPEC;
@@ -38,20 +38,22 @@ int sender_egress(struct __sk_buff *skb)
 	 * to a peer has the same ports but no socket (cookie 0). */
 	if (bpf_get_socket_cookie(skb) != cfg->sock_cookie)
 		return TC_ACT_UNSPEC;
-	if (stamp_frame(skb, &f))
+	if (stamp_payload(skb, &p, &payload))
 		return TC_ACT_UNSPEC;
 
 	now = bpf_ktime_get_tai_ns();
-	__builtin_memcpy(&old, f.payload + offsetof(struct stamp_sender_pkt, ts), sizeof(old));
+	__builtin_memcpy(&old, payload + offsetof(struct stamp_sender_pkt, ts), sizeof(old));
 	new.ts = stamp_ts_from_tai(now, cfg);
 	new.error_estimate = cfg->error_estimate;
 	new.next = old.next;
-	__builtin_memcpy(f.payload + offsetof(struct stamp_sender_pkt, ts), &new, sizeof(new));
+	__builtin_memcpy(payload + offsetof(struct stamp_sender_pkt, ts), &new, sizeof(new));
 
 	diff = bpf_csum_diff((__be32 *)&old, sizeof(old), (__be32 *)&new, sizeof(new), 0);
-	/* A zero UDP checksum means "none" on IPv4 and stays zero (MANGLED_0);
-	 * with a partial (offloaded) checksum the helper leaves the field alone. */
-	bpf_l4_csum_replace(skb, UDP_CSUM_OFF, 0, diff, BPF_F_MARK_MANGLED_0);
+	/* A zero UDP checksum means "none" on IPv4 and stays zero (MANGLED_0;
+	 * over IPv6 the kernel never sends one); with a partial (offloaded)
+	 * checksum the helper leaves the field alone. */
+	bpf_l4_csum_replace(skb, p.family == 6 ? UDP_CSUM_OFF6 : UDP_CSUM_OFF, 0, diff,
+			    BPF_F_MARK_MANGLED_0);
 	stat_inc(STAT_STAMPED);
 	return TC_ACT_UNSPEC;
 }

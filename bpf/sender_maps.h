@@ -12,9 +12,10 @@
 
 #include "maps.h"
 
-/* key: reflector IPv4 address (network order); value: the IPv4 address our
- * test packets to it leave from (network order; 0 while there is no route),
- * the only one its replies are taken at. One per session; 65536 sessions. */
-BPF_HASH(sessions, __be32, __be32, 65536);
+/* key: reflector address, either family (IPv4 ones IPv4-mapped); value: the
+ * address our test packets to it leave from (all zeros while there is no
+ * route), the only one its replies are taken at. One per session; 65536
+ * sessions. */
+BPF_HASH(sessions, struct stamp_addr, struct stamp_addr, 65536);
 
 #endif /* STAMP_SENDER_MAPS_H */

@@ -155,15 +155,24 @@ static __always_inline __u64 stamp_rx_tai(struct __sk_buff *skb, __u64 now_tai,
  * Service 8, Timestamp Information 8, Direct Measurement 16: 92). */
 #define STAMP_EVENT_TLV_LEN	96
 
+/*
+ * An address of either family, as the maps and records carry it: an IPv6
+ * address as it is, an IPv4 address IPv4-mapped, ::ffff:a.b.c.d (RFC 4291
+ * 2.5.5.2), which is never an IPv6 peer of ours (services/common/addr.py).
+ */
+struct stamp_addr {
+	__be32 w[4];
+} __attribute__((packed));
+
 /* Sender: one per reply taken at TC ingress (services/common/events.py). */
 struct stamp_sender_event {
-	__be32 reflector_addr;
-	__be32 local_addr;
+	struct stamp_addr reflector_addr;
+	struct stamp_addr local_addr;
 	__be16 reflector_port;
 	__be16 local_port;
 	__be16 payload_len;		/* UDP payload length of the reply */
-	__u8 reply_ttl;			/* IPv4 TTL of the reply as it arrived */
-	__u8 reply_tos;			/* and its DSCP and ECN (RFC 8972 4.4) */
+	__u8 reply_ttl;			/* IPv4 TTL or IPv6 Hop Limit of the reply as it arrived */
+	__u8 reply_tos;			/* and its DSCP and ECN (RFC 8972 4.4): TOS or Traffic Class */
 	struct stamp_ts t4;		/* our receive timestamp, our format */
 	struct stamp_reflector_pkt pkt;	/* the reply's first 44 octets, as on the wire */
 	__u8 tlvs[STAMP_EVENT_TLV_LEN];	/* the octets after them, zero padded */
@@ -171,12 +180,12 @@ struct stamp_sender_event {
 
 /* Reflector: one per reflected packet, emitted at TC egress once T3 is known. */
 struct stamp_reflector_event {
-	__be32 sender_addr;
-	__be32 local_addr;
+	struct stamp_addr sender_addr;
+	struct stamp_addr local_addr;
 	__be16 sender_port;
 	__be16 local_port;
 	__be16 payload_len;		/* UDP payload length as received */
-	__u8 sender_ttl;
+	__u8 sender_ttl;		/* TTL or Hop Limit as received */
 	__u8 pad;
 	__be32 seq;			/* the Session-Sender Sequence Number */
 	struct stamp_ts t1;		/* sender's timestamp, sender's format */
@@ -202,8 +211,8 @@ enum stamp_stat {
 	STAT_LOOP_GUARD,	/* reflector: a reflected packet not reflected again */
 	STAT_TOO_SHORT,		/* reflector: request under the 44-octet base, whose reply
 				 * would be larger: not reflected */
-	STAT_BAD_CHECKSUM,		/* test packets or replies with a wrong UDP or IPv4
-				 * header checksum, ignored */
+	STAT_BAD_CHECKSUM,	/* test packets or replies with a wrong UDP or IPv4
+				 * header checksum, or an IPv6 UDP checksum of 0, ignored */
 	STAT_TLV_UNRECOGNIZED,	/* reflector: TLVs returned with U=1 */
 	STAT_TLV_MALFORMED,	/* reflector: TLVs returned with M=1 */
 	STAT_SESSIONS_CREATED,	/* stateful reflector: sessions created */

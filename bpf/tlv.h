@@ -9,7 +9,7 @@
  * What the reflector does with each type (docs/rfc8972.md):
  *   1 Extra Padding          handled (U=M=0), octets left as they came
  *   2 Location               ports and, per sub-TLV asked for, the source MAC
- *                            and the IPv4 addresses, all as received
+ *                            and the IPv4 or IPv6 addresses, all as received
  *   3 Timestamp Information  the clock's sync source, kernel software
  *                            timestamps (SW Local) for T2 and T3
  *   4 Class of Service       DSCP and ECN as received; the reply leaves with
@@ -51,10 +51,12 @@ struct stamp_tlv {
 /* Table 5: Location sub-TLV types the sender asks with, and those answered. */
 #define LOC_SRC_MAC		1	/* answered with LOC_SRC_EUI48 */
 #define LOC_SRC_EUI48		2
-#define LOC_DST_IP		4	/* answered with LOC_DST_IPV4 */
+#define LOC_DST_IP		4	/* answered with LOC_DST_IPV4 or LOC_DST_IPV6 */
 #define LOC_DST_IPV4		5
-#define LOC_SRC_IP		7	/* answered with LOC_SRC_IPV4 */
+#define LOC_DST_IPV6		6
+#define LOC_SRC_IP		7	/* answered with LOC_SRC_IPV4 or LOC_SRC_IPV6 */
 #define LOC_SRC_IPV4		8
+#define LOC_SRC_IPV6		9
 #define LOC_MAC_LEN		8	/* section 4.2.1: Length of the MAC sub-TLVs */
 #define LOC_IP_LEN		16	/* section 4.2.1: Length of the IP sub-TLVs */
 
@@ -108,12 +110,14 @@ struct stamp_tlv_direct {
  * rewritten, and what it leaves behind. */
 struct tlv_ctx {
 	__u32 plen;		/* UDP payload length */
-	__be32 saddr;		/* as received */
-	__be32 daddr;
+	__u32 poff;		/* the UDP payload's offset in the frame (the family's) */
+	struct stamp_addr saddr; /* as received; IPv4 ones IPv4-mapped */
+	struct stamp_addr daddr;
+	__u8 family;		/* 4 or 6 */
 	__be16 sport;
 	__be16 dport;
 	__u8 smac[ETH_ALEN];
-	__u8 tos;		/* DSCP and ECN as received */
+	__u8 tos;		/* DSCP and ECN as received (TOS or Traffic Class) */
 	__u8 sync_src;		/* Table 7 value, from struct stamp_config */
 	__u8 have_counts;	/* stateful: rx and tx below are the session's */
 	__u8 set_dscp;		/* out: a Class of Service TLV asked for dscp */
@@ -151,9 +155,9 @@ static __always_inline int tlv_put(struct __sk_buff *skb, struct tlv_ctx *c, __u
 	__s64 d;
 	__u32 s;
 
-	if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, old, n))
+	if (bpf_skb_load_bytes(skb, c->poff + off, old, n))
 		return -1;
-	if (bpf_skb_store_bytes(skb, PAYLOAD_OFF + off, (void *)val, n, 0))
+	if (bpf_skb_store_bytes(skb, c->poff + off, (void *)val, n, 0))
 		return -1;
 	d = bpf_csum_diff(old, (n + 3) & ~3, (__be32 *)val, (n + 3) & ~3, 0);
 	if (d < 0)
@@ -197,10 +201,16 @@ static __always_inline int loc_sub_answer(struct __sk_buff *skb, struct tlv_ctx 
 		return tlv_put(skb, c, off, &a, sizeof(a.h) + LOC_MAC_LEN);
 	case LOC_DST_IP:
 	case LOC_SRC_IP:
-		/* Figure 10: the IPv4 address, then 12 MBZ. */
-		a.h.type = h.type == LOC_DST_IP ? LOC_DST_IPV4 : LOC_SRC_IPV4;
 		a.h.len = bpf_htons(LOC_IP_LEN);
-		__builtin_memcpy(a.v, h.type == LOC_DST_IP ? &c->daddr : &c->saddr, 4);
+		if (c->family == 6) {
+			/* The 16-octet IPv6 address fills the Value. */
+			a.h.type = h.type == LOC_DST_IP ? LOC_DST_IPV6 : LOC_SRC_IPV6;
+			__builtin_memcpy(a.v, h.type == LOC_DST_IP ? &c->daddr : &c->saddr, 16);
+		} else {
+			/* Figure 10: the IPv4 address, then 12 MBZ. */
+			a.h.type = h.type == LOC_DST_IP ? LOC_DST_IPV4 : LOC_SRC_IPV4;
+			__builtin_memcpy(a.v, h.type == LOC_DST_IP ? &c->daddr.w[3] : &c->saddr.w[3], 4);
+		}
 		return tlv_put(skb, c, off, &a, sizeof(a.h) + LOC_IP_LEN);
 	}
 	return tlv_flag(skb, c, off, h, TLV_U);
@@ -237,7 +247,7 @@ static __always_inline int tlv_location(struct __sk_buff *skb, struct tlv_ctx *c
 			return 1;
 		if (end - sub < sizeof(sh))
 			return 0;
-		if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + sub, &sh, sizeof(sh)))
+		if (bpf_skb_load_bytes(skb, c->poff + sub, &sh, sizeof(sh)))
 			return -1;
 		send = sub + sizeof(sh) + bpf_ntohs(sh.len);
 		if (send > end || !loc_sub_len_ok(sh.type, bpf_ntohs(sh.len))) {
@@ -282,7 +292,7 @@ static __always_inline int tlv_answer(struct __sk_buff *skb, struct tlv_ctx *c, 
 
 		if (len != COS_LEN)
 			return TLV_M;
-		if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + val, &cos, sizeof(cos)))
+		if (bpf_skb_load_bytes(skb, c->poff + val, &cos, sizeof(cos)))
 			return -1;
 		/* Keep DSCP1; DSCP2 and ECN as received; RP 0: permitted. */
 		bits = bpf_ntohs(cos.bits) & 0xfc00;
@@ -328,13 +338,13 @@ static __always_inline int tlv_walk(struct __sk_buff *skb, struct tlv_ctx *c)
 	 * padding of an RFC 8762 or TWAMP-Light sender (zeros, most often) and
 	 * goes back as it came (RFC 8762 4.6). */
 	if (c->plen - off >= sizeof(h)) {
-		if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, &h, sizeof(h)))
+		if (bpf_skb_load_bytes(skb, c->poff + off, &h, sizeof(h)))
 			return -1;
 		if (!h.type || (h.flags != TLV_U &&
 				bpf_ntohs(h.len) > c->plen - off - sizeof(h)))
 			return 0;
 	} else {
-		if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, &first, 1))
+		if (bpf_skb_load_bytes(skb, c->poff + off, &first, 1))
 			return -1;
 		if (first != TLV_U)
 			return 0;
@@ -347,13 +357,13 @@ static __always_inline int tlv_walk(struct __sk_buff *skb, struct tlv_ctx *c)
 			 * octet is where its flags would be: M=1 there. */
 			__u8 m[4] = {};
 
-			if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, m, 1))
+			if (bpf_skb_load_bytes(skb, c->poff + off, m, 1))
 				return -1;
 			m[0] |= TLV_M;
 			stat_inc(STAT_TLV_MALFORMED);
 			return tlv_put(skb, c, off, m, 1);
 		}
-		if (bpf_skb_load_bytes(skb, PAYLOAD_OFF + off, &h, sizeof(h)))
+		if (bpf_skb_load_bytes(skb, c->poff + off, &h, sizeof(h)))
 			return -1;
 		len = bpf_ntohs(h.len);
 		if (len > c->plen - off - sizeof(h)) {

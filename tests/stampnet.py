@@ -159,7 +159,7 @@ class Lab:
 
 
 def udp_frames(frames, port=862):
-    """[(frame, capture.packets.Udp4)] of the UDP frames to or from `port`."""
+    """[(frame, capture.packets.Udp)] of the UDP frames to or from `port`."""
     out = []
     for _ts, frame in frames:
         udp = packets.parse_udp4(frame)

@@ -166,3 +166,24 @@ def test_health_checks_the_loop_and_the_services_reports_apart():
     assert len(h.check("/healthz")[1]) == 2, "Both problems are named."
     off = Health([clock[0]], lambda: None, service_timeout=0, now=lambda: clock[0])
     assert off.check("/healthz") == (True, []), "Without --service-timeout only the loop counts."
+
+
+def test_ipv6_and_ipv4_sessions_of_one_sender_are_separate_series_with_bracketed_labels():
+    agg = aggregator()
+    v4 = packet(0, (1, 1, 0, 0, 0, 0))
+    v6 = v4._replace(reflector="2001:db8::2", sender="2001:db8::1")
+    ll = v4._replace(reflector="fe80::2", sender="fe80::1", sent=3)
+    refl = records.ReflectorPacket("2001:db8::1", 862, "2001:db8::2", 862, records.TS_BPF, 64,
+                                   0, BASE, BASE + 3 * MS, BASE + 4 * MS, 1)
+    feed(agg, [v4, v6, ll], [refl])
+    got = scrape(agg)
+    v6_labels = (("reflector", "[2001:db8::2]:862"), ("sender", "[2001:db8::1]:862"))
+    ll_labels = (("reflector", "[fe80::2]:862"), ("sender", "[fe80::1]:862"))
+    assert got[("stamp_packets_sent_total", A)] == 1 and \
+        got[("stamp_packets_sent_total", v6_labels)] == 1 and \
+        got[("stamp_packets_sent_total", ll_labels)] == 3, \
+        f"IPv4, IPv6 and link-local sessions must be three series, IPv6 written [addr]:port: " \
+        f"{sorted(k for k in got if k[0] == 'stamp_packets_sent_total')}."
+    assert got[("stamp_reflector_packets_reflected_total",
+                (("reflector", "[2001:db8::2]:862"), ("sender", "[2001:db8::1]:862")))] == 1, \
+        "The reflector's IPv6 session must be labelled [addr]:port as well."

@@ -248,6 +248,30 @@ def test_scenario_renders_valid_manifests(helm_bin, helm_env, scenario, kube_ver
                         "is not checked, so it counts as a failure.")
 
 
+def test_the_headless_service_asks_for_both_families(helm_bin, helm_env):
+    (svc,) = by_kind(render(helm_bin, helm_env), "Service")
+    assert svc["spec"]["clusterIP"] == "None" and \
+        svc["spec"]["ipFamilyPolicy"] == "PreferDualStack", \
+        f"The mesh's headless Service must ask for IPv4 and IPv6 (A and AAAA records): {svc['spec']}"
+
+
+@pytest.mark.parametrize("sets, want", [([], "any"), (["sender.addressFamily=6"], "6"),
+                                        (["sender.addressFamily=4"], "4")])
+def test_sender_address_family_reaches_the_sender(helm_bin, helm_env, sets, want):
+    args = args_of(render(helm_bin, helm_env, sets=sets), "sender")
+    i = args.index("--address-family")
+    assert args[i + 1] == want, f"--address-family must be {want}: {args}"
+
+
+@pytest.mark.parametrize("sets", [["sender.addressFamily=5"], ["sender.reflectorIPs={2001:db8::zz}"],
+                                  ["sender.reflectorIPs={fe80::1%eth0}"]])
+def test_bad_family_values_are_refused_by_the_schema(helm_bin, helm_env, sets):
+    proc = helm(helm_bin, helm_env, "template", "x", str(CHART), *sum((["--set", s] for s in sets), []),
+                check=False)
+    assert proc.returncode != 0 and "schema" in proc.stderr.lower(), \
+        f"{sets} must be refused by values.schema.json: {proc.stderr[-400:]}"
+
+
 def test_podmonitor_check_catches_unknown_fields():
     """check_podmonitor must refuse a misspelt field, which pydantic alone would ignore."""
     doc = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "x"},
@@ -327,9 +351,10 @@ def test_sender_args_carry_exactly_the_values(helm_bin, helm_env):
         "sender.interval=0.005", "sender.timeout=2.5", "sender.histogram.enabled=true",
         "sender.histogram.bins=40", "sender.histogram.floor=20.5", "sender.histogram.ceiling=80",
         "sender.histogram.path=/tmp/h/sender", "sender.enforceSync=true", "sender.enforcePTP=true",
-        "sender.debug=true", "sender.extraArgs={--timestamp-format,ptp}"])
+        "sender.debug=true", "sender.extraArgs={--timestamp-format,ptp}",
+        "sender.addressFamily=4"])
     assert args_of(docs, "sender") == [
-        "bond0", "10.0.0.1", "10.0.0.2",
+        "bond0", "10.0.0.1", "10.0.0.2", "--address-family", "4",
         "--source-port", "5862", "--dest-port", "6862", "--count", "1000000",
         "--interval", "0.005", "--timeout", "2.5",
         "--zmq", "ipc:///run/stamp-bpf/records.sock", "--log-format", "json",

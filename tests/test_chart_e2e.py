@@ -15,7 +15,11 @@ service with exactly the capabilities the manifest lists. Each node's resolver
 is a real dnsmasq answering the headless Service's name with both nodes'
 addresses, as cluster DNS answers with the reflector pods' host addresses.
 The sender pod on A must report delay and loss series for B's reflector and
-none for itself, and the other way round.
+none for itself, and the other way round. In the dual-stack run the nodes have
+IPv6 addresses too (2001:2::1, 2001:2::2) and dnsmasq answers A and AAAA, as
+cluster DNS does for a PreferDualStack headless Service: each sender measures
+its peer over both families, and the IPv6 sessions are scraped as
+[2001:2::2]:862 (the IPv6 part needs the TC programs' IPv6 path).
 """
 
 import os
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from stamp_bpf.common import addr
 from stamp_bpf.lab.netns import Topology
 
 import installtree
@@ -171,9 +176,15 @@ def value_of(metrics, name, **labels):
 
 
 @pytest.mark.timeout(330)
-@pytest.mark.parametrize("scenario", ["default", "capabilities-only", "histogram"])
+@pytest.mark.parametrize("scenario", ["default", "capabilities-only", "histogram",
+                                      "dual-stack"])
 def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_path, scenario):
-    docs = render(helm_bin, helm_env, [scenario_file(scenario)], release=RELEASE, namespace=NAMESPACE)
+    families = (4, 6) if scenario == "dual-stack" else (4,)
+    values = "default" if scenario == "dual-stack" else scenario
+    docs = render(helm_bin, helm_env, [scenario_file(values)], release=RELEASE, namespace=NAMESPACE)
+    (svc,) = [d for d in docs if d["kind"] == "Service"]
+    assert svc["spec"].get("ipFamilyPolicy") == "PreferDualStack", \
+        "The headless Service must ask for both families, so cluster DNS answers A and AAAA."
     sender_ds, reflector_ds = daemonset(docs, "sender"), daemonset(docs, "reflector")
     args = container(sender_ds, "sender")["args"]
     assert args[0] == IFACE and args[1] == "--reflector-dns", f"The default sender should resolve a name: {args}."
@@ -182,10 +193,15 @@ def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_
     reflector_port = int(container(reflector_ds, "exporter")["ports"][0]["containerPort"])
     refl_udp = int(container(reflector_ds, "reflector")["args"][2])
 
-    with Topology("direct") as topo:
+    with Topology("direct", ipv6=6 in families) as topo:
         nodes = {}
         for host in (topo.sender, topo.reflector):
             # Every node's interface is eth0, as sender.interface/reflector.interface say.
+            # Its IPv6 addresses must survive the rename's link down (the kernel
+            # flushes them on down by default).
+            if 6 in families:
+                subprocess.run(["ip", "netns", "exec", host.ns, "sysctl", "-qw",
+                                f"net.ipv6.conf.{host.ifname}.keep_addr_on_down=1"], check=True)
             for cmd in (["link", "set", host.ifname, "down"], ["link", "set", host.ifname, "name", IFACE],
                         ["link", "set", IFACE, "up"]):
                 subprocess.run(["ip", "-n", host.ns, *cmd], check=True)
@@ -195,8 +211,9 @@ def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_
             topo.popen(host, ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
                               "--conf-file=/dev/null", "--listen-address=127.0.0.1", "--bind-interfaces",
                               "--port=53", "--local=/cluster.local/", "--pid-file=", "--user=root",
-                              f"--host-record={dns_name},{topo.sender.addr}",
-                              f"--host-record={dns_name},{topo.reflector.addr}"],
+                              # One A (and, dual-stack, one AAAA) record per reflector pod.
+                              *(f"--host-record={dns_name},{','.join(h.ip(f) for f in families)}"
+                                for h in (topo.sender, topo.reflector))],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             nodes[host.addr] = Node(topo, host, tmp_path)
         for node in nodes.values():
@@ -204,32 +221,34 @@ def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_
             node.start_pod(sender_ds)
 
         a, b = nodes[topo.sender.addr], nodes[topo.reflector.addr]
-        pairs = [(a, b), (b, a)]
+        pairs = [(a, b, f) for f in families] + [(b, a, f) for f in families]
         deadline = time.monotonic() + WAIT_S
         scraped = {}
         while time.monotonic() < deadline:
             scraped = {(n.host.addr, p): n.scrape(p) for n in (a, b) for p in (sender_port, reflector_port)}
             if all(m is not None for m in scraped.values()) and all(
                     (value_of(scraped[(x.host.addr, sender_port)], "stamp_packets_received_total",
-                              reflector=f"{y.host.addr}:{refl_udp}") or 0) >= 3
+                              reflector=addr.endpoint(y.host.ip(f), refl_udp)) or 0) >= 3
                     and value_of(scraped[(y.host.addr, reflector_port)], "stamp_reflector_packets_reflected_total",
-                                 sender=f"{x.host.addr}:{refl_udp}")
-                    for x, y in pairs):
+                                 sender=addr.endpoint(x.host.ip(f), refl_udp))
+                    for x, y, f in pairs):
                 break
             time.sleep(1)
         else:
             pytest.fail(f"The mesh did not measure both ways within {WAIT_S} s ({scenario}).\n"
                         f"{a.log_tail()}\n{b.log_tail()}")
 
-        for x, y in pairs:
+        for x, y, f in pairs:
             sm = scraped[(x.host.addr, sender_port)]
-            peer = f"{y.host.addr}:{refl_udp}"
+            peer = addr.endpoint(y.host.ip(f), refl_udp)
+            own_sender = addr.endpoint(x.host.ip(f), refl_udp)
             for d in ("near_end", "far_end", "round_trip"):
                 assert (value_of(sm, "stamp_delay_seconds_count", reflector=peer, direction=d) or 0) >= 3, (
                     f"The sender pod on {x.host.addr} should report {d} delays for {peer}.")
             assert value_of(sm, "stamp_packets_lost_total", reflector=peer) is not None, (
                 f"The sender pod on {x.host.addr} should report a loss counter for {peer}.")
-            own = [l for _, l, _ in sm if l.get("reflector", "").startswith(f"{x.host.addr}:")]
+            own = [l for _, l, _ in sm if l.get("reflector", "").rpartition(":")[0].strip("[]")
+                   in (x.host.addr, x.host.addr6)]
             assert not own, f"The sender pod on {x.host.addr} should not measure to its own node: {own[:3]}."
             rm = scraped[(y.host.addr, reflector_port)]
             for m, node in ((sm, x), (rm, y)):
@@ -237,11 +256,11 @@ def test_chart_mesh_on_two_nodes(helm_bin, helm_env, resolv_confs, run_dir, tmp_
                                 address=node.host.addr) == 1, (
                     f"The exporters on {node.host.ns} should name it (downward API spec.nodeName) "
                     f"as the node of {node.host.addr}.")
-            assert value_of(rm, "stamp_reflector_packets_reflected_total", sender=f"{x.host.addr}:{refl_udp}"), (
+            assert value_of(rm, "stamp_reflector_packets_reflected_total", sender=own_sender), (
                 f"The reflector pod on {y.host.addr} should report the packets of {x.host.addr}'s sender.")
             readme = readme_series_per_session(histogram=scenario == "histogram")
             for what, got in (("sender pod", len(session_series(sm, "reflector", peer))),
-                              ("reflector pod", len(session_series(rm, "sender", f"{x.host.addr}:{refl_udp}")))):
+                              ("reflector pod", len(session_series(rm, "sender", own_sender)))):
                 assert got == readme[what], (
                     f"A session has {got} series in the {what}'s exporter; chart/README.md says "
                     f"{readme[what]} ({scenario}): one of them is wrong.")

@@ -38,6 +38,9 @@ EXTRA = {   # name: values, beside the scenario files
     "static-and-dns": {"sender": {"reflectorIPs": ["10.0.0.9"],
                                   "reflectorDNS": "reflectors.example.org", "dnsInterval": 12.5}},
     "dns-only": {"sender": {"reflectorDNS": "reflectors.example.org", "interval": 0.0001}},
+    "dual-stack-static": {"sender": {"reflectorIPs": ["10.0.0.9", "2001:db8::9"],
+                                     "reflectorDNS": "reflectors.example.org"}},
+    "dns-ipv4-only": {"sender": {"addressFamily": "4"}},
     "authenticated-other-key": {"auth": {"existingSecret": "stamp-auth", "secretKey": "hmac"}},
 }
 AUTH_KEY_PATH = "/etc/stamp-bpf/auth/key"     # where the chart mounts the Secret's key

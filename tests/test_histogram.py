@@ -95,6 +95,22 @@ def test_histogram_file_lists_edges_and_counts_per_session(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["hist.tsv"], "No temporary file may be left."
 
 
+def test_ipv6_sessions_are_written_with_bracketed_addresses(tmp_path):
+    from stamp_bpf.sender.session import SenderSession
+    s6 = SenderSession("2001:db8::2", 862, "2001:db8::1", 862, 0, 1.0, 1.0, 1.0, 0)
+    s4 = SenderSession("10.0.0.2", 862, "10.0.0.1", 862, 0, 1.0, 1.0, 1.0, 0)
+    path = tmp_path / "hist.tsv"
+    f = histfile.HistogramFile(str(path), 5, 30, 60, interval=3600)
+    f.observe(s6.label, "near_end", 5_000)
+    f.observe(s4.label, "near_end", 5_000)
+    assert f.flush()
+    sessions = sorted({r[0] for r in _parse(path)})
+    assert sessions == ["10.0.0.2:862", "[2001:db8::2]:862"], \
+        f"An IPv6 session is [addr]:port in the histogram file, beside IPv4 ones: {sessions}."
+    assert all(r[0].rpartition(":")[2] == "862" for r in _parse(path)), \
+        "The last colon of a session always separates its port."
+
+
 def test_reader_never_sees_half_a_file(tmp_path):
     path = tmp_path / "hist.tsv"
     f = histfile.HistogramFile(str(path), 200, 25, 75, interval=0)

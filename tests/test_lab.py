@@ -28,21 +28,23 @@ MS = 1_000_000
 # (Sequence Number and Session-Sender Sequence Number of RFC 8762 Figure 5).
 ECHO = """
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 862))
+six = len(sys.argv) > 2
+s = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("::" if six else "0.0.0.0", 862))
 open(sys.argv[1], "w").close()
 while True:
     data, peer = s.recvfrom(65535)
     s.sendto(data[:4] + bytes(20) + data[:4] + bytes(16), peer)
 """
 
-# argv: count interval_s first_seq; sends STAMP-like packets (seq + 40 zero bytes) from
+# argv: count interval_s first_seq [src dst]; sends STAMP-like packets (seq + 40 zero bytes) from
 # port 862 to the reflector's port 862, prints the seqs echoed back within 1 s of the last.
 SEND = """
 import socket, struct, sys, time
 count, interval, first = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("198.18.0.1", 862))
+src, dst = sys.argv[4:6] if len(sys.argv) > 4 else ("198.18.0.1", "198.18.0.2")
+s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, 862))
 s.setblocking(False)
 got, t0 = [], time.monotonic()
 def drain():
@@ -52,7 +54,7 @@ def drain():
         except BlockingIOError:
             return
 for i in range(count):
-    s.sendto(struct.pack("!I", first + i) + bytes(40), ("198.18.0.2", 862))
+    s.sendto(struct.pack("!I", first + i) + bytes(40), (dst, 862))
     drain()
     pause = t0 + (i + 1) * interval - time.monotonic()
     if pause > 0:
@@ -65,24 +67,25 @@ print(" ".join(map(str, got)))
 """
 
 
-def start_echo(topo):
+def start_echo(topo, ipv6=False):
     ready = os.path.join(topo.workdir, "echo.ready")
-    proc = topo.popen(topo.reflector, [sys.executable, "-c", ECHO, ready])
+    proc = topo.popen(topo.reflector, [sys.executable, "-c", ECHO, ready] + (["6"] if ipv6 else []))
     netns.wait_ready(proc, ready, 10, "the UDP echo server")
     return proc
 
 
-def send_seqs(topo, count, interval, first=0):
+def send_seqs(topo, count, interval, first=0, ipv6=False):
     """Send `count` STAMP-like packets at `interval` s; return the seqs echoed back."""
-    res = topo.run(topo.sender, [sys.executable, "-c", SEND, count, interval, first],
+    ends = [topo.sender.addr6, topo.reflector.addr6] if ipv6 else []
+    res = topo.run(topo.sender, [sys.executable, "-c", SEND, count, interval, first, *ends],
                    capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, f"The UDP sender failed: {res.stderr}"
     return [int(x) for x in res.stdout.split()]
 
 
-def one_way(sender_pkts, reflector_pkts):
+def one_way(sender_pkts, reflector_pkts, sender_addr=None):
     """{seq: forward ns} and {seq: backward ns} from the two captures, lost legs left out."""
-    truth = capture.stamp_delays(sender_pkts, reflector_pkts)
+    truth = capture.stamp_delays(sender_pkts, reflector_pkts, sender_addr)
     return ({k.seq: d.fwd_ns for k, d in truth.items() if d.fwd_ns is not None},
             {k.seq: d.back_ns for k, d in truth.items() if d.back_ns is not None})
 
@@ -99,6 +102,25 @@ def emulator_log(topo):
     topo.stop_emulator()
     with open(topo.emulator_log) as f:
         return [json.loads(line) for line in f]
+
+
+def test_ipv6_frames_are_delayed_dropped_and_captured_like_ipv4():
+    with Topology("emulated", ipv6=True, emulator_args=[
+            "--fwd-delay", "3ms", "--back-delay", "7ms", "--drop", "fwd:4", "--drop", "back:9"]) as topo:
+        start_echo(topo, ipv6=True)
+        got, s_pkts, r_pkts = captured(topo, lambda: send_seqs(topo, 20, 0.01, ipv6=True))
+        log = emulator_log(topo)
+    assert sorted(got) == [i for i in range(20) if i not in (4, 9)], \
+        f"Every IPv6 echo but the dropped 4 (forward) and 9 (back) should come back: {got}."
+    fwd, back = one_way(s_pkts, r_pkts, topo.sender.addr6)
+    assert sorted(fwd) == [i for i in range(20) if i != 4] and 9 not in back and len(back) == 18, \
+        f"The captures must show the IPv6 drops where they happened: fwd {sorted(fwd)}, back {sorted(back)}."
+    assert min(fwd.values()) >= 3 * MS and min(back.values()) >= 7 * MS, \
+        "No IPv6 packet may beat its direction's delay."
+    drops = sorted((e["dir"], e["seq"]) for e in log if e["event"] == "drop")
+    assert drops == [("back", 9), ("fwd", 4)], f"The emulator logs exactly its IPv6 drops: {drops}."
+    assert {e["src"] for e in log if e["event"] == "forward"} == {"2001:2::1", "2001:2::2"}, \
+        "The emulator's log names IPv6 sources as they are."
 
 
 def test_emulated_delays_show_in_captures_on_both_sides():
@@ -372,7 +394,7 @@ def udp_frame(payload, sport=862, dport=862, ttl=64, frag=0, pad=0):
 def test_parse_udp4_takes_what_the_headers_say_and_nothing_else():
     from stamp_bpf.lab import packets
     u = packets.parse_udp4(udp_frame(struct.pack("!I", 7) + b"xy", ttl=3, pad=12))
-    assert u == packets.Udp4("198.18.0.1", "198.18.0.2", 862, 862, 3, struct.pack("!I", 7) + b"xy"), \
+    assert u == packets.Udp("198.18.0.1", "198.18.0.2", 862, 862, 3, struct.pack("!I", 7) + b"xy"), \
         f"Ethernet padding must not become payload: {u}"
     assert packets.stamp_seq(u, 862) == 7 and packets.stamp_seq(u, 863) is None, \
         "The STAMP seq is read only for the STAMP port."
@@ -382,6 +404,31 @@ def test_parse_udp4_takes_what_the_headers_say_and_nothing_else():
                         ("a frame cut inside the UDP header", udp_frame(bytes(44))[:40]),
                         ("ARP", b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + bytes(28))):
         assert packets.parse_udp4(frame) is None, f"{name} should not parse as IPv4/UDP."
+
+
+def udp6_frame(payload, sport=862, dport=862, hlim=64, nh=17, pad=0, check=0x1234):
+    """An Ethernet/IPv6/UDP frame (UDP checksum as given, not computed)."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), check) + payload
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(udp), nh, hlim,
+                     socket.inet_pton(socket.AF_INET6, "2001:2::1"),
+                     socket.inet_pton(socket.AF_INET6, "2001:2::2"))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + ip + udp + bytes(pad)
+
+
+def test_parse_udp6_takes_udp_right_after_the_ipv6_header_and_nothing_else():
+    from stamp_bpf.lab import packets
+    u = packets.parse_udp(udp6_frame(struct.pack("!I", 9) + b"z", hlim=5, pad=7))
+    assert u == packets.Udp("2001:2::1", "2001:2::2", 862, 862, 5, struct.pack("!I", 9) + b"z",
+                            0x1234), f"An IPv6/UDP frame decodes with its Hop Limit: {u}"
+    assert packets.stamp_seq(u, 862) == 9
+    assert packets.parse_udp(udp_frame(bytes(4))).src == "198.18.0.1", \
+        "parse_udp reads IPv4 as well."
+    for name, frame in (("a hop-by-hop header first", udp6_frame(bytes(44), nh=0)),
+                        ("a fragment header first", udp6_frame(bytes(44), nh=44)),
+                        ("TCP", udp6_frame(bytes(44), nh=6)),
+                        ("a frame cut inside the UDP header", udp6_frame(bytes(44))[:60])):
+        assert packets.parse_udp6(frame) is None and packets.parse_udp(frame) is None, \
+            f"{name} should not parse as IPv6/UDP."
 
 
 def test_read_pcap_reads_both_resolutions_and_byte_orders(tmp_path):

@@ -69,9 +69,12 @@ def test_lock_files_of_a_namespace(tmp_path, monkeypatch):
         lock.release()
 
 
-def test_the_holder_of_a_udp_port_is_named():
-    code = ("import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-            "s.bind(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True); time.sleep(60)")
+@pytest.mark.parametrize("family, bind", [("AF_INET", "('127.0.0.1', 0)"), ("AF_INET6", "('::', 0)")],
+                         ids=["ipv4", "dual-stack"])
+def test_the_holder_of_a_udp_port_is_named(family, bind):
+    """The sender's dual-stack socket is listed in /proc/net/udp6, not udp."""
+    code = (f"import socket, time; s = socket.socket(socket.{family}, socket.SOCK_DGRAM); "
+            f"s.bind({bind}); print(s.getsockname()[1], flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())

@@ -1,4 +1,4 @@
-"""The record stream: format 1 round trips, malformed input, the documented layout, the ZeroMQ pipe."""
+"""The record stream: format 3 round trips (IPv4 and IPv6), malformed input, the documented layout, the ZeroMQ pipe."""
 
 import os
 import re
@@ -29,6 +29,11 @@ SAMPLES = [
     records.ServiceStats(records.ROLE_REFLECTOR, records.TS_BPF, False, -1, 5, 6, 7, 123456),
     records.SupervisorStats("reflector", True, 3, 99),
     records.SupervisorStats("éxporter", False, 0, 0),
+    records.SenderPacket("2001:db8::2", 862, "2001:db8::1", 862, records.OUTCOME_LATE, False,
+                         records.TS_BPF, 64, 9, 9, 1, 2, 3, 4, 0, 0, 1, 1, 0, 1, 0, 0),
+    records.ReflectorPacket("fe80::1", 862, "fe80::2", 862, records.TS_BPF, 255, 3,
+                            1, 2, 3, 4),
+    records.SessionStats("1.2.3.5", 862, "::", 862, 1, 1, 0, 0, 0, 0, False),
 ]
 
 
@@ -45,19 +50,24 @@ def test_decode_raw_gives_wire_form_tuples():
     kind, raw = records.decode_raw(records.encode([rec]))
     (t,) = list(raw)
     assert kind is records.SenderPacket and len(t) == len(rec)
-    assert t[0] == bytes([10, 0, 0, 2]) and t[5] == 1 and t[6:] == rec[6:], \
-        f"decode_raw must keep the field order with addresses as 4 bytes and bools as ints: {t}."
+    assert t[0] == bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 2]) and t[5] == 1 \
+        and t[6:] == rec[6:], \
+        f"decode_raw must keep the field order with addresses as 16 bytes (IPv4-mapped) and " \
+        f"bools as ints: {t}."
     with pytest.raises(records.RecordError):
         records.decode_raw(b"XX" + bytes(6))
 
 
 def test_header_and_sizes_are_as_documented():
     msg = records.encode([SAMPLES[0]])
-    assert msg[:8] == b"SB\x02\x01\x01\x00\x00\x00", f"The header of one SenderPacket is {msg[:8]!r}."
-    assert len(msg) == 8 + 108, "A SenderPacket must take 108 bytes after the 8-byte header."
-    # Little-endian: T1 sits at offset 24 of the record.
-    assert struct.unpack_from("<q", msg, 8 + 24)[0] == SAMPLES[0].t1_ns, \
-        "T1 must be a little-endian i64 at offset 24 of a SenderPacket."
+    assert msg[:8] == b"SB\x03\x01\x01\x00\x00\x00", f"The header of one SenderPacket is {msg[:8]!r}."
+    assert len(msg) == 8 + 132, "A SenderPacket must take 132 bytes after the 8-byte header."
+    # Little-endian: T1 sits at offset 48 of the record.
+    assert struct.unpack_from("<q", msg, 8 + 48)[0] == SAMPLES[0].t1_ns, \
+        "T1 must be a little-endian i64 at offset 48 of a SenderPacket."
+    v6 = records.encode([SAMPLES[7]])
+    assert v6[8:24] == bytes.fromhex("20010db8000000000000000000000002"), \
+        "An IPv6 address must be its 16 octets in network order."
 
 
 def _doc_tables():
@@ -96,12 +106,14 @@ def test_docs_match_the_struct_layout():
 @pytest.mark.parametrize("buf, reason", [
     (b"", "bad_length"),
     (b"SB\x02", "bad_length"),
-    (b"XX\x01\x01\x01\x00\x00\x00" + bytes(108), "bad_magic"),
+    (b"XX\x03\x01\x01\x00\x00\x00" + bytes(132), "bad_magic"),
     (b"SB\x01\x01\x01\x00\x00\x00" + bytes(108), "unknown_version"),
-    (b"SB\x02\x09\x01\x00\x00\x00" + bytes(108), "unknown_kind"),
-    (b"SB\x02\x01\x02\x00\x00\x00" + bytes(108), "bad_length"),
-    (b"SB\x02\x01\x01\x00\x00\x00" + bytes(109), "bad_length"),
-    (b"SB\x02\x01\x00\x00\x00\x00", "empty"),
+    (b"SB\x02\x01\x01\x00\x00\x00" + bytes(108), "unknown_version"),
+    (b"SB\x04\x01\x01\x00\x00\x00" + bytes(132), "unknown_version"),
+    (b"SB\x03\x09\x01\x00\x00\x00" + bytes(132), "unknown_kind"),
+    (b"SB\x03\x01\x02\x00\x00\x00" + bytes(132), "bad_length"),
+    (b"SB\x03\x01\x01\x00\x00\x00" + bytes(133), "bad_length"),
+    (b"SB\x03\x01\x00\x00\x00\x00", "empty"),
 ])
 def test_malformed_messages_raise_record_error_with_reason(buf, reason):
     with pytest.raises(records.RecordError) as e:
@@ -109,12 +121,30 @@ def test_malformed_messages_raise_record_error_with_reason(buf, reason):
     assert e.value.reason == reason, f"{buf[:12]!r}... must be rejected as {reason}, not {e.value.reason}."
 
 
+def test_a_format_2_message_is_refused_with_a_reason_a_user_can_act_on():
+    # A format 2 SenderPacket: 4-octet addresses, 108 bytes (an older sender).
+    old = b"SB\x02\x01\x01\x00\x00\x00" + bytes(108)
+    with pytest.raises(records.RecordError) as e:
+        records.decode(old)
+    text = str(e.value)
+    assert e.value.reason == "unknown_version" and "format 2" in text \
+        and "IPv4" in text and "same stamp-bpf version" in text, \
+        f"An old-format message must say which format it is and what to do: {text!r}."
+
+
+def test_ipv4_mapped_and_plain_ipv6_addresses_decode_to_their_usual_spelling():
+    rec = records.SessionStats("::ffff:1.2.3.5", 1, "2001:DB8:0::1", 2, 0, 0, 0, 0, 0, 0, False)
+    (out,) = records.decode(records.encode([rec]))
+    assert (out.reflector, out.sender) == ("1.2.3.5", "2001:db8::1"), \
+        f"An IPv4-mapped address reads back as IPv4 and IPv6 in RFC 5952 form, got {out}."
+
+
 def test_random_garbage_never_escapes_as_another_exception():
     rnd = __import__("random").Random(1)
     for _ in range(2000):
         buf = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 140)))
         if rnd.random() < 0.5:
-            buf = b"SB\x02" + bytes([rnd.randrange(1, 6)]) + buf[4:]
+            buf = b"SB\x03" + bytes([rnd.randrange(1, 6)]) + buf[4:]
         try:
             records.decode(buf)
         except records.RecordError:
@@ -125,6 +155,7 @@ def test_random_garbage_never_escapes_as_another_exception():
     [],
     [SAMPLES[0], SAMPLES[2]],
     [SAMPLES[0]._replace(reflector="10.0.0")],
+    [SAMPLES[0]._replace(reflector="2001:db8::g")],
     [SAMPLES[0]._replace(seq=2**32)],
     [SAMPLES[0]._replace(t1_ns=2**63)],
     [("not", "a", "record")],

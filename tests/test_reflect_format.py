@@ -68,7 +68,7 @@ def exchange(lab, sends, name, ttl=64):
 
 
 def split(frames, reflector, port=862):
-    """({seq: (ts_ns, Udp4)} requests to the reflector, {sender seq: (ts_ns, Udp4, frame)} replies)."""
+    """({seq: (ts_ns, Udp)} requests to the reflector, {sender seq: (ts_ns, Udp4, frame)} replies)."""
     reqs, reps = {}, {}
     for ts, frame in frames:
         u = packets.parse_udp4(frame)

@@ -60,3 +60,27 @@ def test_a_dns_answer_without_the_static_reflector_does_not_stop_it(topology, se
     s = by_addr[topo.reflector.addr]
     assert s["sent"] >= 30 and s["received"] >= s["sent"] - 4 and s["lost"] == 0, \
         f"The static reflector measured on all along: {s}"
+
+
+def test_a_name_with_a_and_aaaa_records_is_measured_over_both_families(topology, service, netns_hosts):
+    """--reflector-dns takes A and AAAA answers (--address-family any); with 4 only the A."""
+    topo = topology("direct", ipv6=True)
+    r = topo.reflector
+    netns_hosts(topo.sender.ns, f"127.0.0.1 localhost\n{r.addr} {NAME}\n{r.addr6} {NAME}\n")
+    reflector(service, topo)
+    both = service(topo, topo.sender, "stamp-sender", topo.sender.ifname, "--reflector-dns", NAME,
+                   "--dns-interval", "1", "-i", "0.1", "-s", "40862", ready="sending")
+    # One BPF sender per interface (the hooks have one owner): the second in user space.
+    only4 = service(topo, topo.sender, "stamp-sender", topo.sender.ifname, "--reflector-dns", NAME,
+                    "--dns-interval", "1", "-i", "0.1", "-s", "41862", "--address-family", "4",
+                    "--timestamping", "user", ready="sending")
+    time.sleep(4)
+    for svc in (both, only4):
+        assert svc.proc.poll() is None, f"The sender died on a dual-stack answer:\n{svc.text()[-3000:]}"
+        assert svc.stop() == 0
+    started = {e["reflector"] for e in only4.events("session_started")}
+    assert started == {f"{r.addr}:862"}, f"--address-family 4 takes the A record only: {started}"
+    by_addr = {s["reflector"]: s for s in both.summary()["sessions"]}
+    assert by_addr[r.addr]["received"] >= 20, f"The IPv4 session measured: {by_addr}"
+    assert not both.events("ipv6_not_measured"), "A host with IPv6 measures the AAAA answer."
+    assert by_addr[r.addr6]["received"] >= 20, f"The AAAA record is measured over IPv6: {by_addr}"

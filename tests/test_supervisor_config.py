@@ -45,9 +45,15 @@ INVALID = [
 ]
 INVALID_VALUES = [
     ("invalid-sender-ip.toml", '[sender]\nreflectorIPs = ["192.0.2.1", "192.0.2.300"]\n',
-     "sender.reflectorIPs[1]: '192.0.2.300' is not an IPv4 address"),
-    ("invalid-sender-ipv6.yaml", "sender:\n  reflectorIPs: ['2001:db8::1']\n",
-     "sender.reflectorIPs[0]: '2001:db8::1' is not an IPv4 address"),
+     "sender.reflectorIPs[1]: '192.0.2.300' is not an IPv4 or IPv6 address (without a %scope)"),
+    ("invalid-sender-ipv6-scope.yaml", "sender:\n  reflectorIPs: ['fe80::1%eth0']\n",
+     "sender.reflectorIPs[0]: 'fe80::1%eth0' is not an IPv4 or IPv6 address (without a %scope)"),
+    ("invalid-sender-ipv6-family.yaml",
+     "sender:\n  reflectorIPs: ['2001:db8::1']\n  addressFamily: '4'\n",
+     "sender.reflectorIPs[0]: 2001:db8::1 is not IPv4, as sender.addressFamily says; drop it "
+     "or set addressFamily = any"),
+    ("invalid-sender-family.toml", OK_SENDER + 'addressFamily = "ipv6"\n',
+     "sender.addressFamily: 'ipv6' is not one of any, \"4\", \"6\" (a string)"),
     ("invalid-sender-no-reflectors.toml", "[sender]\ninterval = 0.5\n",
      "sender.reflectorIPs: empty, so the sender has nothing to measure; list reflector "
      "addresses, set sender.reflectorDNS, or set sender.enabled = false"),
@@ -229,7 +235,7 @@ def test_check_prints_the_commands_a_user_would_type(tmp_path):
                       "--max-sessions", "1024", "--max-rate", "12000", "--burst", "1200", *zmq,
                       "--log-format", "json", "--output"],
         "sender": ["/opt/sb/bin/stamp-sender", "lo", "192.0.2.1", "192.0.2.2",
-                   "--source-port", "862", "--dest-port", "862", "--count", "10",
+                   "--address-family", "any", "--source-port", "862", "--dest-port", "862", "--count", "10",
                    "--interval", "0.01", "--timeout", "1", *zmq, "--log-format", "json",
                    "--hist", "28", "25", "75", "--histpath", "/tmp/sender-hist", "--enforce-sync",
                    "--late-window", "2"],

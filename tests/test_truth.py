@@ -56,29 +56,33 @@ def back_seq(seq, stateful):
     return seq - sum(f < seq for f in DROPPED_FWD) if stateful else seq
 
 
-@pytest.fixture(scope="module", params=["bpf", "auth"])
+@pytest.fixture(scope="module", params=[("bpf", 4), ("bpf", 6), ("auth", 4)],
+                ids=["bpf-ipv4", "bpf-ipv6", "auth-ipv4"])
 def run(tmp_path_factory, request):
-    """One measured session through the emulator, with captures on both ends."""
+    """One measured session through the emulator, with captures on both ends, over
+    IPv4 or IPv6 (the same bounds for both)."""
     from conftest import Service, command, require_root
     from stamp_bpf.lab.netns import Topology
     import stampnet
     require_root()
-    tmp = tmp_path_factory.mktemp("truth")
+    mode_name, family = request.param
+    tmp = tmp_path_factory.mktemp(f"truth-{mode_name}{family}")
     # Authenticated mode has no stateful reflector (cli.py refuses the two together),
     # and conftest.Service leaves STAMP_TEST_REFLECTOR_ARGS' --stateful off for it.
-    stateful = stampnet.STATEFUL and request.param != "auth"
+    stateful = stampnet.STATEFUL and mode_name != "auth"
     emu = ["--fwd-delay", "3ms", "--back-delay", "7ms", "--jitter", "0.5ms", "--seed", "7",
            "--drop", "fwd:" + ",".join(map(str, sorted(DROPPED_FWD))),
            "--drop", "back:" + ",".join(str(back_seq(q, stateful)) for q in sorted(DROPPED_BACK)),
            "--delay-seq", f"back:{back_seq(LATE_BACK, stateful)}=450ms"]
     (tmp / "topo").mkdir()
     mode = []
-    if request.param == "auth":
+    if mode_name == "auth":
         key = tmp / "key"
         key.write_bytes(os.urandom(32))
         key.chmod(0o600)
         mode = ["--auth-key-file", str(key)]
-    with Topology("emulated", emulator_args=emu, workdir=str(tmp / "topo")) as topo:
+    with Topology("emulated", emulator_args=emu, workdir=str(tmp / "topo"),
+                  ipv6=family == 6) as topo:
         refl = Service(topo, topo.reflector,
                        [command("stamp-reflector"), topo.reflector.ifname, *mode],
                        str(tmp / "reflector.log"))
@@ -86,7 +90,7 @@ def run(tmp_path_factory, request):
         with capture.start(topo, topo.sender, str(tmp / "sender.pcap")) as cap_s, \
                 capture.start(topo, topo.reflector, str(tmp / "reflector.pcap")) as cap_r:
             snd = Service(topo, topo.sender,
-                          [command("stamp-sender"), topo.sender.ifname, topo.reflector.addr,
+                          [command("stamp-sender"), topo.sender.ifname, topo.reflector.ip(family),
                            "-c", str(COUNT), "-i", "0.05", "-w", "0.3", "--debug", *mode],
                           str(tmp / "sender.log"))
             assert snd.wait_exit(120) == 0, f"the sender failed:\n{snd.text()[-3000:]}"
@@ -94,9 +98,9 @@ def run(tmp_path_factory, request):
         emu_log = [json.loads(line) for line in open(topo.emulator_log)]
     truth = capture.stamp_delays(capture.stamp_packets(capture.read_pcap(str(tmp / "sender.pcap"))),
                                  capture.stamp_packets(capture.read_pcap(str(tmp / "reflector.pcap"))),
-                                 authenticated=bool(mode))
+                                 topo.sender.ip(family), authenticated=bool(mode))
     return {"sender": snd, "truth": {k.seq: v for k, v in truth.items()}, "emulator": emu_log,
-            "mode": request.param}
+            "mode": mode_name}
 
 
 def test_every_packet_sent_is_on_the_wire(run):

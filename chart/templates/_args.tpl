@@ -20,6 +20,8 @@ supervisor; services/supervisor/commands.py builds the same list (tests/test_com
 - {{ int $s.maxPeers | quote }}
 {{- end }}
 {{- end }}
+- --address-family
+- {{ toString $s.addressFamily | quote }}
 - --source-port
 - {{ int $s.sourcePort | quote }}
 - --dest-port

@@ -12,7 +12,7 @@ import socket
 
 from pyroute2 import IPRoute
 
-from . import netif
+from . import addr, netif
 
 AUTO = "auto"
 
@@ -42,18 +42,26 @@ def default_interface(ipr):
                       f"(interfaces here: {', '.join(netif.names())})")
 
 
-def lookup(name):
-    """The IPv4 addresses `name` resolves to now, or [] (the caller falls back)."""
+def lookup(name, address_family="any"):
+    """The addresses of the wanted families `name` resolves to now, or [] (the caller
+    falls back)."""
+    gai = {"any": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}[address_family]
     try:
-        return sorted({i[4][0] for i in socket.getaddrinfo(name, None, socket.AF_INET,
-                                                            socket.SOCK_DGRAM)})
+        infos = socket.getaddrinfo(name, None, gai, socket.SOCK_DGRAM)
     except OSError:
         return []
+    found = {addr.normalize(i[4][0].split("%")[0]) for i in infos}
+    # Link-local answers have no route to choose an interface by.
+    return sorted(a for a in found if not addr.is_link_local(a))
 
 
 def choose(targets):
-    """The one interface the routes to `targets` (IPv4 addresses) use; with no target,
-    the default route's. Raises LookupError with one line saying what to do."""
+    """The one interface the routes to `targets` (addresses of either family) use; with
+    no target, the default route's. Raises LookupError with one line saying what to do."""
+    local = [t for t in targets if addr.is_link_local(t)]
+    if local:
+        raise LookupError(f"interface auto: {local[0]} is link-local, which every interface "
+                          "has a route to: name the interface instead of auto")
     with IPRoute() as ipr:
         if not targets:
             return default_interface(ipr)
@@ -75,6 +83,7 @@ def resolve(args):
     targets = list(getattr(args, "reflectors", None) or [])
     dns = getattr(args, "reflector_dns", None)
     if dns:
-        own = netif.all_ipv4_addresses()
-        targets += [a for a in lookup(dns) if a not in own]
+        own = netif.all_addresses()
+        targets += [a for a in lookup(dns, getattr(args, "address_family", "any"))
+                    if a not in own]
     return choose(targets)

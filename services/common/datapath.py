@@ -7,7 +7,8 @@ bytes to a decoder from services/common/events.py.
 
 import ctypes
 import socket
-import struct
+
+from . import addr
 
 # The ring buffer's size in pages, the same for both services: 2 MiB, about
 # 2 s of records at 10,000 packets/s, so a sender or reflector process that
@@ -29,9 +30,17 @@ REFLECTOR_STATS = ("reflected",     # reflector_ingress.c stamped T2 and sent a 
                    "t3_stamped") + _COMMON_STATS   # reflector_egress.c wrote T3
 
 
-def ipv4_be32(addr):
-    """The __be32 map key for a dotted quad."""
-    return struct.unpack("=I", socket.inet_aton(addr))[0]
+def stamp_addr(ctype, address):
+    """A struct stamp_addr map key or value (`ctype`: a table's Key or Leaf) of an
+    address of either family: 16 octets, IPv4 ones IPv4-mapped (addr.py)."""
+    out = ctype()
+    ctypes.memmove(ctypes.addressof(out), addr.pack16(address), 16)
+    return out
+
+
+def addr_key(table, address):
+    """The map key (struct stamp_addr) of an address of either family."""
+    return stamp_addr(table.Key, address)
 
 
 class Datapath:

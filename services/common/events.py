@@ -5,24 +5,26 @@ in bpf/stamp.h (network byte order throughout); tests/test_wire_layout.py
 checks both against the compiled header.
 """
 
-import socket
 import struct
 from typing import NamedTuple
 
+from . import addr
+
 EVENT_TLV_LEN = 96         # STAMP_EVENT_TLV_LEN
-SENDER_EVENT = struct.Struct(f"!4s4sHHHBB II 44s {EVENT_TLV_LEN}s")
-REFLECTOR_EVENT = struct.Struct("!4s4sHHHBx I II II II HH")
+# Addresses are 16 octets, either family (struct stamp_addr: IPv4 ones IPv4-mapped).
+SENDER_EVENT = struct.Struct(f"!16s16sHHHBB II 44s {EVENT_TLV_LEN}s")
+REFLECTOR_EVENT = struct.Struct("!16s16sHHHBx I II II II HH")
 
 SENDER_EVENT_FIELDS = {
-    "reflector_addr": (0, 4), "local_addr": (4, 4), "reflector_port": (8, 2),
-    "local_port": (10, 2), "payload_len": (12, 2), "reply_ttl": (14, 1), "reply_tos": (15, 1),
-    "t4": (16, 8), "pkt": (24, 44), "tlvs": (68, EVENT_TLV_LEN),
+    "reflector_addr": (0, 16), "local_addr": (16, 16), "reflector_port": (32, 2),
+    "local_port": (34, 2), "payload_len": (36, 2), "reply_ttl": (38, 1), "reply_tos": (39, 1),
+    "t4": (40, 8), "pkt": (48, 44), "tlvs": (92, EVENT_TLV_LEN),
 }
 REFLECTOR_EVENT_FIELDS = {
-    "sender_addr": (0, 4), "local_addr": (4, 4), "sender_port": (8, 2), "local_port": (10, 2),
-    "payload_len": (12, 2), "sender_ttl": (14, 1), "pad": (15, 1), "seq": (16, 4),
-    "t1": (20, 8), "t2": (28, 8), "t3": (36, 8), "sender_error_estimate": (44, 2),
-    "error_estimate": (46, 2),
+    "sender_addr": (0, 16), "local_addr": (16, 16), "sender_port": (32, 2), "local_port": (34, 2),
+    "payload_len": (36, 2), "sender_ttl": (38, 1), "pad": (39, 1), "seq": (40, 4),
+    "t1": (44, 8), "t2": (52, 8), "t3": (60, 8), "sender_error_estimate": (68, 2),
+    "error_estimate": (70, 2),
 }
 
 
@@ -58,12 +60,12 @@ class ReflectorEvent(NamedTuple):
 
 def sender_event(buf):
     (ra, la, rp, lp, plen, ttl, tos, s4, f4, pkt, tlvs) = SENDER_EVENT.unpack_from(buf)
-    return SenderEvent(socket.inet_ntoa(ra), socket.inet_ntoa(la), rp, lp, plen, ttl,
+    return SenderEvent(addr.unpack16(ra), addr.unpack16(la), rp, lp, plen, ttl,
                        (s4, f4), pkt, tlvs[:max(0, plen - 44)], tos)
 
 
 def reflector_event(buf):
     (sa, la, sp, lp, plen, ttl, seq, s1, f1, s2, f2, s3, f3, see, ee) = \
         REFLECTOR_EVENT.unpack_from(buf)
-    return ReflectorEvent(socket.inet_ntoa(sa), socket.inet_ntoa(la), sp, lp, plen, ttl, seq,
+    return ReflectorEvent(addr.unpack16(sa), addr.unpack16(la), sp, lp, plen, ttl, seq,
                           (s1, f1), (s2, f2), (s3, f3), see, ee)

@@ -5,15 +5,45 @@ import socket
 
 from pyroute2 import IPRoute
 
+from . import addr
+
+# include/uapi/linux/if_addr.h: an address the kernel does not deliver to yet
+# (duplicate address detection running or failed, RFC 4862 5.4).
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+
+
+def _index(ipr, ifname):
+    index = ipr.link_lookup(ifname=ifname)
+    if not index:
+        raise LookupError(f"no network interface named {ifname!r}; this host has "
+                          f"{', '.join(names(ipr))} (or give auto: the route's interface)")
+    return index[0]
+
 
 def ipv4_addresses(ifname):
     """The IPv4 addresses on `ifname` (all of them: primary and secondary)."""
     with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=ifname)
-        if not index:
-            raise LookupError(f"no network interface named {ifname!r}; this host has "
-                              f"{', '.join(names(ipr))} (or give auto: the route's interface)")
-        return sorted(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index[0], family=socket.AF_INET))
+        return sorted(a.get_attr("IFA_ADDRESS")
+                      for a in ipr.get_addr(index=_index(ipr, ifname), family=socket.AF_INET))
+
+
+def ipv6_addresses(ifname):
+    """The IPv6 addresses on `ifname` that receive packets: global, unique-local and
+    link-local, not those still tentative or failed in duplicate address detection."""
+    with IPRoute() as ipr:
+        out = set()
+        for a in ipr.get_addr(index=_index(ipr, ifname), family=socket.AF_INET6):
+            flags = a.get_attr("IFA_FLAGS") or a["flags"]
+            if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                continue
+            out.add(addr.normalize(a.get_attr("IFA_ADDRESS")))
+        return sorted(out)
+
+
+def addresses(ifname):
+    """Both families' addresses on `ifname`, IPv4 first."""
+    return ipv4_addresses(ifname) + ipv6_addresses(ifname)
 
 
 def other_ipv4_addresses(ifname):
@@ -24,12 +54,10 @@ def other_ipv4_addresses(ifname):
     as broadcast whether or not the address was given one (`ip addr add ...
     brd +`), and the IFA_BROADCAST the address was given, if another."""
     with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=ifname)
-        if not index:
-            raise LookupError(f"no network interface named {ifname!r}; see `ip link` for the names here")
+        index = _index(ipr, ifname)
         out = set()
         for a in ipr.get_addr(family=socket.AF_INET):
-            if a["index"] == index[0]:
+            if a["index"] == index:
                 if a.get_attr("IFA_BROADCAST"):
                     out.add(a.get_attr("IFA_BROADCAST"))
                 if a["prefixlen"] < 31:     # /31 and /32 have no broadcast (RFC 3021)
@@ -39,6 +67,17 @@ def other_ipv4_addresses(ifname):
             else:
                 out.add(a.get_attr("IFA_ADDRESS"))
         return sorted(out - set(ipv4_addresses(ifname)))
+
+
+def other_ipv6_addresses(ifname):
+    """The IPv6 twin of other_ipv4_addresses(): every address of the other
+    interfaces but their link-local ones, which belong to other links (IPv6
+    has no broadcast; multicast sources are refused by the guard itself)."""
+    with IPRoute() as ipr:
+        index = _index(ipr, ifname)
+        out = {addr.normalize(a.get_attr("IFA_ADDRESS"))
+               for a in ipr.get_addr(family=socket.AF_INET6) if a["index"] != index}
+    return sorted(a for a in out - set(ipv6_addresses(ifname)) if not addr.is_link_local(a))
 
 
 def names(ipr=None):
@@ -53,3 +92,11 @@ def all_ipv4_addresses():
     """Every IPv4 address on this host (all interfaces)."""
     with IPRoute() as ipr:
         return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
+
+
+def all_addresses():
+    """Every address of either family on this host (all interfaces), IPv6 without scope."""
+    with IPRoute() as ipr:
+        return ({a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)} |
+                {addr.normalize(a.get_attr("IFA_ADDRESS"))
+                 for a in ipr.get_addr(family=socket.AF_INET6)})

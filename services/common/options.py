@@ -114,7 +114,7 @@ def run_service(name, args, files, defines, run):
         if args.interface == autoif.AUTO:
             args.interface = autoif.resolve(args)
             log.info("interface_chosen", interface=args.interface, by="route")
-        netif.ipv4_addresses(args.interface)
+        netif.addresses(args.interface)      # the interface exists
         if args.timestamping == "bpf":
             log.info("starting", interface=args.interface, timestamping="bpf",
                      kernel_headers=bpfprog.kernel_headers()[1])

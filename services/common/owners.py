@@ -139,16 +139,20 @@ class HookLock:
 
 def udp_port_holders(port, proc="/proc"):
     """Pids of visible processes with a UDP socket bound to `port` in this
-    network namespace (/proc/net/udp gives the socket's inode)."""
+    network namespace (/proc/net/udp and udp6, for dual-stack sockets, give
+    the socket's inode)."""
     inodes = set()
-    try:
-        with open(f"{proc}/net/udp") as f:
-            next(f)
-            for line in f:
-                cols = line.split()
-                if int(cols[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{cols[9]}]")
-    except (OSError, IndexError, ValueError, StopIteration):
+    for table in ("udp", "udp6"):
+        try:
+            with open(f"{proc}/net/{table}") as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{cols[9]}]")
+        except (OSError, IndexError, ValueError, StopIteration):
+            continue
+    if not inodes:
         return []
     pids = []
     for pid in os.listdir(proc):

@@ -1,4 +1,4 @@
-"""The record stream from the sender and reflector to the exporter (format 1).
+"""The record stream from the sender and reflector to the exporter (format 3).
 
 A message is an 8-byte header followed by `count` fixed-size records of one kind,
 all little-endian (struct "<"). docs/records.md describes every field, its unit
@@ -9,14 +9,17 @@ and its byte order; change both together and bump VERSION on any layout change.
     decode_raw(buf)               (kind class, plain tuples in wire form), for speed
 """
 
-import functools
-import socket
 import struct
 from typing import NamedTuple
 
+from . import addr
+
 MAGIC = b"SB"
-VERSION = 2
+VERSION = 3
 MAX_COUNT = 0xFFFF
+# What older formats were, for the one line that says why a message is refused.
+OLD_VERSIONS = {1: "IPv4 addresses only, ServiceStats without its last three fields",
+                2: "IPv4 addresses only (4 octets)"}
 
 HEADER = struct.Struct("<2sBBHH")  # magic, version, kind, count, reserved (0)
 
@@ -130,11 +133,12 @@ class DropCount(NamedTuple):
     count: int
 
 
-# kind number: (class, struct layout, indexes of IPv4 fields, of bool fields, of str fields)
+# kind number: (class, struct layout, indexes of address fields, of bool fields, of str fields)
+# Addresses are 16 octets of either family (services/common/addr.py: IPv4 as ::ffff:a.b.c.d).
 _LAYOUTS = {
-    1: (SenderPacket, "<4sH4sHBBBBIIqqqqHHQQQQQQ", (0, 2), (5,), ()),
-    2: (ReflectorPacket, "<4sH4sHBBIqqqQ", (0, 2), (), ()),
-    3: (SessionStats, "<4sH4sHQQQQQQB", (0, 2), (10,), ()),
+    1: (SenderPacket, "<16sH16sHBBBBIIqqqqHHQQQQQQ", (0, 2), (5,), ()),
+    2: (ReflectorPacket, "<16sH16sHBBIqqqQ", (0, 2), (), ()),
+    3: (SessionStats, "<16sH16sHQQQQQQB", (0, 2), (10,), ()),
     4: (ServiceStats, "<BBBqQQQIBiQ", (), (2, 8), ()),
     5: (SupervisorStats, "<16sBQI", (), (1,), (0,)),
     6: (DropCount, "<BI16sQ", (), (), (2,)),
@@ -157,7 +161,7 @@ class _Kind:
     def pack_into(self, buf, offset, rec):
         vals = list(rec)
         for i in self.ips:
-            vals[i] = socket.inet_pton(socket.AF_INET, vals[i])
+            vals[i] = addr.pack16(vals[i])
         for i in self.strs:
             vals[i] = vals[i].encode()[:16]
         self.struct.pack_into(buf, offset, *vals)
@@ -171,7 +175,7 @@ class _Kind:
         for t in self.struct.iter_unpack(body):
             vals = list(t)
             for i in ips:
-                vals[i] = _ntoa(vals[i])
+                vals[i] = addr.unpack16(vals[i])
             for i in bools:
                 vals[i] = vals[i] != 0
             for i in strs:
@@ -179,8 +183,6 @@ class _Kind:
             out.append(make(vals))
         return out
 
-
-_ntoa = functools.lru_cache(maxsize=4096)(socket.inet_ntoa)
 
 KINDS = {n: _Kind(n, *layout) for n, layout in _LAYOUTS.items()}
 _BY_CLASS = {k.cls: k for k in KINDS.values()}
@@ -218,7 +220,12 @@ def decode_header(buf):
     if magic != MAGIC:
         raise RecordError("bad_magic", repr(magic))
     if version != VERSION:
-        raise RecordError("unknown_version", str(version))
+        if version in OLD_VERSIONS:
+            raise RecordError("unknown_version", f"format {version} ({OLD_VERSIONS[version]}) "
+                              f"from an older stamp-bpf; this exporter reads format {VERSION}: "
+                              "run the same stamp-bpf version on both ends")
+        raise RecordError("unknown_version", f"format {version}; this exporter reads "
+                                             f"format {VERSION}")
     kind = KINDS.get(number)
     if kind is None:
         raise RecordError("unknown_kind", str(number))
@@ -239,7 +246,7 @@ def decode(buf):
 def decode_raw(buf):
     """(record class, iterator of plain tuples) of one message, without conversions.
 
-    The tuples have the NamedTuple's field order, but IPv4 addresses are 4 bytes,
+    The tuples have the NamedTuple's field order, but addresses are 16 bytes,
     bools are ints and strings NUL-padded bytes. Raises RecordError like decode.
     """
     kind, _ = decode_header(buf)

@@ -183,10 +183,11 @@ TLV_TIMESTAMP_INFO = 3
 TLV_CLASS_OF_SERVICE = 4
 TLV_DIRECT_MEASUREMENT = 5
 TLV_HMAC = 8
-# Table 5: Location sub-TLVs (a sender asks with 1, 4, 7; a reflector answers 2, 5, 8)
+# Table 5: Location sub-TLVs (a sender asks with 1, 4, 7; a reflector answers 2, and
+# 5, 8 over IPv4 or 6, 9 over IPv6)
 LOC_SRC_MAC, LOC_SRC_EUI48 = 1, 2
-LOC_DST_IP, LOC_DST_IPV4 = 4, 5
-LOC_SRC_IP, LOC_SRC_IPV4 = 7, 8
+LOC_DST_IP, LOC_DST_IPV4, LOC_DST_IPV6 = 4, 5, 6
+LOC_SRC_IP, LOC_SRC_IPV4, LOC_SRC_IPV6 = 7, 8, 9
 LOC_MAC_LEN, LOC_IP_LEN = 8, 16
 # Table 7 and Table 9
 SYNC_SRC_NTP, SYNC_SRC_PTP, SYNC_SRC_FREE_RUNNING = 1, 2, 5

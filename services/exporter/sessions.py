@@ -1,9 +1,8 @@
 """What sender and reflector sessions share: the table with idle removal, delay families."""
 
 import itertools
-import socket
 
-from ..common import records
+from ..common import addr, records
 
 from . import textformat
 from .cumulative import CumulativeCounts
@@ -11,9 +10,10 @@ from .delays import DelayHistogram
 
 
 def endpoints(key):
-    """("a.b.c.d:port", "e.f.g.h:port") of a session key in wire form (4-byte addresses)."""
+    """("a.b.c.d:port", "[2001:db8::1]:port") of a session key in wire form (16-byte
+    addresses, services/common/addr.py)."""
     a, a_port, b, b_port = key
-    return f"{socket.inet_ntoa(a)}:{a_port}", f"{socket.inet_ntoa(b)}:{b_port}"
+    return addr.endpoint(addr.unpack16(a), a_port), addr.endpoint(addr.unpack16(b), b_port)
 
 
 class SessionSeries:

@@ -234,10 +234,11 @@ def read_pcap(path):
 
 
 def stamp_packets(frames, port=862):
-    """The IPv4/UDP packets to or from `port` among (ts_ns, frame) pairs, as StampPackets."""
+    """The IPv4/UDP and IPv6/UDP packets to or from `port` among (ts_ns, frame) pairs, as
+    StampPackets (`ttl` is the Hop Limit of an IPv6 one)."""
     out = []
     for ts_ns, frame in frames:
-        udp = packets.parse_udp4(frame)
+        udp = packets.parse_udp(frame)
         if udp is None or port not in (udp.sport, udp.dport):
             continue
         out.append(StampPacket(ts_ns, udp.src, udp.dst, udp.sport, udp.dport, udp.ttl,

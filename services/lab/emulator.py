@@ -17,7 +17,8 @@ slack. Forwarding adds about 0.1 ms to each leg (more on a loaded machine):
 captures, not this program, are the truth. Jitter is uniform in [-J, +J],
 applies to every frame, and never reorders a direction.
 
-Impairments touch STAMP frames only: IPv4/UDP to or from --port, whose SEQ is
+Impairments touch STAMP frames only: IPv4/UDP or IPv6/UDP (UDP the first Next
+Header) to or from --port, whose SEQ is
 the first 4 payload bytes, big-endian (in `back` frames that is the reflector's
 Sequence Number: the sender's own for a stateless reflector, or a stateful one
 serving one session from 0). A SEQ rule hits every session. Every other frame
@@ -221,7 +222,7 @@ class Emulator:
             now_mono, now_real = time.monotonic_ns(), time.time_ns()
             rx_ns = rx_ns or now_real
             rx_mono = now_mono - max(0, now_real - rx_ns)
-            udp = packets.parse_udp4(frame)
+            udp = packets.parse_udp(frame)
             seq = packets.stamp_seq(udp, self.args.port)
             record = None
             if seq is not None:

@@ -1,15 +1,20 @@
 """Test hosts in network namespaces, built up and torn down as one unit.
 
-Two shapes, addresses from the benchmarking range (RFC 2544, 198.18.0.0/15):
+Two shapes, addresses from the benchmarking ranges (RFC 2544, 198.18.0.0/15;
+RFC 5180, 2001:2::/48 for IPv6):
 
     direct:    [sender 198.18.0.1/24] <-veth-> [reflector 198.18.0.2/24]
     emulated:  [sender] <-veth-> [middle: link emulator] <-veth-> [reflector]
+    ipv6=True: also sender 2001:2::1/64 and reflector 2001:2::2/64, and each
+               side's link-local address (fe80::/64, from its MAC)
 
 In `emulated`, the middle namespace has no addresses: the emulator
 (stamp_bpf.lab.emulator) relays Ethernet frames between its two interfaces,
-so sender and reflector share one IPv4 subnet. Every veth end has TX checksum
-offload, TSO, GSO and GRO off: frames carry real checksums and MTU sizes.
-IPv6 is off in every namespace (no router solicitations, no DAD noise).
+so sender and reflector share one IPv4 (and IPv6) subnet. Every veth end has
+TX checksum offload, TSO, GSO and GRO off: frames carry real checksums and MTU
+sizes. IPv6 is off in every namespace unless ipv6=True; then it is on with no
+duplicate address detection and no router solicitations (addresses usable at
+once, no noise but neighbour discovery and MLD reports).
 
 Usage:
 
@@ -22,11 +27,13 @@ Usage:
     # every namespace, interface and process started through popen is gone here
 
 Topology(shape="direct", *, extra_addrs=0, static_neigh=True, emulator_args=None,
-         prefix=None, workdir=None, stop_timeout=3.0)
+         prefix=None, workdir=None, stop_timeout=3.0, ipv6=False)
     extra_addrs   N more /32 addresses on the reflector (198.19.0.1 ...), reachable
                   on-link from the sender; listed in topo.reflector.extra_addrs.
-    static_neigh  permanent neighbour entries both ways, so no ARP delays the first
-                  packets; False leaves ARP to do its work (through the emulator).
+    static_neigh  permanent neighbour entries both ways (IPv4, and IPv6 global and
+                  link-local with ipv6=True), so no ARP or neighbour solicitation
+                  delays the first packets; False leaves them to do their work.
+    ipv6          IPv6 on, with the addresses above (host.addr6, host.ll6).
     emulator_args extra arguments for the emulator (emulated shape only); it is
                   started on enter, waits until ready, logs to topo.emulator_log.
     prefix        name prefix (default "sl" + 6 random hex digits).
@@ -36,8 +43,9 @@ Topology(shape="direct", *, extra_addrs=0, static_neigh=True, emulator_args=None
 Attributes: prefix, shape, workdir, sender, reflector, middle (None when direct),
             hosts (those that exist), emulator (Popen or None), emulator_log (path
             or None; complete once stop_emulator() returned, whole lines before).
-Host handles: ns, ifname, addr, prefixlen, mac, extra_addrs (middle: ifname is the
-              sender side, peer_ifname the reflector side; no addresses).
+Host handles: ns, ifname, addr, prefixlen, mac, extra_addrs, addr6 and ll6 (None
+              without ipv6) (middle: ifname is the sender side, peer_ifname the
+              reflector side; no addresses).
 Methods: run(host, argv, **kw) -> CompletedProcess; popen(host, argv, **kw) -> Popen
          (tracked, stopped on exit: SIGTERM, then SIGKILL after `stop_timeout`);
          host is a Host, a namespace name, or None (the caller's namespace);
@@ -45,7 +53,7 @@ Methods: run(host, argv, **kw) -> CompletedProcess; popen(host, argv, **kw) -> P
          stopping one also kills what is left of its process group;
          stop(proc, timeout=stop_timeout) -> returncode; start_emulator(args)
          (restarts it, new log file) / stop_emulator(); close() (idempotent).
-Also: SENDER_ADDR, REFLECTOR_ADDR, list_namespaces(prefix), wait_ready(proc, path,
+Also: SENDER_ADDR, REFLECTOR_ADDR, SENDER_ADDR6, REFLECTOR_ADDR6, list_namespaces(prefix), wait_ready(proc, path,
 timeout, what) (wait for a ready file, fail early if proc exits).
 cleanup(prefix) removes the namespaces and interfaces of a crashed run;
 `python -m stamp_bpf.lab.netns --cleanup PREFIX` does the same from a shell.
@@ -70,6 +78,9 @@ from ..common import owners
 SENDER_ADDR = "198.18.0.1"
 REFLECTOR_ADDR = "198.18.0.2"
 PREFIXLEN = 24
+SENDER_ADDR6 = "2001:2::1"
+REFLECTOR_ADDR6 = "2001:2::2"
+PREFIXLEN6 = 64
 EXTRA_NET = ipaddress.ip_network("198.19.0.0/16")
 SHAPES = ("direct", "emulated")
 _OFFLOADS = ["tx", "off", "tso", "off", "gso", "off", "gro", "off"]
@@ -85,6 +96,12 @@ class Host:
     mac: str = None
     extra_addrs: list = dataclasses.field(default_factory=list)
     peer_ifname: str = None      # middle ns only: the interface towards the reflector
+    addr6: str = None            # ipv6=True: the global IPv6 address
+    ll6: str = None              # ipv6=True: the link-local IPv6 address
+
+    def ip(self, family=4):
+        """The host's address of a family: 4 (addr) or 6 (addr6)."""
+        return self.addr6 if family == 6 else self.addr
 
 
 def _ip(*args, ns=None, input=None):
@@ -94,6 +111,30 @@ def _ip(*args, ns=None, input=None):
     if res.returncode != 0:
         raise RuntimeError(f"`{' '.join(argv[:12])}` failed: {res.stderr.strip()}")
     return res.stdout
+
+
+# IPv6 off: no router solicitations, no DAD, nothing but IPv4 on the wire.
+_IPV6_OFF = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
+# IPv6 on, quiet: no DAD (addresses usable at once), no router solicitations.
+_IPV6_ON = ["net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0",
+            "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv6.conf.all.router_solicitations=0",
+            "net.ipv6.conf.default.router_solicitations=0",
+            "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0"]
+
+
+def _link_local(host):
+    """The link-local IPv6 address the kernel gave `host`'s interface."""
+    deadline = time.monotonic() + 5
+    while True:
+        info = json.loads(_ip("-j", "-6", "addr", "show", "dev", host.ifname, "scope", "link",
+                              ns=host.ns))
+        for a in info[0].get("addr_info", []) if info else []:
+            if a.get("family") == "inet6" and "tentative" not in a:
+                return a["local"]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{host.ifname} in {host.ns} got no link-local IPv6 address")
+        time.sleep(0.02)
 
 
 def _ns_exec(ns, argv):
@@ -128,7 +169,8 @@ class Topology:
     """Sender and reflector namespaces (and a middle one when emulated); see the module doc."""
 
     def __init__(self, shape="direct", *, extra_addrs=0, static_neigh=True,
-                 emulator_args=None, prefix=None, workdir=None, stop_timeout=3.0):
+                 emulator_args=None, prefix=None, workdir=None, stop_timeout=3.0,
+                 ipv6=False):
         if shape not in SHAPES:
             raise ValueError(f"shape must be one of {SHAPES}, not {shape!r}")
         if emulator_args is not None and shape != "emulated":
@@ -139,6 +181,7 @@ class Topology:
             raise ValueError("prefix must be at most 10 characters (interface names <= 15)")
         self.extra_addrs = extra_addrs
         self.static_neigh = static_neigh
+        self.ipv6 = ipv6
         self.emulator_args = list(emulator_args or [])
         self.stop_timeout = stop_timeout
         self._own_workdir = workdir is None
@@ -177,8 +220,7 @@ class Topology:
         for host in self.hosts:
             _ip("netns", "add", host.ns)
             self._namespaces.append(host.ns)
-            self.run(host, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                            "net.ipv6.conf.default.disable_ipv6=1"], check=True)
+            self.run(host, ["sysctl", "-qw"] + (_IPV6_ON if self.ipv6 else _IPV6_OFF), check=True)
             _ip("link", "set", "lo", "up", ns=host.ns)
         s, r, m = self.sender, self.reflector, self.middle
         if m is None:
@@ -188,10 +230,15 @@ class Topology:
             self._veth(m, m.peer_ifname, r, r.ifname)
             for ifname in (m.ifname, m.peer_ifname):
                 _ip("link", "set", ifname, "promisc", "on", "up", ns=m.ns)
-        for host in (s, r):
+        for host, a6 in ((s, SENDER_ADDR6), (r, REFLECTOR_ADDR6)):
             _ip("addr", "add", f"{host.addr}/{host.prefixlen}", "dev", host.ifname, ns=host.ns)
+            if self.ipv6:
+                host.addr6 = a6
+                _ip("addr", "add", f"{a6}/{PREFIXLEN6}", "dev", host.ifname, "nodad", ns=host.ns)
             _ip("link", "set", host.ifname, "up", ns=host.ns)
             host.mac = json.loads(_ip("-j", "link", "show", host.ifname, ns=host.ns))[0]["address"]
+        for host in (s, r) if self.ipv6 else ():
+            host.ll6 = _link_local(host)        # the kernel adds it once the link has carrier
         r.extra_addrs = extra_addresses(self.extra_addrs)
         if r.extra_addrs:
             _ip("-batch", "-", ns=r.ns, input="".join(
@@ -201,6 +248,10 @@ class Topology:
             _ip("neigh", "replace", r.addr, "lladdr", r.mac, "dev", s.ifname, "nud", "permanent", ns=s.ns)
             _ip("neigh", "replace", s.addr, "lladdr", s.mac, "dev", r.ifname,
                 "nud", "permanent", ns=r.ns)
+            for a, b in ((s, r), (r, s)) if self.ipv6 else ():
+                for peer_addr in (b.addr6, b.ll6):
+                    _ip("neigh", "replace", peer_addr, "lladdr", b.mac, "dev", a.ifname,
+                        "nud", "permanent", ns=a.ns)
             if r.extra_addrs:
                 _ip("-batch", "-", ns=s.ns, input="".join(
                     f"neigh replace {a} lladdr {r.mac} dev {s.ifname} nud permanent\n"

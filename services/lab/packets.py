@@ -1,10 +1,11 @@
-"""Raw frames for the lab: AF_PACKET sockets with kernel timestamps, and a UDP/IPv4 parser.
+"""Raw frames for the lab: AF_PACKET sockets with kernel timestamps, and UDP parsers.
 
 Shared by the link emulator and the capture, so both see frames the same way.
 
     sock = open_packet_socket("eth0")            # bound, SO_TIMESTAMPNS on
     frame, pkttype, ts_ns = recv_frame(sock)     # ts_ns: kernel CLOCK_REALTIME
-    udp = parse_udp4(frame)                      # Udp4(...) or None
+    udp = parse_udp(frame)                       # Udp(...) of IPv4 or IPv6, or None
+    udp = parse_udp4(frame) / parse_udp6(frame)  # one family only
     received, dropped = socket_stats(sock)       # PACKET_STATISTICS (resets)
 """
 
@@ -24,14 +25,16 @@ _TIMESPEC = struct.Struct("qq")
 _CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
-class Udp4(NamedTuple):
-    """An Ethernet/IPv4/UDP frame, decoded. `payload` is the UDP payload."""
+class Udp(NamedTuple):
+    """An Ethernet/IPv4/UDP or Ethernet/IPv6/UDP frame, decoded. `payload` is the UDP
+    payload, `ttl` the IPv4 TTL or IPv6 Hop Limit, `check` the UDP checksum field."""
     src: str
     dst: str
     sport: int
     dport: int
     ttl: int
     payload: bytes
+    check: int = 0
 
 
 def open_packet_socket(ifname, bufsize=8 << 20):
@@ -82,6 +85,30 @@ def socket_stats(sock):
     return packets, drops
 
 
+def parse_udp(frame):
+    """Decode an untagged Ethernet/IPv4/UDP or Ethernet/IPv6/UDP frame; None otherwise."""
+    return parse_udp4(frame) or parse_udp6(frame)
+
+
+def parse_udp6(frame):
+    """Decode an untagged Ethernet/IPv6/UDP frame with UDP as its first Next Header.
+
+    Extension headers (a fragment header included) are not walked: such a frame
+    gives None, as for the TC programs, which leave it to the stack. The payload
+    is cut to the UDP length, so Ethernet padding is not part of it.
+    """
+    if len(frame) < 14 + 40 + 8 or frame[12:14] != b"\x86\xdd" or frame[14] >> 4 != 6:
+        return None
+    if frame[20] != 17:
+        return None
+    udp = 14 + 40
+    sport, dport, ulen, check = struct.unpack_from("!HHHH", frame, udp)
+    payload = frame[udp + 8:udp + max(ulen, 8)]
+    return Udp(socket.inet_ntop(socket.AF_INET6, frame[22:38]),
+               socket.inet_ntop(socket.AF_INET6, frame[38:54]),
+               sport, dport, frame[21], bytes(payload), check)
+
+
 def parse_udp4(frame):
     """Decode an untagged Ethernet/IPv4/UDP frame; None for anything else.
 
@@ -99,10 +126,10 @@ def parse_udp4(frame):
     udp = 14 + ihl
     if len(frame) < udp + 8:
         return None
-    sport, dport, ulen = struct.unpack_from("!HHH", frame, udp)
+    sport, dport, ulen, check = struct.unpack_from("!HHHH", frame, udp)
     payload = frame[udp + 8:udp + max(ulen, 8)]
-    return Udp4(socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34]),
-                sport, dport, frame[22], bytes(payload))
+    return Udp(socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34]),
+               sport, dport, frame[22], bytes(payload), check)
 
 
 def stamp_seq(udp, port):

@@ -2,7 +2,7 @@
 
 import ctypes
 
-from ..common import bpfprog, datapath, tc, wire
+from ..common import bpfprog, datapath, events, tc, wire
 from . import guard
 
 # Headers with map accesses must be joined into the source (bcc rewrites only its own).
@@ -31,6 +31,7 @@ def load(port, ptp, debug=False, stateful=False, max_sessions=DEFAULT_MAX_SESSIO
 
 class ReflectorDatapath(datapath.Datapath):
     STATS = datapath.REFLECTOR_STATS
+    event = staticmethod(events.reflector_event)     # a ring buffer record, decoded
 
     def __init__(self, bpf, ptp):
         self._addrs = set()
@@ -42,17 +43,17 @@ class ReflectorDatapath(datapath.Datapath):
         super().__init__(bpf, ptp)
 
     def set_addresses(self, addrs, others=()):
-        """Reflect for exactly these IPv4 addresses, and never answer `others` (the
-        host's other addresses and subnet broadcasts: LOCAL_OTHER in bpf/guard.h);
+        """Reflect for exactly these addresses (either family), and never answer `others`
+        (the host's other addresses and subnet broadcasts: LOCAL_OTHER in bpf/guard.h);
         returns (added, removed) of addrs."""
         table = self.bpf[b"local_addrs"]
         new = set(addrs)
         others = set(others) - new
         for a, kind in [(a, LOCAL_REFLECT) for a in new - self._addrs] + \
                        [(a, LOCAL_OTHER) for a in others - self._others]:
-            table[table.Key(datapath.ipv4_be32(a))] = table.Leaf(kind)
+            table[datapath.addr_key(table, a)] = table.Leaf(kind)
         for a in (self._addrs - new - others) | (self._others - others - new):
-            del table[table.Key(datapath.ipv4_be32(a))]
+            del table[datapath.addr_key(table, a)]
         added, removed = new - self._addrs, self._addrs - new
         self._addrs, self._others = new, others
         return added, removed

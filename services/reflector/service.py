@@ -9,8 +9,8 @@ import contextlib
 import os
 import time
 
-from ..common import (auth, delaystats, events as events_mod, histfile, netif, records,
-                      recordpipe, runtime, tc, wire)
+from ..common import (addr, auth, delaystats, histfile, netif, records, recordpipe, runtime,
+                      tc, wire)
 from . import datapath, guard
 from .sessions import ReflectorSessions
 from .usermode import UserReflector
@@ -125,8 +125,9 @@ class ReflectorService:
     def _drain(self):
         """Turn this iteration's reflections into exporter records and push them."""
         if self.pending:
-            self.pusher.push(_records(self.pending, self.state.tai_offset_s, self.sessions,
-                                      self.hist, self.args, self.log, self.ts_kind))
+            self.pusher.push(_records(self.pending, self.dp.event, self.state.tai_offset_s,
+                                      self.sessions, self.hist, self.args, self.log,
+                                      self.ts_kind))
             self.pending.clear()
 
     def _push_service_stats(self):
@@ -190,17 +191,18 @@ def _drop_counts(counts):
 
 def _sync_addresses(dp, ifname, log):
     """Reflect for the interface's addresses; never answer the host's others (guard.h)."""
-    added, removed = dp.set_addresses(netif.ipv4_addresses(ifname),
-                                      netif.other_ipv4_addresses(ifname))
+    added, removed = dp.set_addresses(netif.addresses(ifname),
+                                      netif.other_ipv4_addresses(ifname)
+                                      + netif.other_ipv6_addresses(ifname))
     if added or removed:
         log.info("addresses", interface=ifname, added=sorted(added), removed=sorted(removed))
 
 
-def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
-    """Exporter records for a batch of ring buffer events; updates sessions."""
+def _records(events, decode, tai_offset_s, sessions, hist, args, log, ts_kind):
+    """Exporter records for a batch of datapath events (read by `decode`); updates sessions."""
     out = []
     for raw in events:
-        ev = events_mod.reflector_event(raw)
+        ev = decode(raw)
         # A TWAMP-Light sender may leave its timestamp zero: T1 is then unknown.
         t1_ns = (0 if wire.ts_is_zero(ev.t1)
                  else wire.ts_to_ns(ev.t1, ev.sender_error_estimate, tai_offset_s))
@@ -209,7 +211,7 @@ def _records(events, tai_offset_s, sessions, hist, args, log, ts_kind):
         s, new = sessions.get(ev.sender, ev.sender_port)
         if s is None:
             if sessions.overflow == 1 or sessions.overflow % 100_000 == 0:
-                log.warning("sessions_full", sender=f"{ev.sender}:{ev.sender_port}",
+                log.warning("sessions_full", sender=addr.endpoint(ev.sender, ev.sender_port),
                             max_sessions=sessions.max_sessions, packets=sessions.overflow,
                             hint="packets of new senders are reflected but not recorded; "
                                  "raise --max-sessions if these senders are real")

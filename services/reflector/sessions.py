@@ -6,6 +6,7 @@ one-way delay from that sender, signed (negative when the clocks disagree).
 
 import time
 
+from ..common.addr import endpoint
 from ..common.delaystats import DelayStats
 
 
@@ -49,7 +50,7 @@ class ReflectorSessions:
             if len(self._by_key) >= self.max_sessions:
                 self.overflow += 1
                 return None, False
-            s = self._by_key[key] = ReflectorSession(f"{addr}:{port}")
+            s = self._by_key[key] = ReflectorSession(endpoint(addr, port))
         s.last_seen = time.monotonic()
         return s, new
 

@@ -8,7 +8,9 @@ own address; short TWAMP-Light packets, whose 44-octet reply would be larger,
 are refused as too_short); T2 is
 read from CLOCK_REALTIME when recvmsg() returns and T3 just before sendto(),
 so both carry this process's scheduling noise. Each reflected packet becomes
-the same event record the BPF ring buffer carries (services/common/events.py).
+the same decoded event the BPF ring buffer gives (events.ReflectorEvent). One
+dual-stack socket answers IPv4 and IPv6 (IPv4 as ::ffff:a.b.c.d), TTL and Hop
+Limit 255; a host without IPv6 gets an IPv4 socket.
 
 Authenticated mode (--auth-key-file, RFC 8762 sections 4.2.2, 4.3.2, 4.4)
 runs here too, never in TC: T2 is the kernel's receive timestamp
@@ -27,7 +29,7 @@ import socket
 import struct
 import time
 
-from ..common import auth, cmsg, datapath, events, records, wire
+from ..common import addr, auth, cmsg, datapath, events, records, wire
 
 REFLECT_TTL = 255
 
@@ -41,21 +43,32 @@ class UserReflector:
         self.state = None
         self.counts = dict.fromkeys(datapath.REFLECTOR_STATS + (auth.STATS if hmac else ()), 0)
         self.counts.update(dict.fromkeys(records.DROP_REASONS, 0))
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, REFLECT_TTL)
+            any_addr = "::"
+        except OSError:                 # no IPv6 on this host
+            self.sock, any_addr = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), "0.0.0.0"
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-        self.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
-        self.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_PKTINFO, 1)
+        cmsg.ask_for_ttl(self.sock)
+        cmsg.ask_for_local_address(self.sock)
         self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, REFLECT_TTL)
-        self._anc_space = cmsg.TTL_SPACE + cmsg.PKTINFO_SPACE
+        self._anc_space = cmsg.ANCILLARY_SPACE
         if hmac:
             self.sock.setsockopt(socket.SOL_SOCKET, cmsg.SO_TIMESTAMPNS, 1)
             self._anc_space += cmsg.TIMESTAMPNS_SPACE
         try:
-            self.sock.bind(("0.0.0.0", port))
+            self.sock.bind((any_addr, port))
         except OSError as e:
             self.sock.close()
             raise OSError(e.errno, f"cannot bind UDP port {port}: {e.strerror}") from None
         self.sock.setblocking(False)
+
+    @staticmethod
+    def event(ev):
+        """Its records are decoded already."""
+        return ev
 
     def configure(self, clock_state):
         self.state = clock_state
@@ -71,12 +84,13 @@ class UserReflector:
         ready, _, _ = select.select([self.sock], [], [], timeout_s)
         while ready:
             try:
-                data, anc, _flags, (addr, port) = self.sock.recvmsg(65535, self._anc_space)
+                data, anc, _flags, peer = self.sock.recvmsg(65535, self._anc_space)
             except BlockingIOError:
                 return
             rx_ns = cmsg.received_time_ns(anc) if self.hmac else None
             t2 = self._encode(rx_ns or time.time_ns())
-            reply = self._reply(data, addr, port, anc, t2)
+            sender, port = addr.normalize(peer[0].split("%")[0]), peer[1]
+            reply = self._reply(data, sender, port, anc, t2)
             if reply is None:
                 continue
             packet, ttl, local, ts_at = reply
@@ -84,7 +98,7 @@ class UserReflector:
             if self.hmac:
                 self.hmac.sign(packet)
             try:
-                self.sock.sendto(packet, (addr, port))
+                self.sock.sendto(packet, peer)      # a link-local peer keeps its scope
             except OSError:
                 continue
             self.counts["reflected"] += 1
@@ -95,18 +109,20 @@ class UserReflector:
                 seq, t1, see = wire.parse_sender_packet(data)
             t3 = struct.unpack_from("!II", packet, ts_at)
             ee = self.state.error_estimate(self.ptp)
-            out.append(events.REFLECTOR_EVENT.pack(
-                socket.inet_aton(addr), local, port, self.port, len(data), ttl, seq,
-                t1[0], t1[1], t2[0], t2[1], t3[0], t3[1], see, ee))
+            out.append(events.ReflectorEvent(
+                sender, local, port, self.port, len(data), ttl,
+                seq, tuple(t1), tuple(t2), tuple(t3), see, ee))
 
     def _reply(self, data, saddr, sport, anc, t2):
         """(reflected packet, sender TTL, local address, offset of T3) or None if it is
         not reflected."""
-        reason = (self._auth_refused if self.hmac else self._refused)(data, saddr, sport, anc)
+        local = cmsg.destination(anc)
+        local = addr.normalize(local) if local else "0.0.0.0"
+        reason = (self._auth_refused if self.hmac else self._refused)(data, saddr, sport, local)
         if reason:
             self.counts[reason] += 1
             return None
-        ttl, local = cmsg.received_ttl(anc), cmsg.local_address(anc)
+        ttl = cmsg.received_ttl(anc)
         if self.hmac:
             return self._auth_reply(data, ttl, t2), ttl, local, wire.REFLECTOR_AUTH_FIELDS["ts"][0]
         seq, t1, see = wire.parse_sender_packet(data)
@@ -125,12 +141,12 @@ class UserReflector:
                                                 ssid=wire.sender_auth_ssid(data))
         return bytearray(base + data[wire.AUTH_LEN:])
 
-    def _refused(self, data, saddr, sport, anc):
+    def _refused(self, data, saddr, sport, local):
         """Why a datagram is not reflected (a records.DROP_REASONS name), or None;
         the checks of reflector_ingress.c, in its order."""
         if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
             return "malformed"
-        if sport == 0 or socket.inet_aton(saddr) == cmsg.local_address(anc):
+        if sport == 0 or saddr == local:
             return "bad_source"
         if not self.guard.allowed(saddr):
             return "not_allowed"
@@ -141,13 +157,13 @@ class UserReflector:
             return "loop_guard"
         return None if self.guard.within_rate(saddr) else "rate_limited"
 
-    def _auth_refused(self, data, saddr, sport, anc):
+    def _auth_refused(self, data, saddr, sport, local):
         """_refused for authenticated mode: the checks that read no packet field, then
         the HMAC (RFC 8762 section 4.4: verified before any field is used; a packet
         shorter than 112 octets fails it), then the loop guard and the rate."""
         if not self.guard.allowed(saddr):
             return "not_allowed"
-        if sport == 0 or socket.inet_aton(saddr) == cmsg.local_address(anc):
+        if sport == 0 or saddr == local:
             return "bad_source"
         if not self.hmac.verify(data):
             return "auth_failed"

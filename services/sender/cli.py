@@ -3,26 +3,29 @@
 USAGE: stamp-sender IFACE REFLECTOR [REFLECTOR ...] [-s SRC_PORT] [-d DST_PORT]
                     [-c COUNT] [-i INTERVAL] [-w TIMEOUT] [...]
 
-One session per reflector. User space builds each test packet and sends it
-with IP TTL 255; TC egress writes T1, TC ingress takes T4 and hands the reply
+One session per reflector, IPv4 and IPv6 side by side. User space builds
+each test packet and sends it with IPv4 TTL / IPv6 Hop Limit 255; TC egress writes T1, TC ingress takes T4 and hands the reply
 to user space through a ring buffer. Per packet: near-end (forward) delay
 T2-T1, far-end (backward) delay T4-T3 and round trip (T4-T1)-(T3-T2).
 """
 
 import argparse
-import ipaddress
 import sys
 
-from ..common import histogram, options
+from ..common import addr, histogram, options
 from . import datapath, peers
 from .service import SenderService
 
 EXAMPLES = """examples:
   stamp-sender eth0 10.0.0.2                 # one session to 10.0.0.2, 1 packet/s, forever
   stamp-sender eth0 10.0.0.2 10.0.0.3 -c 10  # two sessions, 10 packets each, then a summary
+  stamp-sender eth0 10.0.0.2 2001:db8::2     # one IPv4 and one IPv6 session
+  stamp-sender eth0 fe80::2                  # link-local: scoped to eth0
   stamp-sender eth0 10.0.0.2 -i 0.001 -w 0.5 # 1,000 packets/s, late after 500 ms
   stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local
                                              # every address of a DNS name (a mesh)
+  stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local --address-family 6
+                                             # its AAAA records only
   stamp-sender eth0 --reflector-dns stamp-reflector.default.svc.cluster.local --max-peers 16
                                              # at most 16 of them, the same on every restart
   stamp-sender eth0 10.0.0.2 --timestamp-format ptp   # PTPv2 timestamps (Z=1)
@@ -33,12 +36,12 @@ EXAMPLES = """examples:
 """
 
 
-def ipv4(text):
+def ip_address(text):
     try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an IPv4 address; for a DNS name use --reflector-dns") from None
+        return addr.normalize(text)
+    except ValueError as e:
+        detail = str(e) if "%" in text else f"{text!r} is not an IPv4 or IPv6 address"
+        raise argparse.ArgumentTypeError(f"{detail}; for a DNS name use --reflector-dns") from None
 
 
 def _ranged(what, lo, hi):
@@ -81,8 +84,8 @@ def parser():
         prog="stamp-sender", description="Send STAMP test packets and measure both directions.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     p.add_argument("interface", metavar="IFACE", help="interface to send and timestamp on")
-    p.add_argument("reflectors", metavar="REFLECTOR", nargs="*", type=ipv4,
-                   help="reflector IPv4 address; one session each")
+    p.add_argument("reflectors", metavar="REFLECTOR", nargs="*", type=ip_address,
+                   help="reflector IPv4 or IPv6 address; one session each")
     p.add_argument("-s", "--source-port", type=options.port, default=862,
                    help="UDP source port; default 862")
     p.add_argument("-d", "--dest-port", type=options.port, default=862,
@@ -97,9 +100,13 @@ def parser():
                    help="a packet with no reply by timeout + this is lost, seconds; "
                         "default: the same as --timeout")
     p.add_argument("--reflector-dns", metavar="NAME",
-                   help="measure to every IPv4 address NAME resolves to (except this "
-                        "host's), re-resolved every --dns-interval; REFLECTORs given too "
-                        "are measured whatever NAME resolves to")
+                   help="measure to every address NAME resolves to (A and AAAA records, "
+                        "as --address-family says; except this host's), re-resolved every "
+                        "--dns-interval; REFLECTORs given too are measured whatever NAME "
+                        "resolves to")
+    p.add_argument("--address-family", choices=addr.FAMILIES, default="any",
+                   help="families measured: any (IPv4 and IPv6), 4 or 6; filters "
+                        "--reflector-dns answers, and REFLECTORs must match it; default any")
     p.add_argument("--dns-interval", type=options.seconds(1.0), default=30.0,
                    help="seconds between --reflector-dns lookups; default 30")
     p.add_argument("--ssid", type=_ssid, default=None, metavar="N",
@@ -142,6 +149,10 @@ def parse(argv=None):
         p.error("no reflector: give at least one REFLECTOR address, or --reflector-dns NAME")
     if len(set(args.reflectors)) != len(args.reflectors):
         p.error("a REFLECTOR is listed twice; each address is one session")
+    other = [r for r in args.reflectors if not addr.wanted(r, args.address_family)]
+    if other:
+        p.error(f"REFLECTOR {other[0]} is not IPv{args.address_family}, as --address-family "
+                f"{args.address_family} asks; drop it or use --address-family any")
     if args.count < 0:
         p.error(f"--count must be 0 (forever) or more, got {args.count}")
     if args.ssid is not None and (len(args.reflectors) != 1 or args.reflector_dns):

@@ -1,6 +1,6 @@
 """The sender's BPF datapath: sender_egress.c and sender_ingress.c."""
 
-from ..common import bpfprog, datapath, tc
+from ..common import bpfprog, datapath, events, tc
 
 FILES = ["maps.h", "sender_maps.h", "sender_egress.c", "sender_ingress.c"]
 PROGRAMS = ["sender_egress", "sender_ingress"]
@@ -19,17 +19,18 @@ def load(source_port, dest_port, ptp, debug=False):
 
 class SenderDatapath(datapath.Datapath):
     STATS = datapath.SENDER_STATS
+    event = staticmethod(events.sender_event)        # a ring buffer record, decoded
 
     def add_session(self, reflector, local):
         """Take replies from `reflector` to `local`, the address our test packets to
-        it leave from (0.0.0.0 while there is none: no reply is taken); called
+        it leave from (0.0.0.0 or :: while there is none: no reply is taken); called
         again when that address changes."""
         table = self.bpf[b"sessions"]
-        table[table.Key(datapath.ipv4_be32(reflector))] = table.Leaf(datapath.ipv4_be32(local))
+        table[datapath.addr_key(table, reflector)] = datapath.stamp_addr(table.Leaf, local)
 
     def remove_session(self, reflector):
         table = self.bpf[b"sessions"]
         try:
-            del table[table.Key(datapath.ipv4_be32(reflector))]
+            del table[datapath.addr_key(table, reflector)]
         except KeyError:
             pass

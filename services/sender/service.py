@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from ..common import events, histfile, netif, records, recordpipe, runtime, tc, wire
+from ..common import addr, events, histfile, netif, records, recordpipe, runtime, tc, wire
 from ..common.delaystats import DIRECTIONS, delays
 from . import datapath, tlvs, view
 from .direction import DirectionalLoss
@@ -23,10 +23,11 @@ from .transmit import Transmitter, source_address
 from .usermode import UserSenderDatapath
 
 MAX_WAIT_MS = 100
-# A session's source address while the kernel finds none for it. Bound to the
-# interface, a socket with no route is sent on-link from the interface's address,
-# so this happens only when the interface has no IPv4 address.
-NO_ROUTE = "0.0.0.0"
+# A session's source address while the kernel finds none for it, per family.
+# Bound to the interface, an IPv4 socket with no route is sent on-link from the
+# interface's address, so this happens only when the interface has no address
+# of the reflector's family (or, for IPv6, no route to it).
+NO_ROUTE = {4: "0.0.0.0", 6: "::"}
 PUSH_BATCH = 256                # records per ZeroMQ message, at most
 PUSH_EVERY_NS = 20_000_000      # and no record waits longer than this
 
@@ -50,6 +51,7 @@ class SenderService:
         # Reflectors given as arguments: DNS answers never stop them (nor add them twice).
         self.static = frozenset(args.reflectors)
         self.ended = []             # sessions removed by DNS, for the summary
+        self.unmeasured = set()     # IPv6 reflectors a host without IPv6 cannot measure
         self.schedule = []          # heap of (next send ns, reflector address)
         self.deadlines = []         # heap of (give-up ns, reflector address, seq)
         self.pending = []           # raw ring buffer records of this iteration
@@ -67,13 +69,22 @@ class SenderService:
         a = self.args
         # The series are labelled with our real source address from the first packet,
         # also when the reflector never answers (replies no longer teach it).
+        if not self.tx.supports(reflector):
+            if reflector not in self.unmeasured:
+                self.unmeasured.add(reflector)
+                self.log.warning("ipv6_not_measured", reflector=reflector, interface=a.interface,
+                                 hint="this host has no IPv6 (booted with ipv6.disable=1?): "
+                                      "give the reflector's IPv4 address or --address-family 4")
+            return
         local = source_address(a.interface, reflector, a.dest_port)
         if local is None:
-            local = NO_ROUTE
+            fam = addr.family(reflector)
+            local = NO_ROUTE[fam]
             self.log.warning("no_route", reflector=reflector, interface=a.interface,
-                             hint="no source address toward the reflector on this interface "
-                                  "(has it lost its IPv4 address?): its series are labelled "
-                                  "sender=0.0.0.0 until there is one")
+                             hint=f"no IPv{fam} source address toward the reflector on this "
+                                  f"interface (has it lost its IPv{fam} address?): its series "
+                                  f"are labelled sender={addr.endpoint(local, a.source_port)} "
+                                  "until there is one")
         s = SenderSession(reflector, a.dest_port, local, a.source_port, a.count, a.interval,
                           a.timeout, a.late_window, time.monotonic_ns() + offset_ns)
         s.ssid = SsidCheck(self.ssids.take())
@@ -96,11 +107,12 @@ class SenderService:
             self.log.info("session_stopping", reflector=s.label, reason="no longer in DNS")
 
     def _end_finished_stopping(self):
-        for addr, s in list(self.sessions.items()):
+        for ip, s in list(self.sessions.items()):
             if s.stopping and not s.outstanding:
-                del self.sessions[addr]
+                del self.sessions[ip]
                 self.ssids.release(s.ssid.ssid)
-                self.dp.remove_session(addr)
+                self.dp.remove_session(ip)
+                self.tx.forget(ip, s.port)
                 self.ended.append(s)
                 self._push_records(force=True)
                 self.pusher.push([s.stats_record(ended=True)])
@@ -109,7 +121,7 @@ class SenderService:
     def _find_missing_routes(self):
         """Once a route appears for a session that had none, label it with its source."""
         for s in self.sessions.values():
-            if s.local == NO_ROUTE:
+            if s.local == NO_ROUTE[addr.family(s.reflector)]:
                 local = source_address(self.args.interface, s.reflector, s.port)
                 if local is not None:
                     s.local = local
@@ -121,13 +133,13 @@ class SenderService:
         if addrs is None:
             return
         wanted = set(addrs) - self.static
-        for addr in sorted(wanted - set(self.sessions)):
-            self.add_session(addr)
-        for addr in set(self.sessions) - self.static - wanted:
-            self.stop_session(addr)
-        for addr in wanted:
-            s = self.sessions[addr]
-            if s.stopping:      # back in DNS before its last packets were judged
+        for ip in sorted(wanted - set(self.sessions)):
+            self.add_session(ip)
+        for ip in set(self.sessions) - self.static - wanted:
+            self.stop_session(ip)
+        for ip in wanted:
+            s = self.sessions.get(ip)
+            if s is not None and s.stopping:      # back in DNS before its last packets were judged
                 s.stopping = False
                 self.log.info("session_resumed", reflector=s.label)
                 self._schedule(s)
@@ -147,8 +159,7 @@ class SenderService:
         self.tx = Transmitter(a.interface, a.source_port, tlvs=tlvs.block(a), dscp=a.dscp,
                               authenticated=hmac is not None)
         if self.user_mode:
-            self.dp = UserSenderDatapath(self.tx, self.ptp, netif.ipv4_addresses(a.interface)[0],
-                                         hmac=hmac)
+            self.dp = UserSenderDatapath(self.tx, self.ptp, hmac=hmac)
             attachment = contextlib.nullcontext()
         else:
             tc.check_free(a.interface, tc.SENDER, datapath.PROGRAMS)
@@ -162,7 +173,8 @@ class SenderService:
         with recordpipe.RecordPusher(a.zmq, log=self.log) as self.pusher, attachment:
             self.log.info("sending", interface=a.interface, reflectors=a.reflectors,
                           timestamping=a.timestamping, authenticated=hmac is not None,
-                          reflector_dns=a.reflector_dns, source_port=a.source_port,
+                          reflector_dns=a.reflector_dns, address_family=a.address_family,
+                          dual_stack=self.tx.dual_stack, source_port=a.source_port,
                           dest_port=a.dest_port, timestamp_format=a.timestamp_format,
                           zmq=a.zmq, clock_synchronized=self.state.synchronized,
                           clock_error_s=self.state.error_s, tai_offset_s=self.state.tai_offset_s)
@@ -171,8 +183,8 @@ class SenderService:
             for i, r in enumerate(a.reflectors):
                 self.add_session(r, offset_ns=int(i * a.interval * 1e9 / n))
             if a.reflector_dns:
-                resolver = Resolver(a.reflector_dns, a.dns_interval, self.log, a.max_peers,
-                                    (netif.ipv4_addresses(a.interface) or [None])[0])
+                resolver = Resolver(a.reflector_dns, a.dns_interval, self.log, a.address_family,
+                                    a.max_peers, netif.addresses(a.interface))
                 resolver.start()
             try:
                 self._loop(resolver)
@@ -224,8 +236,8 @@ class SenderService:
     def _send_due(self):
         now = time.monotonic_ns()
         while self.schedule and self.schedule[0][0] <= now:
-            _, addr = heapq.heappop(self.schedule)
-            s = self.sessions.get(addr)
+            _, ip = heapq.heappop(self.schedule)
+            s = self.sessions.get(ip)
             if s is None:
                 continue
             s.scheduled = False
@@ -235,7 +247,7 @@ class SenderService:
             seq = s.next_seq
             if self.tx.send(seq, s.reflector, s.port, s.ssid.ssid):
                 s.on_sent(mono, wall)
-                heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), addr, seq))
+                heapq.heappush(self.deadlines, (s.give_up_at(s.outstanding[seq]), ip, seq))
             else:
                 s.skip()            # the kernel refused it: nothing left to wait for
                 self.log.warning("send_failed", reflector=s.label, seq=seq, errors=self.tx.errors)
@@ -259,13 +271,13 @@ class SenderService:
         self.dp.poll(0)
         our_ee = self.our_ee
         for raw in self.pending:
-            ev = events.sender_event(raw)
+            ev = self.dp.event(raw)
             self._on_reply(decode_reply(ev, our_ee, self.state.tai_offset_s), ev)
         self.pending.clear()
         now = time.monotonic_ns()
         while self.deadlines and self.deadlines[0][0] <= now:
-            _, addr, seq = heapq.heappop(self.deadlines)
-            s = self.sessions.get(addr)
+            _, ip, seq = heapq.heappop(self.deadlines)
+            s = self.sessions.get(ip)
             sent = s.declare_lost(seq) if s else None
             if sent is None:
                 continue        # answered in time, or its session is gone

@@ -17,7 +17,7 @@ b when b - a, modulo 2^32, is between 1 and 2^31 - 1.
 import time
 from typing import NamedTuple
 
-from ..common import records, wire
+from ..common import addr, records, wire
 from ..common.delaystats import DIRECTIONS, DelayStats, delays
 # Sequence numbers remembered for duplicate detection, per session: enough
 # for every packet that can still be answered (timeout + late window), twice.
@@ -64,7 +64,7 @@ class SenderSession:
         self.local = local           # our source address toward the reflector (the route's)
         self.local_port = local_port
         self.local_mismatch = False  # a reply came back to another address (logged once)
-        self.label = f"{reflector}:{port}"
+        self.label = addr.endpoint(reflector, port)
         self.count = count
         self.interval_ns = int(interval_s * 1e9)
         self.timeout_ns = int(timeout_s * 1e9)

@@ -18,7 +18,7 @@ record carries (STAMP_EVENT_TLV_LEN).
 
 import socket
 
-from ..common import wire
+from ..common import addr, wire
 from . import direction
 
 LOCATION_VALUE = (bytes(4) + wire.build_tlv(wire.LOC_SRC_MAC, bytes(wire.LOC_MAC_LEN))
@@ -93,6 +93,9 @@ class TlvReport:
             elif sub.type in (wire.LOC_DST_IPV4, wire.LOC_SRC_IPV4) and len(sub.value) >= 4:
                 key = "dst_addr" if sub.type == wire.LOC_DST_IPV4 else "src_addr"
                 seen[key] = socket.inet_ntoa(sub.value[:4])
+            elif sub.type in (wire.LOC_DST_IPV6, wire.LOC_SRC_IPV6) and len(sub.value) >= 16:
+                key = "dst_addr" if sub.type == wire.LOC_DST_IPV6 else "src_addr"
+                seen[key] = addr.normalize(socket.inet_ntop(socket.AF_INET6, sub.value[:16]))
         seen["nat_seen"] = (seen.get("src_addr", local) != local or sport != local_port
                             or seen.get("dst_addr", reflector) != reflector or dport != port)
         self.location = seen

@@ -4,8 +4,9 @@ For hosts where BPF is not allowed, and as the baseline the benchmarks
 compare the TC timestamps with. Same protocol and same statistics: T1 is
 read from CLOCK_REALTIME just before sendto(), T4 just after recvmsg()
 returns, so both include the scheduling noise of this process. Replies are
-handed to the service as the same records the BPF ring buffer carries
-(services/common/events.py), so everything after this point is shared.
+handed to the service as the same decoded records the BPF ring buffer gives
+(events.SenderEvent), so everything after this point is shared. The
+Transmitter's socket serves both families, so IPv6 works here as IPv4.
 
 Authenticated mode (--auth-key-file, RFC 8762 sections 4.2.2, 4.3.2, 4.4)
 runs here too: T1 is read just before the HMAC is computed (the HMAC covers
@@ -19,28 +20,33 @@ import socket
 import struct
 import time
 
-from ..common import auth, cmsg, datapath, events, wire
+from ..common import addr, auth, cmsg, datapath, events, wire
 
 
 class UserSenderDatapath:
     """Duck-types SenderDatapath for a Transmitter's socket."""
 
-    def __init__(self, tx, ptp, local_addr, hmac=None):
+    def __init__(self, tx, ptp, hmac=None):
         self.tx = tx
         self.ptp = ptp
         self.hmac = hmac
-        self.local = socket.inet_aton(local_addr)
         self.socket_cookie = 0
         self._sessions = set()
         self._state = None
         self._callback = None
         self._counts = dict.fromkeys(datapath.SENDER_STATS + (auth.STATS if hmac else ()), 0)
-        self._anc_space = cmsg.TTL_SPACE
-        tx.sock.setsockopt(socket.IPPROTO_IP, cmsg.IP_RECVTTL, 1)
+        self._anc_space = cmsg.ANCILLARY_SPACE
+        cmsg.ask_for_ttl(tx.sock)
+        cmsg.ask_for_local_address(tx.sock)
         if hmac:
             tx.sock.setsockopt(socket.SOL_SOCKET, cmsg.SO_TIMESTAMPNS, 1)
             self._anc_space += cmsg.TIMESTAMPNS_SPACE
         tx.stamp = self._stamp_auth if hmac else self._stamp
+
+    @staticmethod
+    def event(ev):
+        """Its records are decoded already."""
+        return ev
 
     def _now(self):
         return wire.encode_ts(time.time_ns(), self.ptp, self._state.tai_offset_s)
@@ -82,7 +88,7 @@ class UserSenderDatapath:
         ready, _, _ = select.select([self.tx.sock], [], [], timeout_ms / 1000)
         while ready:
             try:
-                data, anc, _flags, (addr, port) = self.tx.sock.recvmsg(2048, self._anc_space)
+                data, anc, _flags, peer = self.tx.sock.recvmsg(2048, self._anc_space)
             except BlockingIOError:
                 return
             if self.hmac:
@@ -90,7 +96,8 @@ class UserSenderDatapath:
                 t4 = wire.encode_ts(rx_ns, self.ptp, self._state.tai_offset_s)
             else:
                 t4 = self._now()
-            if addr not in self._sessions or len(data) < wire.BASE_LEN:
+            reflector, port = addr.normalize(peer[0].split("%")[0]), peer[1]
+            if reflector not in self._sessions or len(data) < wire.BASE_LEN:
                 continue
             if self.hmac:
                 # RFC 8762 section 4.4: verified before any field is used.
@@ -100,9 +107,9 @@ class UserSenderDatapath:
                 base, tlvs_at = wire.reflector_auth_to_base(data), wire.AUTH_LEN
             else:
                 base, tlvs_at = data[:wire.BASE_LEN], wire.BASE_LEN
-            ttl = cmsg.received_ttl(anc)
+            local = cmsg.destination(anc)
             self._counts["replies_taken"] += 1
-            self._callback(events.SENDER_EVENT.pack(
-                socket.inet_aton(addr), self.local, port, self.tx.source_port,
-                len(data), ttl, 0, t4[0], t4[1], base,
-                data[tlvs_at:tlvs_at + events.EVENT_TLV_LEN]))
+            self._callback(events.SenderEvent(
+                reflector, addr.normalize(local) if local else "", port, self.tx.source_port,
+                len(data), cmsg.received_ttl(anc), t4, bytes(base),
+                bytes(data[tlvs_at:tlvs_at + events.EVENT_TLV_LEN])))

@@ -80,7 +80,8 @@ def sender_args(cfg, log_format):
                  "--dns-interval", _num(cfg["sender.dnsInterval"])]
         if cfg["sender.maxPeers"]:
             args += ["--max-peers", str(cfg["sender.maxPeers"])]
-    args += ["--source-port", str(cfg["sender.sourcePort"]),
+    args += ["--address-family", cfg["sender.addressFamily"],
+             "--source-port", str(cfg["sender.sourcePort"]),
              "--dest-port", str(cfg["sender.destinationPort"]),
              "--count", str(cfg["sender.count"]),
              "--interval", _num(cfg["sender.interval"]),

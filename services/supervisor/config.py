@@ -9,14 +9,13 @@ is a ConfigError whose text is one line naming the key.
 """
 
 import difflib
-import ipaddress
 import math
 import tomllib
 from dataclasses import dataclass
 
 import yaml
 
-from ..common import histogram
+from ..common import addr, histogram
 from ..common.recordpipe import DEFAULT_ENDPOINT
 from ..reflector import guard
 
@@ -52,9 +51,12 @@ def _service_keys(svc, hist_path):
 
 KEYS = {k.name: k for k in [
     *_service_keys("sender", "/tmp/sender-hist"),
-    Key("sender.reflectorIPs", "list", [], "IPv4 addresses of the reflectors, one session each"),
+    Key("sender.reflectorIPs", "list", [], "IPv4 or IPv6 addresses of the reflectors, one "
+        "session each"),
     Key("sender.reflectorDNS", "str", "", "name to resolve for reflectors (--reflector-dns)"),
     Key("sender.dnsInterval", "number", 30, "seconds between resolutions of reflectorDNS"),
+    Key("sender.addressFamily", "str", "any", "families measured (--address-family): any, "
+        "\"4\" or \"6\"; filters reflectorDNS answers, reflectorIPs must match it"),
     Key("sender.maxPeers", "int", 16, "with reflectorDNS: measure at most this many of its "
         "reflectors, chosen on a hash ring (--max-peers); 0 = all"),
     Key("sender.sourcePort", "int", 862, "UDP source port of the test packets"),
@@ -274,11 +276,19 @@ def _endpoint(cfg):
 
 
 def _sender(cfg):
+    fam = cfg["sender.addressFamily"]
+    if fam not in addr.FAMILIES:
+        raise ConfigError(f"sender.addressFamily: {fam!r} is not one of any, \"4\", \"6\" "
+                          "(a string)")
     for i, ip in enumerate(cfg["sender.reflectorIPs"]):
         try:
-            ipaddress.IPv4Address(ip)
+            ip = addr.normalize(ip)
         except ValueError:
-            raise ConfigError(f"sender.reflectorIPs[{i}]: {ip!r} is not an IPv4 address") from None
+            raise ConfigError(f"sender.reflectorIPs[{i}]: {ip!r} is not an IPv4 or IPv6 address "
+                              "(without a %scope)") from None
+        if not addr.wanted(ip, fam):
+            raise ConfigError(f"sender.reflectorIPs[{i}]: {ip} is not IPv{fam}, as "
+                              f"sender.addressFamily says; drop it or set addressFamily = any")
     if cfg["sender.enabled"] and not (cfg["sender.reflectorIPs"] or cfg["sender.reflectorDNS"]):
         raise ConfigError("sender.reflectorIPs: empty, so the sender has nothing to measure; "
                           "list reflector addresses, set sender.reflectorDNS, "
