@@ -10,10 +10,12 @@ socket stays in that namespace afterwards.
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import signal
 import socket
 import struct
+import threading
 import time
 
 from stamp_bpf.lab import capture, packets
@@ -50,6 +52,52 @@ def socket_in(host, family=socket.AF_INET, kind=socket.SOCK_DGRAM, proto=0):
     """A socket that lives in `host`'s namespace (a netns.Host)."""
     with netns(host.ns):
         return socket.socket(family, kind, proto)
+
+
+def tcp_round_trip(client_host, server_host, server_addr, size, family=socket.AF_INET, port=5201):
+    """Send `size` random octets over TCP from `client_host` to an echo server on
+    `server_host` and read them back: (sha256 sent, sha256 the server got, sha256 back)."""
+    data = os.urandom(size)
+    server = socket_in(server_host, family, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((server_addr, port))
+    server.listen(1)
+    server.settimeout(20)
+    got = {}
+
+    def serve():
+        conn, _ = server.accept()
+        conn.settimeout(20)
+        buf = bytearray()
+        while len(buf) < len(data):
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+        got["server"] = hashlib.sha256(buf).hexdigest()
+        conn.sendall(buf)
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    client = socket_in(client_host, family, socket.SOCK_STREAM)
+    client.settimeout(20)
+    try:
+        client.connect((server_addr, port))
+        tx = threading.Thread(target=client.sendall, args=(data,), daemon=True)
+        tx.start()
+        back = bytearray()
+        while len(back) < len(data):
+            chunk = client.recv(1 << 16)
+            if not chunk:
+                break
+            back += chunk
+        tx.join(20)
+        t.join(20)
+    finally:
+        client.close()
+        server.close()
+    return hashlib.sha256(data).hexdigest(), got.get("server"), hashlib.sha256(back).hexdigest()
 
 
 def udp_socket(host, port=0, addr="0.0.0.0", timeout=2.0):

@@ -14,11 +14,9 @@ IPv6 test packet, to a global or a link-local address, comes back as an RFC
 Limit as Session-Sender TTL, with a valid UDP checksum.
 """
 
-import hashlib
 import os
 import socket
 import struct
-import threading
 import time
 
 import pytest
@@ -76,48 +74,9 @@ def test_ping6_to_global_and_link_local_addresses_both_ways(lab):
 def test_tcp_over_ipv6_both_ways(lab):
     """2 MiB to the reflector host over TCP/IPv6 and back, byte for byte."""
     topo = lab.topo
-    data = os.urandom(2 << 20)
-    server = stampnet.socket_in(topo.reflector, socket.AF_INET6, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((topo.reflector.addr6, 5201))
-    server.listen(1)
-    server.settimeout(20)
-    got = {}
-
-    def serve():
-        conn, _ = server.accept()
-        conn.settimeout(20)
-        buf = bytearray()
-        while len(buf) < len(data):
-            chunk = conn.recv(1 << 16)
-            if not chunk:
-                break
-            buf += chunk
-        got["server"] = hashlib.sha256(buf).hexdigest()
-        conn.sendall(buf)
-        conn.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    client = stampnet.socket_in(topo.sender, socket.AF_INET6, socket.SOCK_STREAM)
-    client.settimeout(20)
-    try:
-        client.connect((topo.reflector.addr6, 5201))
-        tx = threading.Thread(target=client.sendall, args=(data,), daemon=True)
-        tx.start()
-        back = bytearray()
-        while len(back) < len(data):
-            chunk = client.recv(1 << 16)
-            if not chunk:
-                break
-            back += chunk
-        tx.join(20)
-        t.join(20)
-    finally:
-        client.close()
-        server.close()
-    want = hashlib.sha256(data).hexdigest()
-    assert got.get("server") == want and hashlib.sha256(back).hexdigest() == want, \
+    want, got, back = stampnet.tcp_round_trip(topo.sender, topo.reflector, topo.reflector.addr6,
+                                              2 << 20, socket.AF_INET6)
+    assert got == want and back == want, \
         "A TCP stream over IPv6 arrived changed or cut with both services attached."
 
 

@@ -7,11 +7,9 @@ and from port 862 of another socket than the sender's must arrive with the
 very payload that was sent, and never be reflected or stamped.
 """
 
-import hashlib
 import os
 import socket
 import struct
-import threading
 
 import pytest
 
@@ -48,49 +46,9 @@ def test_ping_both_ways(lab):
 def test_tcp_transfer_both_ways(lab):
     """4 MiB to the reflector host over TCP and back, byte for byte."""
     topo = lab.topo
-    data = os.urandom(4 << 20)
-    server = stampnet.socket_in(topo.reflector, socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((topo.reflector.addr, 5201))
-    server.listen(1)
-    server.settimeout(20)
-    got = {}
-
-    def serve():
-        conn, _ = server.accept()
-        conn.settimeout(20)
-        buf = bytearray()
-        while len(buf) < len(data):
-            chunk = conn.recv(1 << 16)
-            if not chunk:
-                break
-            buf += chunk
-        got["server"] = hashlib.sha256(buf).hexdigest()
-        conn.sendall(buf)
-        conn.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    client = stampnet.socket_in(topo.sender, socket.AF_INET, socket.SOCK_STREAM)
-    client.settimeout(20)
-    try:
-        client.connect((topo.reflector.addr, 5201))
-        sender = threading.Thread(target=client.sendall, args=(data,), daemon=True)
-        sender.start()
-        back = bytearray()
-        while len(back) < len(data):
-            chunk = client.recv(1 << 16)
-            if not chunk:
-                break
-            back += chunk
-        sender.join(20)
-        t.join(20)
-    finally:
-        client.close()
-        server.close()
-    want = hashlib.sha256(data).hexdigest()
-    assert got.get("server") == want, "the TCP stream arrived at the reflector host changed or cut"
-    assert hashlib.sha256(back).hexdigest() == want and len(back) == len(data), \
+    want, got, back = stampnet.tcp_round_trip(topo.sender, topo.reflector, topo.reflector.addr, 4 << 20)
+    assert got == want, "the TCP stream arrived at the reflector host changed or cut"
+    assert back == want, \
         "the TCP stream back to the sender host arrived changed or cut"
 
 
