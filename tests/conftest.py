@@ -35,6 +35,18 @@ def require_root():
         pytest.fail("these tests need root (namespaces, BPF, TC); run them through `make test`")
 
 
+@pytest.fixture(scope="module")
+def one_cpu():
+    """Root, and this process on one CPU for the module's BPF_PROG_TEST_RUN calls:
+    the per-CPU counters and the reflector's hand-off from ingress to egress are
+    then all on the CPU the test reads."""
+    require_root()
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})
+    yield
+    os.sched_setaffinity(0, old)
+
+
 class Service:
     """A service process in a namespace, its JSON log lines in a file."""
 

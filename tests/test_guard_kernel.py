@@ -11,7 +11,6 @@ dropped (TC_ACT_SHOT).
 """
 
 import ipaddress
-import os
 import time
 
 import pytest
@@ -41,16 +40,12 @@ def frame(src=SENDER, dst=REFLECTOR, sport=40000, smac=SMAC, size=wire.BASE_LEN,
 
 
 @pytest.fixture(scope="module")
-def loaded():
-    if os.geteuid() != 0:
-        pytest.fail("needs root (BPF); run through `make test`")
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})     # per-CPU counters and hand-off on one CPU
+def loaded(one_cpu):
     dp, fns = reflector_dp.load(862, False)
     dp.configure(clock.ClockState(False, 1e-3, 37))
     dp.set_addresses([REFLECTOR], [BROADCAST, OTHER])
     yield dp, fns[tc.INGRESS].fd
-    os.sched_setaffinity(0, old)
+    dp.bpf.cleanup()
 
 
 def run(loaded, data):

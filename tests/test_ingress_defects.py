@@ -13,7 +13,6 @@
 The real programs, loaded by the services' own datapath code.
 """
 
-import os
 import struct
 
 import pytest
@@ -72,11 +71,7 @@ def run(fn, data):
 
 
 @pytest.fixture(scope="module")
-def loaded():
-    if os.geteuid() != 0:
-        pytest.fail("needs root (BPF); run through `make test`")
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})     # per-CPU counters and hand-off on one CPU
+def loaded(one_cpu):
     state = clock.ClockState(False, 16.0, 37)
     r_dp, r_fns = reflector_dp.load(862, False)
     s_dp, s_fns = sender_dp.load(862, 862, False)
@@ -87,7 +82,6 @@ def loaded():
     yield r_dp, r_fns, s_dp, s_fns
     for dp in (r_dp, s_dp):
         dp.bpf.cleanup()
-    os.sched_setaffinity(0, old)
 
 
 def test_sender_takes_only_replies_to_its_own_address(loaded):

@@ -17,7 +17,6 @@ go to, requests shorter than their reply, malformed lengths, and a token
 bucket keyed by the IPv6 sender.
 """
 
-import os
 import socket
 import struct
 import subprocess
@@ -35,7 +34,7 @@ from stamp_bpf.reflector import datapath as reflector_dp
 from stamp_bpf.reflector import guard
 from stamp_bpf.sender import datapath as sender_dp
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_cpu")]
 
 SENDER, REFLECTOR = "2001:db8::1", "2001:db8::2"
 SENDER4, REFLECTOR4 = "198.18.0.1", "198.18.0.2"
@@ -86,16 +85,6 @@ class Reflector:
         rc, out = run(self.ingress, data)
         assert rc == TC_ACT_REDIRECT, f"reflector_ingress returned {rc}, not TC_ACT_REDIRECT"
         return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu():
-    if os.geteuid() != 0:
-        pytest.fail("needs root (BPF); run through `make test`")
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})
-    yield
-    os.sched_setaffinity(0, old)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ its `U` is 0x01; RFC 8972 Figure 6 puts U in the high bit (0x80). The flags
 are read here as the raw octet.
 """
 
-import os
 import socket
 import struct
 import time
@@ -32,7 +31,7 @@ from stamp_bpf.reflector import datapath as reflector_dp
 
 import stampnet
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_cpu")]
 
 SENDER, REFLECTOR = "198.18.0.1", "198.18.0.2"
 SMAC = "02:00:00:00:00:01"
@@ -70,16 +69,6 @@ class Loaded:
         assert progtest.signed(rc) == TC_ACT_REDIRECT, \
             f"reflector_ingress returned {progtest.signed(rc)}, not TC_ACT_REDIRECT"
         return runner.output()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu():
-    if os.geteuid() != 0:
-        pytest.fail("needs root (BPF); run through `make test`")
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})
-    yield
-    os.sched_setaffinity(0, old)
 
 
 @pytest.fixture(scope="module")
