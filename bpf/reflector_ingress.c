@@ -63,6 +63,24 @@ static __always_inline int set_dscp6(struct __sk_buff *skb, __u8 tclass, __u8 ds
 	return bpf_skb_store_bytes(skb, L3_OFF, &word, 2, 0) ? -1 : 0;
 }
 
+/* The reply goes back the way the request came: MACs and UDP ports swapped. */
+static __always_inline void swap_macs(struct ethhdr *eth)
+{
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+}
+
+static __always_inline void swap_ports(struct udphdr *udp)
+{
+	__be16 port = udp->source;
+
+	udp->source = udp->dest;
+	udp->dest = port;
+}
+
 /**
  * turn_around4() - address an IPv4 frame back to its sender: MACs, addresses
  * and ports swapped, which leaves both checksums as they are; TTL 255, which
@@ -76,21 +94,16 @@ static __always_inline int turn_around4(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct iphdr *ip = data + L3_OFF;
 	struct udphdr *udp = data + L4_OFF;
-	__u8 mac[ETH_ALEN];
 	__be32 addr;
-	__be16 port, ttl_word;
+	__be16 ttl_word;
 
 	if (data + PAYLOAD_OFF > data_end)
 		return -1;
-	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+	swap_macs(eth);
 	addr = ip->saddr;
 	ip->saddr = ip->daddr;
 	ip->daddr = addr;
-	port = udp->source;
-	udp->source = udp->dest;
-	udp->dest = port;
+	swap_ports(udp);
 	ttl_word = *(__be16 *)&ip->ttl;		/* TTL and protocol share a word */
 	ip->ttl = 255;
 	stamp_csum_replace2(&ip->check, ttl_word, *(__be16 *)&ip->ttl);
@@ -107,20 +120,14 @@ static __always_inline int turn_around6(struct __sk_buff *skb)
 	struct ipv6hdr *ip6 = data + L3_OFF;
 	struct udphdr *udp = data + L4_OFF6;
 	struct in6_addr addr;
-	__u8 mac[ETH_ALEN];
-	__be16 port;
 
 	if (data + PAYLOAD_OFF6 > data_end)
 		return -1;
-	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+	swap_macs(eth);
 	addr = ip6->saddr;
 	ip6->saddr = ip6->daddr;
 	ip6->daddr = addr;
-	port = udp->source;
-	udp->source = udp->dest;
-	udp->dest = port;
+	swap_ports(udp);
 	ip6->hop_limit = 255;
 	return 0;
 }
