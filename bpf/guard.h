@@ -41,7 +41,8 @@ struct guard_config {
 	__u64 tolerance_ns;	/* (--burst - 1) * interval_ns; guard.py bounds it
 				 * under 2^62, so the sums below cannot overflow */
 	__u8 allow_on;		/* 1: answer only senders in allow_prefixes */
-	__u8 pad[7];
+	__u8 on_loopback;	/* 1: attached to lo, see guard_bad_source() */
+	__u8 pad[6];
 };
 
 /*
@@ -159,22 +160,34 @@ static __always_inline int guard_rate_ok(const struct guard_config *g,
  * never get here: parse_udp6()). The destination is always one of the
  * interface's own unicast addresses and STAMP_PORT (checked before), so
  * never unspecified, a broadcast, multicast or port 0.
+ *
+ * On the loopback interface (@g->on_loopback) every frame was sent by this
+ * host, as no other host can put one there: a sender on one of its own
+ * addresses or in 127.0.0.0/8 or ::1 is then the local sender it seems
+ * (stamp-sender lo 127.0.0.1), and is answered.
  * Return: 1 when the packet must not be answered (STAT_BAD_SOURCE), else 0.
  */
-static __always_inline int guard_bad_source(const struct stamp_pkt *p, const __u8 *local)
+static __always_inline int guard_bad_source(const struct guard_config *g,
+					    const struct stamp_pkt *p, const __u8 *local)
 {
 	const __be32 *w = p->saddr.w;
 	__u32 a;
 
-	if (!p->sport || (p->smac[0] & 1) || local)
+	if (!p->sport || (p->smac[0] & 1))
+		return 1;
+	if (local && !g->on_loopback)
 		return 1;
 	if (p->family == 6) {
 		if ((bpf_ntohl(w[0]) >> 24) == 0xff)
 			return 1;			/* multicast */
-		return !(w[0] | w[1] | w[2]) && (!w[3] || w[3] == bpf_htonl(1));
+		if (w[0] | w[1] | w[2])
+			return 0;
+		return !w[3] || (w[3] == bpf_htonl(1) && !g->on_loopback);
 	}
 	a = bpf_ntohl(w[3]);
-	return (a >> 24) == 0 || (a >> 24) == 127 || (a >> 28) >= 0xe;
+	if ((a >> 24) == 127)
+		return !g->on_loopback;
+	return (a >> 24) == 0 || (a >> 28) >= 0xe;
 }
 
 #endif /* STAMP_GUARD_H */

@@ -170,7 +170,7 @@ int reflector_ingress(struct __sk_buff *skb)
 	/* Whom we answer, cheapest first: no checksum is summed for a refusal.
 	 * Where no reply may go comes before the allow-list: it holds whatever
 	 * the list says (and is the cheaper test). */
-	if (guard_bad_source(&p, local_addrs.lookup(&p.saddr))) {
+	if (guard_bad_source(g, &p, local_addrs.lookup(&p.saddr))) {
 		stat_inc(STAT_BAD_SOURCE);
 		return TC_ACT_UNSPEC;
 	}

@@ -181,3 +181,20 @@ def test_a_refused_sender_takes_no_token(loaded):
     assert got == [TC_ACT_REDIRECT, TC_ACT_REDIRECT, TC_ACT_SHOT], \
         f"Refused packets leave the bucket full: {got}."
     dp.set_guard([], NO_LIMIT)
+
+
+def test_on_the_loopback_interface_this_hosts_own_senders_are_answered(loaded):
+    """On lo every frame comes from this host (stamp-sender lo 127.0.0.1): its own
+    and loopback addresses are answered there, and still nothing else may go."""
+    dp = loaded[0]
+    dp.set_guard([], NO_LIMIT, on_loopback=True)
+    try:
+        for src in (REFLECTOR, OTHER, "127.0.0.1"):
+            assert run(loaded, frame(src=src))[0] == TC_ACT_REDIRECT, \
+                f"A request from {src} on lo is from this host and should be reflected."
+        for what, kw in (("port 0", {"sport": 0}), ("a multicast source", {"src": "224.0.0.5"}),
+                         ("the unspecified address", {"src": "0.0.0.0"})):
+            refused(loaded, frame(**kw), "bad_source")
+    finally:
+        dp.set_guard([], NO_LIMIT)
+    refused(loaded, frame(src="127.0.0.1"), "bad_source")

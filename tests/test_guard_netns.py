@@ -18,6 +18,7 @@ import pytest
 
 from stamp_bpf.common import records, wire
 from stamp_bpf.common.recordpipe import RecordPuller
+from stamp_bpf.lab import packets
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
@@ -74,7 +75,12 @@ def lab(tmp_path_factory):
 
 
 def sock_from(lab, addr):
-    return stampnet.udp_socket(lab.topo.sender, addr=addr)
+    s = stampnet.udp_socket(lab.topo.sender, addr=addr)
+    # Room for every reply of a test (about 800 at up to 1 KiB of truesize each):
+    # a receiving thread starved of the GIL by the sending loop must not lose any
+    # to a full buffer, or the count would blame the rate limit.
+    s.setsockopt(socket.SOL_SOCKET, packets.SO_RCVBUFFORCE, 4 << 20)
+    return s
 
 
 def ping(lab, addr, n=20, size=wire.BASE_LEN):

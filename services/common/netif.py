@@ -11,6 +11,8 @@ from . import addr
 # (duplicate address detection running or failed, RFC 4862 5.4).
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
+# include/uapi/linux/if.h
+IFF_LOOPBACK = 0x8
 
 
 def _index(ipr, ifname):
@@ -19,6 +21,12 @@ def _index(ipr, ifname):
         raise LookupError(f"no network interface named {ifname!r}; this host has "
                           f"{', '.join(names(ipr))} (or give auto: the route's interface)")
     return index[0]
+
+
+def is_loopback(ifname):
+    """Is `ifname` a loopback interface (lo), where only this host sends frames?"""
+    with IPRoute() as ipr:
+        return bool(ipr.get_links(_index(ipr, ifname))[0]["flags"] & IFF_LOOPBACK)
 
 
 def ipv4_addresses(ifname):

@@ -58,8 +58,9 @@ class ReflectorDatapath(datapath.Datapath):
         self._addrs, self._others = new, others
         return added, removed
 
-    def set_guard(self, prefixes, limit):
-        """Answer only senders in `prefixes` (none: everyone), at most `limit` each.
+    def set_guard(self, prefixes, limit, on_loopback=False):
+        """Answer only senders in `prefixes` (none: everyone), at most `limit` each;
+        `on_loopback` (attached to lo) answers this host's own addresses too.
 
         The trie changes entry by entry in place, new prefixes first: a sender
         in both the old and the new list is never refused in between, and
@@ -77,6 +78,7 @@ class ReflectorDatapath(datapath.Datapath):
         leaf.interval_ns = limit.interval_ns
         leaf.tolerance_ns = limit.tolerance_ns
         leaf.allow_on = int(bool(new))
+        leaf.on_loopback = int(on_loopback)
         cfg[cfg.Key(0)] = leaf
         if limit != self._limit:
             self.bpf[b"rate_buckets"].clear()

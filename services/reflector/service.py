@@ -51,13 +51,14 @@ class ReflectorService:
             attachment = contextlib.nullcontext()
         else:
             tc.check_free(a.interface, tc.REFLECTOR, datapath.PROGRAMS)
+            self.on_loopback = netif.is_loopback(a.interface)
             self.dp, programs = datapath.load(a.port, self.ptp, debug=a.debug,
                                               stateful=a.stateful,
                                               max_sessions=a.stateful_sessions,
                                               rate_sources=a.rate_sources)
             self.dp.set_session_policy(a.sync_source, a.session_timeout)
             _sync_addresses(self.dp, a.interface, self.log)
-            self.dp.set_guard(self.allow.prefixes, self.limit)
+            self.dp.set_guard(self.allow.prefixes, self.limit, self.on_loopback)
             self.dp.open_events(self.pending.append)
             attachment = tc.attached(a.interface, programs, tc.REFLECTOR, self.log)
         self.state = runtime.refresh_clock(self.dp, None, self.log)
@@ -146,7 +147,7 @@ class ReflectorService:
                            action="kept the running allow-list")
             return
         if not self.user_mode:
-            self.dp.set_guard(self.allow.prefixes, self.limit)
+            self.dp.set_guard(self.allow.prefixes, self.limit, self.on_loopback)
         self.log.info("allow_list_reloaded", why=why, added=[str(n) for n in added],
                       removed=[str(n) for n in removed], prefixes=len(self.allow.prefixes))
 

@@ -29,7 +29,7 @@ import socket
 import struct
 import time
 
-from ..common import addr, auth, cmsg, datapath, events, records, wire
+from ..common import addr, auth, cmsg, datapath, events, netif, records, wire
 
 REFLECT_TTL = 255
 
@@ -40,6 +40,7 @@ class UserReflector:
         self.guard = guard
         self.ptp = ptp
         self.hmac = hmac
+        self.on_loopback = netif.is_loopback(ifname)   # bpf/guard.h: guard_bad_source()
         self.state = None
         self.counts = dict.fromkeys(datapath.REFLECTOR_STATS + (auth.STATS if hmac else ()), 0)
         self.counts.update(dict.fromkeys(records.DROP_REASONS, 0))
@@ -146,7 +147,7 @@ class UserReflector:
         the checks of reflector_ingress.c, in its order."""
         if len(data) < wire.TWAMP_LIGHT_MIN_LEN:
             return "malformed"
-        if sport == 0 or saddr == local:
+        if sport == 0 or (saddr == local and not self.on_loopback):
             return "bad_source"
         if not self.guard.allowed(saddr):
             return "not_allowed"
@@ -163,7 +164,7 @@ class UserReflector:
         shorter than 112 octets fails it), then the loop guard and the rate."""
         if not self.guard.allowed(saddr):
             return "not_allowed"
-        if sport == 0 or saddr == local:
+        if sport == 0 or (saddr == local and not self.on_loopback):
             return "bad_source"
         if not self.hmac.verify(data):
             return "auth_failed"
