@@ -214,3 +214,18 @@ def udp_frames(frames, port=862):
         if udp is not None and port in (udp.sport, udp.dport):
             out.append((frame, udp))
     return out
+
+
+def stamp_kinds(frames):
+    """{(src, 'request'|'reply', seq): copies} of the STAMP frames, port 862 to 862
+    and either family, among captured `frames`."""
+    seen = {}
+    for _ts, frame in frames:
+        u = packets.parse_udp(frame)
+        if not u or u.sport != 862 or u.dport != 862 or len(u.payload) < 44:
+            continue
+        reply = u.payload[16:24] != bytes(8)
+        seq = struct.unpack_from("!I", u.payload, 24 if reply else 0)[0]
+        key = (u.src, "reply" if reply else "request", seq)
+        seen[key] = seen.get(key, 0) + 1
+    return seen

@@ -10,12 +10,10 @@ the two reflectors.
 """
 
 import socket
-import struct
 
 import pytest
 
 from stamp_bpf.common import bpfsys, wire
-from stamp_bpf.lab import packets
 
 import stampnet
 
@@ -60,20 +58,6 @@ def mesh(tmp_path_factory):
         lab.close()
 
 
-def kinds(frames):
-    """{(src, 'request'|'reply', seq): copies} of the STAMP frames captured on A."""
-    seen = {}
-    for _ts, frame in frames:
-        u = packets.parse_udp4(frame)
-        if not u or u.sport != 862 or u.dport != 862 or len(u.payload) < 44:
-            continue
-        reply = u.payload[16:24] != bytes(8)
-        seq = struct.unpack_from("!I", u.payload, 24 if reply else 0)[0]
-        key = (u.src, "reply" if reply else "request", seq)
-        seen[key] = seen.get(key, 0) + 1
-    return seen
-
-
 def test_both_sessions_get_every_reply(mesh):
     for k, s in mesh["senders"].items():
         assert mesh["rcs"][k] == 0, f"{k}'s sender exited {mesh['rcs'][k]}:\n{s.text()[-2000:]}"
@@ -86,7 +70,7 @@ def test_both_sessions_get_every_reply(mesh):
 def test_replies_are_never_reflected_again(mesh):
     topo = mesh["topo"]
     a, b = topo.sender.addr, topo.reflector.addr
-    seen = kinds(mesh["frames"])
+    seen = stampnet.stamp_kinds(mesh["frames"])
     for src in (a, b):
         for kind in ("request", "reply"):
             seqs = sorted(seq for (s, k, seq) in seen if s == src and k == kind)
@@ -104,7 +88,7 @@ def test_replies_are_never_reflected_again(mesh):
 def test_loop_guard_stops_a_stale_reply(mesh):
     topo = mesh["topo"]
     a, b = topo.sender.addr, topo.reflector.addr
-    seen = kinds(mesh["stale_frames"])
+    seen = stampnet.stamp_kinds(mesh["stale_frames"])
     assert seen == {(a, "request", 0x57A1E): 1, (b, "reply", 0x57A1E): 1}, (
         f"a reply arriving at A with no sender there must stop at A (one request, one reply); "
         f"the wire showed {seen}")

@@ -9,11 +9,9 @@ sender and none may be reflected again, in either family.
 Over IPv6 both programs run their IPv6 path (bpf/parse.h, parse_stamp()).
 """
 
-import struct
 
 import pytest
 
-from stamp_bpf.lab import packets
 
 import stampnet
 
@@ -59,15 +57,7 @@ def test_each_sender_gets_every_reply_over_both_families(mesh):
 
 
 def test_replies_are_never_reflected_again_in_either_family(mesh):
-    seen = {}
-    for _ts, frame in mesh["frames"]:
-        u = packets.parse_udp(frame)
-        if not u or u.sport != 862 or u.dport != 862 or len(u.payload) < 44:
-            continue
-        reply = u.payload[16:24] != bytes(8)
-        seq = struct.unpack_from("!I", u.payload, 24 if reply else 0)[0]
-        key = (u.src, "reply" if reply else "request", seq)
-        seen[key] = seen.get(key, 0) + 1
+    seen = stampnet.stamp_kinds(mesh["frames"])
     topo = mesh["topo"]
     for src in (topo.sender.addr, topo.sender.addr6, topo.reflector.addr, topo.reflector.addr6):
         for kind in ("request", "reply"):

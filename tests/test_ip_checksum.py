@@ -9,17 +9,14 @@ services' own datapath code, run through BPF_PROG_TEST_RUN on crafted frames
 that differ from a valid one only in the IPv4 header checksum.
 """
 
-import os
 
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from stamp_bpf.common import clock, tc, wire
+from stamp_bpf.common import tc, wire
 from stamp_bpf.lab import progtest
 from stamp_bpf.lab.progtest import TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT
-from stamp_bpf.reflector import datapath as reflector_dp
-from stamp_bpf.sender import datapath as sender_dp
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,19 +41,9 @@ def run(fn, data):
 
 
 @pytest.fixture(scope="module")
-def loaded():
-    if os.geteuid() != 0:
-        pytest.fail("needs root (BPF); run through `make test`")
-    state = clock.ClockState(False, 16.0, 37)
-    r_dp, r_fns = reflector_dp.load(862, False)
-    s_dp, s_fns = sender_dp.load(862, 862, False)
-    for dp in (r_dp, s_dp):
-        dp.configure(state)
-    r_dp.set_addresses([REFLECTOR_ADDR])
-    s_dp.add_session(REFLECTOR_ADDR, SENDER_ADDR)
-    yield r_dp, r_fns, s_dp, s_fns
-    for dp in (r_dp, s_dp):
-        dp.bpf.cleanup()
+def loaded(one_cpu):
+    with progtest.loaded_pair(SENDER_ADDR, REFLECTOR_ADDR) as pair:
+        yield pair
 
 
 def test_reflector_does_not_reflect_a_request_with_a_wrong_ip_header_checksum(loaded):

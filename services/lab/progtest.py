@@ -12,6 +12,7 @@ restored between repeats: a program that rewrites it sees its own output on
 the second run. Used by tests/test_wire_layout.py and bench/kernel_cost.py.
 """
 
+import contextlib
 import ctypes
 import os
 
@@ -84,3 +85,27 @@ def run_once(prog_fd, frame):
 def signed(retval):
     """A program's 32-bit return value as the int the C returned (-1 for TC_ACT_UNSPEC)."""
     return ctypes.c_int32(retval).value
+
+
+@contextlib.contextmanager
+def loaded_pair(sender_addr, reflector_addr, port=862):
+    """The reflector's and the sender's programs loaded and configured by the
+    services' own datapath code, for one session from `sender_addr` to
+    `reflector_addr`: (reflector datapath, its programs, sender datapath, its
+    programs), the programs by tc.INGRESS and tc.EGRESS. Unloaded on exit."""
+    from ..common import clock
+    from ..reflector import datapath as reflector_dp
+    from ..sender import datapath as sender_dp
+
+    state = clock.ClockState(False, 16.0, 37)
+    r_dp, r_fns = reflector_dp.load(port, False)
+    s_dp, s_fns = sender_dp.load(port, port, False)
+    try:
+        for dp in (r_dp, s_dp):
+            dp.configure(state)
+        r_dp.set_addresses([reflector_addr])
+        s_dp.add_session(reflector_addr, sender_addr)
+        yield r_dp, r_fns, s_dp, s_fns
+    finally:
+        for dp in (r_dp, s_dp):
+            dp.bpf.cleanup()
