@@ -80,7 +80,8 @@ def test_a_million_frames_break_no_invariant(fuzzed):
     assert not problems, f"the programs' counters disagree with the runs: {problems}"
 
 
-@pytest.mark.parametrize("name", STANDING)
+@pytest.mark.parametrize("name", STANDING or [pytest.param(
+    None, marks=pytest.mark.skip(reason="no known bpf/ defect stands: KNOWN_DEFECTS is empty"))])
 def test_known_defect_is_still_there(fuzzed, name, request):
     _counts, findings, by_class, _ = fuzzed
     k = KNOWN_DEFECTS[name]
