@@ -57,6 +57,8 @@ Also: SENDER_ADDR, REFLECTOR_ADDR, SENDER_ADDR6, REFLECTOR_ADDR6, list_namespace
 timeout, what) (wait for a ready file, fail early if proc exits).
 cleanup(prefix) removes the namespaces and interfaces of a crashed run;
 `python -m stamp_bpf.lab.netns --cleanup PREFIX` does the same from a shell.
+Every topology built first removes those whose owner process died without
+closing them (reap_orphans(): SIGKILL leaves no chance to clean up).
 """
 
 import argparse
@@ -65,6 +67,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -74,6 +77,16 @@ import tempfile
 import time
 
 from ..common import owners
+
+# One file per live topology, named by its prefix, holding its owner's pid and start
+# time: a topology whose owner died without close() (SIGKILL, a lost machine) is
+# removed by the next one built (reap_orphans()).
+OWNER_DIR = "/run/stamp-bpf-lab"
+# Namespaces a topology makes: its default prefix and a host suffix.
+_OUR_NS = re.compile(r"sl[0-9a-f]{6}-(snd|ref|mid)$")
+# A namespace of ours with no owner file (made before owner files existed) is taken
+# for an orphan only when empty and this old, so a run of older code is spared.
+_UNOWNED_AGE_S = 3600
 
 SENDER_ADDR = "198.18.0.1"
 REFLECTOR_ADDR = "198.18.0.2"
@@ -203,7 +216,9 @@ class Topology:
     # -- build ---------------------------------------------------------------
 
     def __enter__(self):
+        reap_orphans()
         try:
+            _claim(self.prefix)
             self._build()
             if self.shape == "emulated":
                 self.start_emulator(self.emulator_args)
@@ -365,10 +380,62 @@ class Topology:
             except Exception as e:
                 errors.append(str(e))
         self._namespaces = []
+        if not errors:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(OWNER_DIR, self.prefix))
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise RuntimeError("teardown incomplete: " + "; ".join(errors))
+
+
+def _start_time(pid):
+    """The start time of process `pid` (clock ticks since boot), None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _claim(prefix):
+    os.makedirs(OWNER_DIR, exist_ok=True)
+    with open(os.path.join(OWNER_DIR, prefix), "w") as f:
+        f.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
+
+
+def _owner_alive(path):
+    try:
+        with open(path) as f:
+            pid, start = f.read().split()
+        return _start_time(int(pid)) == int(start)
+    except (OSError, ValueError):
+        return False
+
+
+def reap_orphans():
+    """Remove the topologies whose owner died without close(); return what went."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for prefix in os.listdir(OWNER_DIR):
+            path = os.path.join(OWNER_DIR, prefix)
+            if not _owner_alive(path):
+                removed += cleanup(prefix)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+    owned = set(os.listdir(OWNER_DIR)) if os.path.isdir(OWNER_DIR) else set()
+    for ns in list_namespaces("sl"):
+        prefix = ns.split("-")[0]
+        if not _OUR_NS.match(ns) or prefix in owned:
+            continue
+        try:
+            age = time.time() - os.stat(f"/run/netns/{ns}").st_mtime
+        except OSError:
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+        if age > _UNOWNED_AGE_S and not pids.strip():
+            removed += cleanup(prefix)
+    return removed
 
 
 def _remove_lock_files(ns):
@@ -433,6 +500,7 @@ def cleanup(prefix):
         raise ValueError("prefix must have at least 3 characters, to spare other people's namespaces")
     removed = []
     for ns in list_namespaces(prefix):
+        _remove_lock_files(ns)
         _delete_namespace(ns)
         removed.append(ns)
     links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True,
