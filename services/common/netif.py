@@ -96,12 +96,6 @@ def names(ipr=None):
     return sorted(link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
 
 
-def all_ipv4_addresses():
-    """Every IPv4 address on this host (all interfaces)."""
-    with IPRoute() as ipr:
-        return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET)}
-
-
 def all_addresses():
     """Every address of either family on this host (all interfaces), IPv6 without scope."""
     with IPRoute() as ipr:

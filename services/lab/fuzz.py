@@ -362,10 +362,6 @@ def request_problem(f):
     return None
 
 
-def valid_request(f):
-    return request_problem(f) is None
-
-
 def reply_problem(f):
     """Why the sender (sessions to REFLECTOR_ADDR, ports PORT) must not take this frame
     as a reply, or None."""
@@ -379,10 +375,6 @@ def reply_problem(f):
     if len(u.payload) < BASE or not _reflection(u.payload):
         return "not_a_reflection"
     return None
-
-
-def valid_reply(f):
-    return reply_problem(f) is None
 
 
 def sent_problems(request_frame, out, stateful=False):
